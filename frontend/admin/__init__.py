@@ -1,0 +1,162 @@
+"""The admin panel at /admin (Flask-Admin), for users with the ``admin`` role."""
+
+from __future__ import annotations
+
+from flask import Flask, abort, flash, redirect, request, url_for
+from flask_admin import Admin, AdminIndexView, expose
+from flask_admin.actions import action
+from flask_admin.contrib.sqla import ModelView
+from flask_admin.theme import Bootstrap4Theme
+from flask_security import current_user
+from wtforms.validators import Email as EmailSyntax
+from wtforms.validators import ValidationError
+
+from ..accounts.services import email_domain
+from ..extensions import db
+from ..models import DomainRule, Role, User, utcnow
+
+
+class AdminOnlyMixin:
+    """Only the ``admin`` role gets in; others get 403, anonymous users the login."""
+
+    def is_accessible(self) -> bool:
+        return current_user.is_authenticated and current_user.has_role("admin")
+
+    def inaccessible_callback(self, name, **kwargs):
+        if not current_user.is_authenticated:
+            return redirect(
+                url_for("security.login", next=request.full_path.rstrip("?"))
+            )
+        abort(403)
+
+
+class LabqueueIndexView(AdminOnlyMixin, AdminIndexView):
+    @expose("/")
+    def index(self):
+        """Admin home: counts of what needs attention."""
+        users = db.session.scalar(db.select(db.func.count(User.id)))
+        unconfirmed = db.session.scalar(
+            db.select(db.func.count(User.id)).where(User.confirmed_at.is_(None))
+        )
+        return self.render("admin/index.html", users=users, unconfirmed=unconfirmed)
+
+
+class SecureModelView(AdminOnlyMixin, ModelView):
+    page_size = 50
+
+
+class UserView(SecureModelView):
+    # The password hash and the login token are never listed, shown or edited.
+    column_exclude_list = ("password", "fs_uniquifier")
+    column_details_exclude_list = ("password", "fs_uniquifier")
+    form_columns = (
+        "email",
+        "first_name",
+        "last_name",
+        "institution",
+        "roles",
+        "active",
+    )
+    column_list = (
+        "email",
+        "first_name",
+        "last_name",
+        "institution",
+        "roles",
+        "active",
+        "confirmed_at",
+        "last_login_at",
+        "login_count",
+        "created_at",
+    )
+    column_searchable_list = ("email", "first_name", "last_name", "institution")
+    column_filters = (
+        "active",
+        "confirmed_at",
+        "institution",
+        "roles.name",
+        "created_at",
+    )
+    column_default_sort = ("created_at", True)
+    column_labels = {"confirmed_at": "Confirmed", "roles.name": "Role"}
+    form_args = {"email": {"validators": [EmailSyntax()]}}
+    can_view_details = True
+    # People register themselves; accounts are deactivated, not deleted, so that
+    # nothing they own is lost.
+    can_create = False
+    can_delete = False
+
+    def on_model_change(self, form, model: User, is_created: bool) -> None:
+        if model.id == current_user.id and not (
+            model.active and model.has_role("admin")
+        ):
+            raise ValidationError(
+                "You cannot remove your own admin role or deactivate yourself."
+            )
+
+    @action("confirm", "Confirm email", "Mark the selected accounts as confirmed?")
+    def action_confirm(self, ids: list[str]) -> None:
+        """Confirm the selected users' email addresses, as if they had followed
+        the link."""
+        users = db.session.scalars(db.select(User).where(User.id.in_(ids)))
+        count = 0
+        for user in users:
+            if user.confirmed_at is None:
+                user.confirmed_at = utcnow()
+                count += 1
+        db.session.commit()
+        flash(f"{count} account(s) confirmed.", "success")
+
+    @action("deactivate", "Deactivate", "Deactivate the selected accounts?")
+    def action_deactivate(self, ids: list[str]) -> None:
+        """Deactivate the selected users: they can no longer log in."""
+        stmt = db.select(User).where(User.id.in_(ids), User.id != current_user.id)
+        count = 0
+        for user in db.session.scalars(stmt):
+            user.active = False
+            count += 1
+        db.session.commit()
+        flash(f"{count} account(s) deactivated.", "success")
+
+
+class RoleView(SecureModelView):
+    column_list = ("name", "description")
+    form_columns = ("name", "description")
+    column_searchable_list = ("name",)
+
+
+class DomainRuleView(SecureModelView):
+    column_list = ("domain", "kind", "institution", "note", "created_at")
+    column_searchable_list = ("domain", "institution")
+    column_filters = ("kind",)
+    form_columns = ("domain", "kind", "institution", "note")
+    column_descriptions = {
+        "domain": "Applies to this domain and all its subdomains, e.g. "
+        "embl.de covers ebi.embl.de.",
+        "kind": "allow: may register even if not a known academic domain; "
+        "block: may never register.",
+        "institution": "Shown on profiles of users from an allowed domain.",
+    }
+
+    def on_model_change(self, form, model: DomainRule, is_created: bool) -> None:
+        model.domain = email_domain(model.domain).lstrip(".")
+        if not model.domain or "." not in model.domain:
+            raise ValidationError("Give a domain such as example.ac.uk.")
+
+
+def init_admin(app: Flask) -> Admin:
+    """Build the admin panel for ``app``."""
+    admin = Admin(
+        app,
+        name=f"{app.config['APP_NAME']} admin",
+        index_view=LabqueueIndexView(url="/admin"),
+        theme=Bootstrap4Theme(base_template="admin/labqueue_base.html", fluid=True),
+    )
+    admin.add_view(UserView(User, db, name="Users", endpoint="admin_users"))
+    admin.add_view(RoleView(Role, db, name="Roles", endpoint="admin_roles"))
+    admin.add_view(
+        DomainRuleView(
+            DomainRule, db, name="Email domains", endpoint="admin_domains"
+        )
+    )
+    return admin

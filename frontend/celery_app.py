@@ -1,0 +1,66 @@
+"""Celery, configured from the Flask config; every task runs in the app context."""
+
+from pathlib import Path
+
+from celery import Celery, Task
+from flask import Flask
+
+
+def broker_settings(config: dict, instance_path: str) -> tuple[str, str]:
+    """The broker and result backend URLs, with embedded defaults.
+
+    With no CELERY_BROKER_URL, kombu's SQLAlchemy transport keeps the queue in a
+    SQLite file, so development needs no broker service.
+    """
+    broker = config.get("CELERY_BROKER_URL")
+    if not broker:
+        broker = f"sqla+sqlite:///{Path(instance_path) / 'celery-broker.sqlite'}"
+    backend = config.get("CELERY_RESULT_BACKEND")
+    if not backend:
+        if broker.startswith(("amqp://", "amqps://", "pyamqp://")):
+            backend = "rpc://"
+        else:
+            backend = f"db+sqlite:///{Path(instance_path) / 'celery-results.sqlite'}"
+    return broker, backend
+
+
+def celery_init_app(app: Flask) -> Celery:
+    """Create the Celery app for ``app`` and store it in ``app.extensions``."""
+
+    class FlaskTask(Task):
+        def __call__(self, *args, **kwargs):
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    broker, backend = broker_settings(app.config, app.instance_path)
+    celery_app = Celery(app.name, task_cls=FlaskTask)
+    celery_app.conf.update(
+        broker_url=broker,
+        result_backend=backend,
+        broker_connection_retry_on_startup=True,
+        task_default_queue=app.config["CELERY_QUEUE"],
+        task_serializer="json",
+        accept_content=["json"],
+        result_expires=3600,
+        # Reliability for long tasks. The database row is the source of truth and
+        # the broker only delivers "work on analysis N":
+        # - task_acks_late: the message is acknowledged when the task ends, so a
+        #   worker that dies mid-task does not lose it; tasks must be idempotent.
+        # - worker_prefetch_multiplier=1: a worker holds one message beyond what it
+        #   runs, so queued work is not stuck behind a busy worker.
+        # - task_reject_on_worker_lost: a task whose worker process was killed is
+        #   requeued rather than acknowledged as if it had finished.
+        # RabbitMQ closes a channel whose delivery stays unacknowledged beyond its
+        # consumer_timeout (30 min by default) and redelivers the message. Tasks that
+        # can outlast it (pipeline runs) therefore must not rely on late acks: they
+        # record their state in the database, and a reconciler recovers runs whose
+        # worker died. See docs/architecture.md.
+        task_acks_late=True,
+        worker_prefetch_multiplier=1,
+        task_reject_on_worker_lost=True,
+        **app.config.get("CELERY_EXTRA", {}),
+    )
+    celery_app.set_default()
+    app.extensions["celery"] = celery_app
+    celery_app.autodiscover_tasks(["frontend"], related_name="tasks", force=True)
+    return celery_app

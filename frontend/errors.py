@@ -1,0 +1,58 @@
+"""Central error pages: JSON for API and htmx requests, a page for browsers."""
+
+from flask import Flask, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from .extensions import db
+
+MESSAGES = {
+    400: "The request could not be understood.",
+    403: "You do not have permission to see this page.",
+    404: "There is nothing here. It may have been deleted, or it belongs to "
+    "someone else.",
+    405: "This address does not accept that kind of request.",
+    413: "What you sent is larger than this site accepts.",
+    500: "Something went wrong on our side. The administrators have been told.",
+}
+
+
+def wants_json() -> bool:
+    if request.headers.get("HX-Request"):
+        return True
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json" and not request.accept_mimetypes.accept_html
+
+
+def render_error(code: int, message: str | None = None):
+    message = message or MESSAGES.get(code, "")
+    if wants_json():
+        return jsonify(error=code, message=message), code
+    return render_template("errors/error.html", code=code, message=message), code
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(CSRFError)
+    def csrf_error(error: CSRFError):
+        return render_error(
+            400,
+            "The form expired or was sent from another site. Reload the page and "
+            "try again.",
+        )
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        if error.code is None or error.code < 400:
+            return error
+        if error.code == 413:
+            limit = app.config.get("MAX_CONTENT_LENGTH")
+            message = MESSAGES[413]
+            if limit:
+                message += f" The limit is {limit / 1024**3:.1f} GiB per request."
+            return render_error(413, message)
+        return render_error(error.code, MESSAGES.get(error.code, error.description))
+
+    @app.errorhandler(InternalServerError)
+    def server_error(error: InternalServerError):
+        db.session.rollback()
+        return render_error(500)

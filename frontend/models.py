@@ -1,0 +1,98 @@
+"""Database models. Schema changes go through a migration (``flask db migrate``)."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from flask_security import RoleMixin, UserMixin
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .extensions import db
+
+
+def utcnow() -> datetime:
+    # Naive UTC, as Flask-Security writes its own timestamps; SQLite keeps no zone.
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+roles_users = sa.Table(
+    "roles_users",
+    db.metadata,
+    sa.Column(
+        "user_id", sa.ForeignKey("user.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column(
+        "role_id", sa.ForeignKey("role.id", ondelete="CASCADE"), primary_key=True
+    ),
+)
+
+
+class Role(db.Model, RoleMixin):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(80), unique=True)
+    description: Mapped[str | None] = mapped_column(sa.String(255))
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class User(db.Model, UserMixin):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(sa.String(255), unique=True)
+    password: Mapped[str | None] = mapped_column(sa.String(255))
+    active: Mapped[bool] = mapped_column(default=True)
+    fs_uniquifier: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    confirmed_at: Mapped[datetime | None] = mapped_column(sa.DateTime())
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(), default=utcnow)
+
+    first_name: Mapped[str] = mapped_column(sa.String(100), default="")
+    last_name: Mapped[str] = mapped_column(sa.String(100), default="")
+    institution: Mapped[str | None] = mapped_column(sa.String(255))
+
+    # Login tracking (SECURITY_TRACKABLE).
+    last_login_at: Mapped[datetime | None] = mapped_column(sa.DateTime())
+    current_login_at: Mapped[datetime | None] = mapped_column(sa.DateTime())
+    last_login_ip: Mapped[str | None] = mapped_column(sa.String(64))
+    current_login_ip: Mapped[str | None] = mapped_column(sa.String(64))
+    login_count: Mapped[int | None] = mapped_column(default=0)
+
+    roles: Mapped[list[Role]] = relationship(
+        secondary=roles_users, backref=sa.orm.backref("users", lazy="dynamic")
+    )
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.first_name} {self.last_name}".strip() or self.email
+
+    def __str__(self) -> str:
+        return self.email
+
+
+class DomainRuleKind(enum.StrEnum):
+    ALLOW = "allow"
+    BLOCK = "block"
+
+
+class DomainRule(db.Model):
+    """An admin's exception to the academic-address rule, for one domain and its
+    subdomains."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    domain: Mapped[str] = mapped_column(sa.String(255), unique=True)
+    kind: Mapped[DomainRuleKind] = mapped_column(
+        sa.Enum(
+            DomainRuleKind,
+            native_enum=False,
+            length=10,
+            values_callable=lambda kinds: [k.value for k in kinds],
+        )
+    )
+    # Shown as the institution of users registering from an allowed domain.
+    institution: Mapped[str | None] = mapped_column(sa.String(255))
+    note: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(), default=utcnow)
+
+    def __str__(self) -> str:
+        return f"{self.kind.value} {self.domain}"

@@ -1,0 +1,98 @@
+"""Built-in configuration defaults.
+
+Every key here can be overridden in ``config.py`` (see ``config_example.py``, where
+each key is documented) and then by an environment variable named ``LABQUEUE_<KEY>``.
+Keys whose default depends on where the app lives (database file, data folders,
+embedded broker) are filled in by ``create_app`` when left as ``None``.
+"""
+
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Defaults:
+    APP_NAME = "Labqueue"
+
+    # Filled in by create_app: a key persisted under instance/ when none is given.
+    SECRET_KEY = None
+    SECURITY_PASSWORD_SALT = None
+
+    # Database: SQLite file in instance/ unless a URL is given.
+    SQLALCHEMY_DATABASE_URI = None
+    SQLALCHEMY_ENGINE_OPTIONS: dict = {}
+
+    # Data folders (created at start-up).
+    USER_DATA_DIR = str(PROJECT_ROOT / "userData")
+    FAILED_ANALYSES_DIR = str(PROJECT_ROOT / "failedAnalyses")
+    LOG_DIR = str(PROJECT_ROOT / "logs")
+    LOG_FILE_NAME = "web.log"  # the worker writes worker.log
+    LOG_LEVEL = "INFO"
+    LOG_MAX_BYTES = 10 * 1024 * 1024
+    LOG_BACKUP_COUNT = 5
+
+    # Registration policy.
+    ACADEMIC_EMAIL_ONLY = True
+    ACCESS_REQUEST_CONTACT = None  # falls back to the first of ADMINS
+    ADMINS: list[str] = []
+
+    # First admin, created by `flask create-admin` when given no arguments.
+    ADMIN_EMAIL = None
+    ADMIN_PASSWORD = None
+
+    # Mail. With no MAIL_SERVER, mail is written as files under logs/mail/.
+    MAIL_SERVER = None
+    MAIL_PORT = 25
+    MAIL_USE_TLS = False
+    MAIL_USE_SSL = False
+    MAIL_USERNAME = None
+    MAIL_PASSWORD = None
+    MAIL_TIMEOUT = 30
+    MAIL_DEFAULT_SENDER = "Labqueue <no-reply@labqueue.invalid>"
+
+    # Celery. With no broker URL, the embedded SQLite-backed kombu transport.
+    CELERY_BROKER_URL = None
+    CELERY_RESULT_BACKEND = None
+    CELERY_QUEUE = "labqueue"
+
+    # Flask-Security-Too: every account flow, argon2, generic responses.
+    SECURITY_REGISTERABLE = True
+    SECURITY_CONFIRMABLE = True
+    SECURITY_RECOVERABLE = True
+    SECURITY_TRACKABLE = True
+    SECURITY_CHANGEABLE = True
+    SECURITY_PASSWORD_HASH = "argon2"  # noqa: S105 (a scheme name)
+    SECURITY_PASSWORD_LENGTH_MIN = 12
+    SECURITY_RETURN_GENERIC_RESPONSES = True
+    SECURITY_LOGOUT_METHODS = ["POST"]
+    # The welcome mail carries the confirmation link.
+    SECURITY_SEND_REGISTER_EMAIL = True
+    SECURITY_AUTO_LOGIN_AFTER_CONFIRM = False
+    SECURITY_POST_LOGIN_VIEW = "accounts.profile"
+    SECURITY_POST_CONFIRM_VIEW = "security.login"
+    SECURITY_POST_REGISTER_VIEW = "security.login"
+    # Deliverability checks need DNS; switch them off where there is none.
+    SECURITY_EMAIL_VALIDATOR_ARGS = {"check_deliverability": True}
+    SECURITY_MSG_LOGIN = ("Please log in to see this page.", "info")
+    SECURITY_MSG_CONFIRM_REGISTRATION = (
+        "Thank you. We have sent a confirmation link to %(email)s: follow it, then "
+        "log in here.",
+        "success",
+    )
+    # With generic responses a failed login must not say which part was wrong, but
+    # it can remind people of the step they most often miss.
+    SECURITY_MSG_GENERIC_AUTHN_FAILED = (
+        "Login failed. Check your email and password; if you registered recently, "
+        "follow the confirmation link we emailed you first.",
+        "error",
+    )
+
+    # Forms: CSRF on every form, for a working day.
+    WTF_CSRF_TIME_LIMIT = 8 * 3600
+
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    REMEMBER_COOKIE_SAMESITE = "Lax"
+
+    # Uploads come with the projects feature; this caps every request body.
+    MAX_CONTENT_LENGTH = 5 * 1024**3

@@ -1,0 +1,154 @@
+"""Shared fixtures: an app on a migrated SQLite file, a real SMTP server, builders."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import flask_migrate
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from flask_security import hash_password
+from werkzeug.serving import make_server
+
+from frontend import create_app
+from frontend.extensions import db, security
+from frontend.models import User, utcnow
+from tests.smtp import SMTPServer
+
+PASSWORD = "correct horse battery"
+
+
+def base_config(tmp_path: Path, smtp: SMTPServer) -> dict:
+    """Configuration for an app whose every file lives under ``tmp_path``."""
+    return {
+        "TESTING": True,
+        "SECRET_KEY": "test-secret",
+        "SECURITY_PASSWORD_SALT": "test-salt",
+        "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'labqueue.sqlite'}",
+        "USER_DATA_DIR": str(tmp_path / "userData"),
+        "FAILED_ANALYSES_DIR": str(tmp_path / "failedAnalyses"),
+        "LOG_DIR": str(tmp_path / "logs"),
+        "CELERY_BROKER_URL": f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}",
+        "CELERY_RESULT_BACKEND": f"db+sqlite:///{tmp_path / 'results.sqlite'}",
+        "MAIL_SERVER": smtp.host,
+        "MAIL_PORT": smtp.port,
+        "SECURITY_EMAIL_VALIDATOR_ARGS": {"check_deliverability": False},
+        "ADMINS": ["admins@example.org"],
+    }
+
+
+@pytest.fixture(scope="session")
+def smtp() -> Iterator[SMTPServer]:
+    """A real SMTP server (aiosmtpd) on loopback, collecting what it receives."""
+    server = SMTPServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def app(tmp_path: Path, smtp: SMTPServer) -> Iterator[Flask]:
+    smtp.clear()
+    app = create_app(base_config(tmp_path, smtp))
+    with app.app_context():
+        flask_migrate.upgrade()
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def make_user(app: Flask):
+    """Build a user: confirmed, with the test password, and any roles given."""
+
+    def make(
+        email: str = "ada@cs.ox.ac.uk",
+        password: str = PASSWORD,
+        confirmed: bool = True,
+        roles: tuple[str, ...] = (),
+        **fields,
+    ) -> int:
+        with app.app_context():
+            datastore = security.datastore
+            fields.setdefault("first_name", "Ada")
+            fields.setdefault("last_name", "Lovelace")
+            user = datastore.create_user(
+                email=email,
+                password=hash_password(password),
+                confirmed_at=utcnow() if confirmed else None,
+                **fields,
+            )
+            for name in roles:
+                datastore.add_role_to_user(user, datastore.find_or_create_role(name))
+            db.session.commit()
+            return user.id
+
+    return make
+
+
+def csrf_token(html: str) -> str:
+    match = re.search(r'<input[^>]*name="csrf_token"[^>]*value="([^"]+)"', html)
+    assert match, "page has no CSRF token"
+    return match.group(1)
+
+
+class Auth:
+    """Logs a test client in and out through the real forms."""
+
+    def __init__(self, client: FlaskClient):
+        self.client = client
+
+    def login(self, email: str = "ada@cs.ox.ac.uk", password: str = PASSWORD):
+        token = csrf_token(self.client.get("/login").text)
+        return self.client.post(
+            "/login", data={"email": email, "password": password, "csrf_token": token}
+        )
+
+    def logout(self):
+        token = csrf_token(self.client.get("/").text)
+        return self.client.post("/logout", data={"csrf_token": token})
+
+
+@pytest.fixture
+def auth(client: FlaskClient) -> Auth:
+    return Auth(client)
+
+
+def get_user(app: Flask, email: str) -> User | None:
+    with app.app_context():
+        user = security.datastore.find_user(email=email)
+        if user is not None:
+            db.session.expunge(user)
+        return user
+
+
+class LiveServer:
+    """The app served over real HTTP on loopback, in a thread of the test process."""
+
+    def __init__(self, app: Flask):
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)

@@ -1,0 +1,239 @@
+"""Account flows end to end over HTTP, with mail through a real SMTP server."""
+
+from urllib.parse import urlsplit
+
+import pytest
+
+from frontend.extensions import db
+from frontend.models import DomainRule, DomainRuleKind
+from tests.conftest import PASSWORD, csrf_token, get_user
+from tests.smtp import link_in
+
+
+def register(client, email, password=PASSWORD, first="Ada", last="Lovelace"):
+    token = csrf_token(client.get("/register").text)
+    return client.post(
+        "/register",
+        data={
+            "first_name": first,
+            "last_name": last,
+            "email": email,
+            "password": password,
+            "password_confirm": password,
+            "csrf_token": token,
+        },
+        follow_redirects=True,
+    )
+
+
+def path_of(url: str) -> str:
+    parts = urlsplit(url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def add_rule(app, domain, kind, institution=None):
+    with app.app_context():
+        db.session.add(DomainRule(domain=domain, kind=kind, institution=institution))
+        db.session.commit()
+
+
+def test_academic_registration_confirm_and_login(client, auth, smtp, app):
+    response = register(client, "ada@mail.imperial.ac.uk")
+    assert "We have sent a confirmation link" in response.text
+
+    message = smtp.wait_for("ada@mail.imperial.ac.uk", "Confirm your Labqueue account")
+    assert "Imperial College London" in message.get_body(("plain",)).get_content()
+    user = get_user(app, "ada@mail.imperial.ac.uk")
+    assert user.confirmed_at is None
+    assert user.institution == "Imperial College London"
+
+    # Unconfirmed: the correct password is not enough.
+    response = auth.login("ada@mail.imperial.ac.uk")
+    assert "/account/profile" not in response.headers.get("Location", "")
+
+    client.get(path_of(link_in(message, "/confirm/")), follow_redirects=True)
+    assert get_user(app, "ada@mail.imperial.ac.uk").confirmed_at is not None
+
+    response = auth.login("ada@mail.imperial.ac.uk")
+    assert response.headers["Location"].endswith("/account/profile")
+    profile = client.get("/account/profile").text
+    assert "Imperial College London" in profile
+    assert "Signed in as" in profile and "Ada Lovelace" in profile
+
+
+def test_unconfirmed_user_cannot_log_in(client, auth, make_user):
+    make_user(email="bob@cs.ox.ac.uk", confirmed=False)
+    response = auth.login("bob@cs.ox.ac.uk")
+    assert response.status_code == 200
+    assert "follow the confirmation link we emailed you first" in response.text
+    assert client.get("/account/profile").status_code == 302
+
+
+def test_failed_login_does_not_say_which_part_was_wrong(auth, make_user):
+    make_user(email="ada@cs.ox.ac.uk")
+    make_user(email="bob@cs.ox.ac.uk", confirmed=False)
+    wrong_password = auth.login("ada@cs.ox.ac.uk", "not the password at all").text
+    unknown = auth.login("nobody@cs.ox.ac.uk").text
+    unconfirmed = auth.login("bob@cs.ox.ac.uk").text
+    for page in (wrong_password, unknown, unconfirmed):
+        assert "Login failed. Check your email and password" in page
+
+
+@pytest.mark.parametrize(
+    "email", ["eve@gmail.com", "eve@notmit.edu", "eve@imperial.ac.uk.evil.com"]
+)
+def test_non_academic_address_is_refused_with_a_way_forward(client, smtp, app, email):
+    response = register(client, email)
+    assert "open to academic email addresses only" in response.text
+    assert "admins@example.org" in response.text  # whom to ask for access
+    assert get_user(app, email) is None
+    assert smtp.sent_to(email) == []
+
+
+def test_blocked_domain_is_refused_even_when_academic(client, app):
+    add_rule(app, "ox.ac.uk", DomainRuleKind.BLOCK)
+    response = register(client, "eve@cs.ox.ac.uk")
+    assert "cannot register here" in response.text
+    assert get_user(app, "eve@cs.ox.ac.uk") is None
+
+
+def test_allowed_domain_is_accepted_with_its_institution(client, app, smtp):
+    add_rule(app, "research-centre.org", DomainRuleKind.ALLOW, "Research Centre")
+    register(client, "kim@lab.research-centre.org")
+    user = get_user(app, "kim@lab.research-centre.org")
+    assert user is not None and user.institution == "Research Centre"
+    smtp.wait_for("kim@lab.research-centre.org")
+
+
+def test_academic_only_can_be_switched_off(tmp_path, smtp):
+    from tests.conftest import base_config
+
+    import flask_migrate
+    from frontend import create_app
+
+    app = create_app({**base_config(tmp_path, smtp), "ACADEMIC_EMAIL_ONLY": False})
+    with app.app_context():
+        flask_migrate.upgrade()
+    register(app.test_client(), "sam@gmail.com")
+    assert get_user(app, "sam@gmail.com") is not None
+
+
+def test_password_shorter_than_twelve_is_refused(client, app):
+    response = register(client, "ada@cs.ox.ac.uk", password="short pass1")
+    assert "Password must be at least 12 characters" in response.text
+    assert get_user(app, "ada@cs.ox.ac.uk") is None
+
+
+def test_passwords_are_hashed_with_argon2(client, app):
+    register(client, "ada@cs.ox.ac.uk")
+    assert get_user(app, "ada@cs.ox.ac.uk").password.startswith("$argon2")
+
+
+def test_registering_an_existing_address_reveals_nothing(client, make_user, smtp):
+    make_user(email="ada@cs.ox.ac.uk")
+    fresh = register(client, "new@cs.ox.ac.uk")
+    existing = register(client, "ada@cs.ox.ac.uk")
+    assert existing.status_code == fresh.status_code == 200
+    assert "We have sent a confirmation link" in existing.text
+    # The owner of the address is told by mail instead.
+    smtp.wait_for("ada@cs.ox.ac.uk")
+
+
+def test_password_reset_by_mail(client, auth, make_user, smtp, app):
+    make_user(email="ada@cs.ox.ac.uk")
+    token = csrf_token(client.get("/reset").text)
+    client.post("/reset", data={"email": "ada@cs.ox.ac.uk", "csrf_token": token})
+    message = smtp.wait_for("ada@cs.ox.ac.uk", "Reset your Labqueue password")
+
+    reset_page = client.get(path_of(link_in(message, "/reset/")))
+    new_password = "a brand new passphrase"
+    client.post(
+        reset_page.request.path,
+        data={
+            "password": new_password,
+            "password_confirm": new_password,
+            "csrf_token": csrf_token(reset_page.text),
+        },
+    )
+    assert "Login failed" in auth.login("ada@cs.ox.ac.uk", PASSWORD).text
+    response = auth.login("ada@cs.ox.ac.uk", new_password)
+    assert response.headers["Location"].endswith("/account/profile")
+
+
+def test_forgot_password_answers_the_same_for_unknown_addresses(client, make_user):
+    make_user(email="ada@cs.ox.ac.uk")
+    answers = []
+    for email in ("ada@cs.ox.ac.uk", "nobody@cs.ox.ac.uk"):
+        token = csrf_token(client.get("/reset").text)
+        response = client.post(
+            "/reset",
+            data={"email": email, "csrf_token": token},
+            follow_redirects=True,
+        )
+        sent = "Instructions to reset your password have been sent" in response.text
+        answers.append((response.status_code, sent))
+    assert answers[0] == answers[1] == (200, True)
+
+
+def test_login_is_tracked(auth, make_user, app):
+    make_user(email="ada@cs.ox.ac.uk")
+    auth.login("ada@cs.ox.ac.uk")
+    user = get_user(app, "ada@cs.ox.ac.uk")
+    assert user.login_count == 1
+    assert user.current_login_ip == "127.0.0.1"
+    assert user.current_login_at is not None
+
+
+def test_logout_only_by_post(client, auth, make_user):
+    make_user(email="ada@cs.ox.ac.uk")
+    auth.login("ada@cs.ox.ac.uk")
+    client.get("/logout")
+    assert client.get("/account/profile").status_code == 200  # still logged in
+    auth.logout()
+    assert client.get("/account/profile").status_code == 302
+
+
+def test_change_password(client, auth, make_user):
+    make_user(email="ada@cs.ox.ac.uk")
+    auth.login("ada@cs.ox.ac.uk")
+    page = client.get("/change")
+    new_password = "another long passphrase"
+    client.post(
+        "/change",
+        data={
+            "password": PASSWORD,
+            "new_password": new_password,
+            "new_password_confirm": new_password,
+            "csrf_token": csrf_token(page.text),
+        },
+    )
+    auth.logout()
+    response = auth.login("ada@cs.ox.ac.uk", new_password)
+    assert response.headers["Location"].endswith("/account/profile")
+
+
+def test_profile_name_can_be_corrected(client, auth, make_user, app):
+    make_user(email="ada@cs.ox.ac.uk")
+    auth.login("ada@cs.ox.ac.uk")
+    token = csrf_token(client.get("/account/profile").text)
+    client.post(
+        "/account/profile",
+        data={"first_name": "Augusta Ada", "last_name": "King", "csrf_token": token},
+    )
+    assert "Augusta Ada King" in client.get("/account/profile").text
+    assert get_user(app, "ada@cs.ox.ac.uk").last_name == "King"
+
+
+def test_form_without_csrf_token_is_refused_and_changes_nothing(client, app):
+    response = client.post(
+        "/register",
+        data={
+            "first_name": "Ada",
+            "last_name": "Lovelace",
+            "email": "ada@cs.ox.ac.uk",
+            "password": PASSWORD,
+            "password_confirm": PASSWORD,
+        },
+    )
+    assert response.status_code in (200, 400)
+    assert get_user(app, "ada@cs.ox.ac.uk") is None
