@@ -17,6 +17,7 @@ from .celery_app import celery_init_app
 from .cli import register_cli
 from .errors import register_error_handlers
 from .extensions import csrf, db, mail, migrate, security
+from .formatting import human_size
 from .logs import configure_logging
 from .models import Role, User
 from .settings import PROJECT_ROOT, Defaults
@@ -56,6 +57,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     register_error_handlers(app)
     register_cli(app)
     configure_logging(app)
+
+    app.add_template_filter(human_size)
 
     @app.context_processor
     def inject_app_name() -> dict[str, Any]:

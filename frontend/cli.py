@@ -2,6 +2,7 @@
 
 import click
 from flask import Flask, current_app
+from flask.cli import with_appcontext
 
 from .accounts.services import create_admin
 
@@ -12,6 +13,7 @@ def register_cli(app: Flask) -> None:
 
 
 @click.command("create-admin")
+@with_appcontext
 @click.option("--email", help="Address of the admin (default: ADMIN_EMAIL).")
 @click.option(
     "--password",
@@ -32,6 +34,7 @@ def create_admin_command(email: str | None, password: str | None) -> None:
 
 
 @click.command("worker-ping")
+@with_appcontext
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait.")
 def worker_ping_command(timeout: float) -> None:
     """Send a task through the broker and wait for a worker to answer it."""

@@ -5,6 +5,7 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from .extensions import db
+from .formatting import human_size
 
 MESSAGES = {
     400: "The request could not be understood.",
@@ -48,7 +49,7 @@ def register_error_handlers(app: Flask) -> None:
             limit = app.config.get("MAX_CONTENT_LENGTH")
             message = MESSAGES[413]
             if limit:
-                message += f" The limit is {limit / 1024**3:.1f} GiB per request."
+                message += f" The limit is {human_size(limit)} per request."
             return render_error(413, message)
         return render_error(error.code, MESSAGES.get(error.code, error.description))
 

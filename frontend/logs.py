@@ -62,3 +62,8 @@ def configure_logging(app: Flask) -> None:
     root.setLevel(app.config["LOG_LEVEL"])
     app.logger.setLevel(app.config["LOG_LEVEL"])
     _replace_handlers(root, build_handlers(app, app.config["LOG_FILE_NAME"]))
+
+
+def remove_handlers() -> None:
+    """Detach and close the handlers configure_logging installed."""
+    _replace_handlers(logging.getLogger(), [])

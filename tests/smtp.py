@@ -18,7 +18,9 @@ class _Collector:
         self.server = server
 
     async def handle_DATA(self, smtp_server, session, envelope):  # noqa: N802
-        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        message = email.message_from_bytes(
+            envelope.content, policy=email.policy.default
+        )
         with self.server.lock:
             self.server.messages.append(message)
             self.server.arrived.notify_all()
@@ -39,7 +41,9 @@ class SMTPServer:
         self.messages: list[EmailMessage] = []
         self.lock = threading.Lock()
         self.arrived = threading.Condition(self.lock)
-        self.controller = Controller(_Collector(self), hostname=self.host, port=self.port)
+        self.controller = Controller(
+            _Collector(self), hostname=self.host, port=self.port
+        )
 
     def start(self) -> None:
         self.controller.start()

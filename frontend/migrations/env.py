@@ -1,5 +1,4 @@
 import logging
-from logging.config import fileConfig
 
 from alembic import context
 from flask import current_app
@@ -8,9 +7,12 @@ from flask import current_app
 # access to the values within the .ini file in use.
 config = context.config
 
-# Keep the app's loggers working when migrations run inside the app process.
-fileConfig(config.config_file_name, disable_existing_loggers=False)
-logger = logging.getLogger("alembic.env")
+# Show Alembic's progress without reconfiguring the root logger, which belongs to
+# the app (and to pytest when migrations run inside tests).
+logger = logging.getLogger("alembic")
+if not logger.handlers:
+    logger.addHandler(logging.StreamHandler())
+    logger.setLevel(logging.INFO)
 
 
 def get_engine():

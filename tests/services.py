@@ -1,0 +1,50 @@
+"""Access to the real services integration tests need (RabbitMQ, Chromium, …).
+
+Locally a missing service skips its tests with the reason. In CI (``CI`` set, as
+``.ci/run`` does) a missing service fails them instead: nothing is skipped there.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from urllib.parse import urlsplit
+
+import pytest
+
+AMQP_URL = os.environ.get(
+    "LABQUEUE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//"
+)
+CHROMIUM = os.environ.get("LABQUEUE_TEST_CHROMIUM", "/usr/bin/chromium")
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def unavailable(reason: str):
+    """Skip locally, fail in CI."""
+    if in_ci():
+        pytest.fail(f"required service missing in CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def port_open(url: str, default_port: int) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname, parts.port or default_port), 2):
+            return True
+    except OSError:
+        return False
+
+
+def require_rabbitmq() -> str:
+    if not port_open(AMQP_URL, 5672):
+        unavailable(f"no RabbitMQ at {AMQP_URL} (start it: rabbitmq-server -detached)")
+    return AMQP_URL
+
+
+def require_chromium() -> str:
+    if not os.access(CHROMIUM, os.X_OK):
+        unavailable(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    return CHROMIUM

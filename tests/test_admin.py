@@ -1,0 +1,143 @@
+"""The admin panel: who gets in, what admins can change, what is never shown."""
+
+import pytest
+
+from frontend.extensions import db
+from frontend.models import DomainRule, DomainRuleKind, Role
+from tests.conftest import csrf_token, get_user
+
+ADMIN_PAGES = [
+    "/admin/",
+    "/admin/admin_users/",
+    "/admin/admin_roles/",
+    "/admin/admin_domains/",
+    "/admin/admin_domains/new/",
+]
+
+
+@pytest.fixture
+def admin_client(client, auth, make_user):
+    make_user(email="root@cs.ox.ac.uk", roles=("admin",))
+    auth.login("root@cs.ox.ac.uk")
+    return client
+
+
+@pytest.mark.parametrize("url", ADMIN_PAGES)
+def test_anonymous_users_are_sent_to_login(client, url):
+    response = client.get(url)
+    assert response.status_code == 302
+    assert "/login" in response.headers["Location"]
+
+
+@pytest.mark.parametrize("url", ADMIN_PAGES)
+def test_plain_users_get_403(client, auth, make_user, url):
+    make_user(email="ada@cs.ox.ac.uk")
+    auth.login("ada@cs.ox.ac.uk")
+    response = client.get(url)
+    assert response.status_code == 403
+    assert "You do not have permission" in response.text
+
+
+@pytest.mark.parametrize("url", ADMIN_PAGES)
+def test_admins_get_in(admin_client, url):
+    assert admin_client.get(url).status_code == 200
+
+
+def test_admin_can_change_a_users_roles_and_details(admin_client, make_user, app):
+    user_id = make_user(email="ada@cs.ox.ac.uk")
+    with app.app_context():
+        db.session.add(Role(name="pipeline-author"))
+        db.session.commit()
+        role_id = db.session.scalar(
+            db.select(Role.id).filter_by(name="pipeline-author")
+        )
+    edit_url = f"/admin/admin_users/edit/?id={user_id}"
+    page = admin_client.get(edit_url)
+    response = admin_client.post(
+        edit_url,
+        data={
+            "email": "ada@cs.ox.ac.uk",
+            "first_name": "Ada",
+            "last_name": "King",
+            "institution": "University of Oxford",
+            "roles": [str(role_id)],
+            "active": "y",
+            "csrf_token": csrf_token(page.text),
+        },
+    )
+    assert response.status_code == 302
+    user = get_user(app, "ada@cs.ox.ac.uk")
+    assert user.last_name == "King" and user.institution == "University of Oxford"
+    with app.app_context():
+        roles = [r.name for r in db.session.merge(user).roles]
+    assert roles == ["pipeline-author"]
+
+
+def test_password_hash_never_appears_in_admin_pages(admin_client, make_user, app):
+    user_id = make_user(email="ada@cs.ox.ac.uk")
+    hashed = get_user(app, "ada@cs.ox.ac.uk").password
+    pages = [
+        "/admin/admin_users/",
+        f"/admin/admin_users/details/?id={user_id}",
+        f"/admin/admin_users/edit/?id={user_id}",
+        "/admin/admin_users/?search=ada",
+    ]
+    for url in pages:
+        html = admin_client.get(url).text
+        assert hashed not in html
+        assert 'name="password"' not in html
+        assert "$argon2" not in html
+
+
+def test_admin_confirms_and_deactivates_users(admin_client, make_user, app):
+    user_id = make_user(email="bob@cs.ox.ac.uk", confirmed=False)
+    token = csrf_token(admin_client.get("/admin/admin_users/").text)
+    for action in ("confirm", "deactivate"):
+        admin_client.post(
+            "/admin/admin_users/action/",
+            data={"action": action, "rowid": [str(user_id)], "csrf_token": token},
+        )
+    user = get_user(app, "bob@cs.ox.ac.uk")
+    assert user.confirmed_at is not None
+    assert user.active is False
+
+
+def test_admin_cannot_remove_their_own_admin_role(admin_client, app):
+    admin_id = get_user(app, "root@cs.ox.ac.uk").id
+    edit_url = f"/admin/admin_users/edit/?id={admin_id}"
+    page = admin_client.get(edit_url)
+    admin_client.post(
+        edit_url,
+        data={
+            "email": "root@cs.ox.ac.uk",
+            "first_name": "Root",
+            "last_name": "Admin",
+            "active": "y",
+            "csrf_token": csrf_token(page.text),
+        },
+    )
+    assert admin_client.get("/admin/").status_code == 200
+
+
+def test_admin_adds_a_blocked_domain_normalised(admin_client, app):
+    page = admin_client.get("/admin/admin_domains/new/")
+    admin_client.post(
+        "/admin/admin_domains/new/",
+        data={
+            "domain": "  @Spam-Uni.EDU ",
+            "kind": "block",
+            "csrf_token": csrf_token(page.text),
+        },
+    )
+    with app.app_context():
+        rule = db.session.scalar(db.select(DomainRule))
+        assert (rule.domain, rule.kind) == ("spam-uni.edu", DomainRuleKind.BLOCK)
+
+
+def test_admin_form_without_csrf_changes_nothing(admin_client, make_user, app):
+    user_id = make_user(email="ada@cs.ox.ac.uk")
+    admin_client.post(
+        f"/admin/admin_users/edit/?id={user_id}",
+        data={"email": "ada@cs.ox.ac.uk", "first_name": "Mallory", "active": "y"},
+    )
+    assert get_user(app, "ada@cs.ox.ac.uk").first_name == "Ada"

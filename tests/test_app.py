@@ -1,0 +1,139 @@
+"""The app shell: configuration, error pages, logging, CLI and migrations."""
+
+import logging
+
+import flask_migrate
+import pytest
+
+from frontend import create_app
+from frontend.extensions import db
+from frontend.logs import remove_handlers
+from tests.conftest import Auth, base_config
+
+
+def test_environment_beats_config_file_beats_defaults(tmp_path, smtp, monkeypatch):
+    config_file = tmp_path / "config.py"
+    config_file.write_text('APP_NAME = "From file"\nMAIL_TIMEOUT = 7\n')
+    monkeypatch.setenv("LABQUEUE_CONFIG_FILE", str(config_file))
+    monkeypatch.setenv("LABQUEUE_APP_NAME", "Lab of Env")
+    monkeypatch.setenv("LABQUEUE_ACADEMIC_EMAIL_ONLY", "false")
+    app = create_app(base_config(tmp_path, smtp))
+    assert app.config["APP_NAME"] == "Lab of Env"
+    assert app.config["MAIL_TIMEOUT"] == 7
+    assert app.config["ACADEMIC_EMAIL_ONLY"] is False
+    assert "<title>\n      Home\n      · Lab of Env" in app.test_client().get("/").text
+
+
+def test_without_mail_server_mail_is_written_to_files(tmp_path, smtp, caplog):
+    config = base_config(tmp_path, smtp)
+    del config["MAIL_SERVER"], config["MAIL_PORT"]
+    app = create_app(config)
+    with app.app_context():
+        flask_migrate.upgrade()
+    client = app.test_client()
+    from tests.test_accounts import register
+
+    with caplog.at_level(logging.WARNING, logger="frontend.mail"):
+        register(client, "ada@cs.ox.ac.uk")
+    files = list((tmp_path / "logs" / "mail").iterdir())
+    assert len(files) == 1
+    assert "/confirm/" in files[0].read_text()
+    # The link is also on the console, so a newcomer can finish registering.
+    assert "confirmation link: http://localhost/confirm/" in caplog.text
+    assert smtp.sent_to("ada@cs.ox.ac.uk") == []
+
+
+@pytest.mark.parametrize(
+    ("headers", "kind"),
+    [
+        ({}, "text/html"),
+        ({"Accept": "application/json"}, "application/json"),
+        ({"HX-Request": "true"}, "application/json"),
+    ],
+)
+def test_404_is_a_page_for_browsers_and_json_for_scripts(client, headers, kind):
+    response = client.get("/no/such/page", headers=headers)
+    assert response.status_code == 404
+    assert response.mimetype == kind
+    assert "There is nothing here" in response.text
+
+
+def test_413_says_what_the_limit_is(app, client):
+    app.config["MAX_CONTENT_LENGTH"] = 1536
+    response = client.post("/register", data={"x": "y" * 2000})
+    assert response.status_code == 413
+    assert "The limit is 1.5 KiB per request" in response.text
+
+
+def test_500_page_rolls_back_logs_and_mails_admins(tmp_path, smtp):
+    app = create_app({**base_config(tmp_path, smtp), "LOG_TO_FILE": True})
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+
+    @app.route("/boom")
+    def boom():
+        raise RuntimeError("kaboom")
+
+    try:
+        response = app.test_client().get("/boom")
+    finally:
+        remove_handlers()
+    assert response.status_code == 500
+    assert "Something went wrong on our side" in response.text
+    assert "kaboom" not in response.text
+    assert "RuntimeError: kaboom" in (tmp_path / "logs" / "web.log").read_text()
+    alert = smtp.wait_for("admins@example.org", "Labqueue error")
+    assert "kaboom" in alert.get_content()
+
+
+def test_csrf_failure_explains_itself(client):
+    response = client.post("/account/profile", data={"first_name": "x"})
+    assert response.status_code in (302, 400)
+    token_less = client.post("/reset", data={"email": "ada@cs.ox.ac.uk"})
+    assert token_less.status_code == 400
+    assert "The form expired" in token_less.text
+
+
+def test_db_upgrade_then_create_admin_from_the_cli(tmp_path, smtp):
+    config = base_config(tmp_path, smtp)
+    config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{tmp_path / 'empty.sqlite'}"
+    app = create_app(config)
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["db", "upgrade"]).exit_code == 0
+
+    result = runner.invoke(args=["create-admin", "--email", "root@example.org"])
+    assert result.exit_code == 0, result.output
+    password = result.output.split("Generated password (shown once): ")[1].strip()
+    again = runner.invoke(args=["create-admin", "--email", "root@example.org"])
+    assert "Generated password" not in again.output
+
+    client = app.test_client()
+    Auth(client).login("root@example.org", password)
+    assert client.get("/admin/").status_code == 200
+
+
+def test_create_admin_uses_config_values(app, runner):
+    app.config.update(
+        ADMIN_EMAIL="boss@example.org", ADMIN_PASSWORD="a long admin secret"
+    )
+    result = runner.invoke(args=["create-admin"])
+    assert result.exit_code == 0
+    assert "Generated password" not in result.output
+    client = app.test_client()
+    Auth(client).login("boss@example.org", "a long admin secret")
+    assert client.get("/admin/").status_code == 200
+
+
+def test_create_admin_refuses_a_short_password(runner):
+    result = runner.invoke(
+        args=["create-admin", "--email", "x@example.org", "--password", "short"]
+    )
+    assert result.exit_code != 0
+    assert "shorter than the minimum" in result.output
+
+
+def test_migrations_match_the_models(app, runner):
+    result = runner.invoke(args=["db", "check"])
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        tables = set(db.inspect(db.engine).get_table_names())
+    assert {"user", "role", "roles_users", "domain_rule"} <= tables

@@ -1,0 +1,145 @@
+"""Tasks round-trip through a real worker process, over each kind of broker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import flask_migrate
+import pytest
+
+from frontend import create_app
+from frontend.celery_app import broker_settings
+from tests.conftest import base_config
+from tests.services import require_rabbitmq
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def worker_env(config: dict) -> dict[str, str]:
+    """The config as LABQUEUE_* variables, the way a deployment passes it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABQUEUE_")}
+    env["LABQUEUE_CONFIG_FILE"] = os.devnull
+    for key in (
+        "SECRET_KEY",
+        "SECURITY_PASSWORD_SALT",
+        "SQLALCHEMY_DATABASE_URI",
+        "USER_DATA_DIR",
+        "FAILED_ANALYSES_DIR",
+        "LOG_DIR",
+        "CELERY_BROKER_URL",
+        "CELERY_RESULT_BACKEND",
+        "CELERY_QUEUE",
+    ):
+        env[f"LABQUEUE_{key}"] = str(config[key])
+    return env
+
+
+class Worker:
+    """``celery -A frontend.make_celery worker`` in a child process."""
+
+    def __init__(self, config: dict):
+        self.log = Path(config["LOG_DIR"]) / "worker.log"
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "frontend.make_celery",
+                "worker",
+                "--concurrency",
+                "1",
+                "--loglevel",
+                "INFO",
+                "--without-mingle",
+                "--without-gossip",
+                "--hostname",
+                f"test-{uuid.uuid4().hex[:6]}@%h",
+            ],
+            cwd=ROOT,
+            env=worker_env(config),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def wait_ready(self, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.log.exists() and "ready, consuming from" in self.log.read_text():
+                return self.log.read_text()
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.2)
+        self.stop()
+        output = self.process.stdout.read()
+        raise AssertionError(f"worker did not become ready:\n{output}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process.stdout.close()
+
+
+def round_trip(tmp_path, smtp, make_users: int, **overrides) -> dict:
+    config = {**base_config(tmp_path, smtp), "CELERY_QUEUE": f"q-{uuid.uuid4().hex}"}
+    config.update(overrides)
+    app = create_app(config)
+    with app.app_context():
+        flask_migrate.upgrade()
+        from frontend.extensions import db, security
+
+        for n in range(make_users):
+            security.datastore.create_user(email=f"u{n}@cs.ox.ac.uk", password=None)
+        db.session.commit()
+    worker = Worker(config)
+    try:
+        log = worker.wait_ready()
+        assert "ready, consuming from" in log
+        celery = app.extensions["celery"]
+        return celery.send_task("labqueue.ping").get(timeout=60)
+    finally:
+        worker.stop()
+
+
+def test_round_trip_through_the_embedded_broker(tmp_path, smtp):
+    answer = round_trip(tmp_path, smtp, make_users=2)
+    # The worker ran the task inside the app context, against our database.
+    assert answer["users"] == 2
+
+
+@pytest.mark.rabbitmq
+def test_round_trip_through_rabbitmq(tmp_path, smtp):
+    url = require_rabbitmq()
+    answer = round_trip(
+        tmp_path, smtp, make_users=3, CELERY_BROKER_URL=url, CELERY_RESULT_BACKEND=""
+    )
+    assert answer["users"] == 3
+
+
+def test_embedded_broker_is_the_development_default(tmp_path):
+    broker, backend = broker_settings({}, str(tmp_path))
+    assert broker == f"sqla+sqlite:///{tmp_path}/celery-broker.sqlite"
+    assert backend.startswith("db+sqlite:///")
+    broker, backend = broker_settings(
+        {"CELERY_BROKER_URL": "amqp://rabbit:5672//"}, str(tmp_path)
+    )
+    assert (broker, backend) == ("amqp://rabbit:5672//", "rpc://")
+
+
+def test_reliability_settings_for_long_tasks(app):
+    conf = app.extensions["celery"].conf
+    assert conf.task_acks_late is True
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.task_reject_on_worker_lost is True
