@@ -58,7 +58,7 @@ def celery_init_app(app: Flask) -> Celery:
         task_acks_late=True,
         worker_prefetch_multiplier=1,
         task_reject_on_worker_lost=True,
-        **app.config.get("CELERY_EXTRA", {}),
+        **app.config["CELERY_EXTRA"],
     )
     celery_app.set_default()
     app.extensions["celery"] = celery_app

