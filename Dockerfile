@@ -1,0 +1,27 @@
+# Labqueue web app and worker image. The base is a build argument so that machines
+# without a registry can build on a locally imported Python image:
+#   docker build --build-arg BASE_IMAGE=local/python:3.11 -t labqueue .
+ARG BASE_IMAGE=python:3.12-slim
+FROM ${BASE_IMAGE}
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+RUN useradd --system --uid 10001 --home-dir /app labqueue
+
+COPY requirements.txt ./
+RUN python3 -m pip install -r requirements.txt
+
+COPY frontend/ frontend/
+COPY backend/ backend/
+COPY config_example.py ./
+RUN mkdir -p userData failedAnalyses logs instance \
+    && chown labqueue: userData failedAnalyses logs instance
+
+USER labqueue
+EXPOSE 8000
+# The web service; docker-compose.yml runs the worker from the same image.
+CMD ["sh", "-c", "flask --app frontend db upgrade && exec gunicorn --bind 0.0.0.0:8000 --workers 3 --access-logfile - 'frontend:create_app()'"]
