@@ -1,12 +1,15 @@
 """Worker entry point: ``celery -A frontend.make_celery worker``."""
 
 from celery.signals import after_setup_logger, worker_ready
+from flask.logging import default_handler
 
 from . import create_app
 from .logs import configure_logging
 
 flask_app = create_app({"LOG_FILE_NAME": "worker.log"})
 celery_app = flask_app.extensions["celery"]
+# Celery logs to the console itself; Flask's console handler would print twice.
+flask_app.logger.removeHandler(default_handler)
 
 
 @after_setup_logger.connect
