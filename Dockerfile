@@ -7,13 +7,15 @@ FROM ${BASE_IMAGE}
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PATH=/opt/venv/bin:$PATH
 
 WORKDIR /app
 RUN useradd --system --uid 10001 --home-dir /app labqueue
 
+# A virtualenv works the same on python:*-slim and on Debian's own python3.
 COPY requirements.txt ./
-RUN python3 -m pip install -r requirements.txt
+RUN python3 -m venv /opt/venv && pip install -r requirements.txt
 
 COPY frontend/ frontend/
 COPY backend/ backend/

@@ -22,8 +22,31 @@
 # instance/security_password_salt. Env: LABQUEUE_SECURITY_PASSWORD_SALT
 # SECURITY_PASSWORD_SALT = None
 
-# Largest request body accepted, in bytes (uploads). Env: LABQUEUE_MAX_CONTENT_LENGTH
+# --- Projects and uploads ----------------------------------------------------------
+
+# Largest request body accepted, in bytes: the largest single file a user can upload.
+# Env: LABQUEUE_MAX_CONTENT_LENGTH
 # MAX_CONTENT_LENGTH = 5 * 1024**3
+
+# Storage each user may fill, in bytes; admins can set a different one per user.
+# Env: LABQUEUE_STORAGE_QUOTA_BYTES
+# STORAGE_QUOTA_BYTES = 20 * 1024**3
+
+# Files one project may hold. Env: LABQUEUE_MAX_FILES_PER_PROJECT
+# MAX_FILES_PER_PROJECT = 50_000
+
+# Entries one uploaded archive may hold. Env: LABQUEUE_ARCHIVE_MAX_ENTRIES
+# ARCHIVE_MAX_ENTRIES = 10_000
+
+# Largest ratio of unpacked size to archive size (zip bombs).
+# Env: LABQUEUE_ARCHIVE_MAX_RATIO
+# ARCHIVE_MAX_RATIO = 200
+
+# Bytes read from a file for its preview. Env: LABQUEUE_PREVIEW_MAX_BYTES
+# PREVIEW_MAX_BYTES = 256 * 1024
+
+# Rows shown in the preview of a CSV or TSV file. Env: LABQUEUE_PREVIEW_TABLE_ROWS
+# PREVIEW_TABLE_ROWS = 100
 
 # --- Database ----------------------------------------------------------------------
 

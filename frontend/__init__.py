@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask
 from flask_security import SQLAlchemyUserDatastore
 
-from . import accounts, main
+from . import accounts, main, projects
 from .accounts.forms import AcademicRegisterForm
 from .admin import init_admin
 from .celery_app import celery_init_app
@@ -51,6 +51,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     app.register_blueprint(main.bp)
     app.register_blueprint(accounts.bp)
+    app.register_blueprint(projects.bp)
     init_admin(app)
 
     celery_init_app(app)
@@ -59,6 +60,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     configure_logging(app)
 
     app.add_template_filter(human_size)
+
+    @app.after_request
+    def no_sniffing(response):
+        # Browsers must take our Content-Type at its word, for user files above all.
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
 
     @app.context_processor
     def inject_app_name() -> dict[str, Any]:

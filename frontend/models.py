@@ -58,8 +58,14 @@ class User(db.Model, UserMixin):
     current_login_ip: Mapped[str | None] = mapped_column(sa.String(64))
     login_count: Mapped[int | None] = mapped_column(default=0)
 
+    # Bytes this user may store; None means the site's STORAGE_QUOTA_BYTES.
+    storage_quota: Mapped[int | None] = mapped_column(sa.BigInteger)
+
     roles: Mapped[list[Role]] = relationship(
         secondary=roles_users, backref=sa.orm.backref("users", lazy="dynamic")
+    )
+    projects: Mapped[list[Project]] = relationship(
+        back_populates="owner", cascade="all, delete-orphan"
     )
 
     @property
@@ -96,3 +102,56 @@ class DomainRule(db.Model):
 
     def __str__(self) -> str:
         return f"{self.kind.value} {self.domain}"
+
+
+class Project(db.Model):
+    """A user's folder of data; on disk under USER_DATA_DIR/<owner id>/<id>/."""
+
+    __table_args__ = (sa.UniqueConstraint("owner_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("user.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(sa.String(120))
+    description: Mapped[str] = mapped_column(sa.Text, default="")
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(sa.DateTime(), default=utcnow)
+
+    owner: Mapped[User] = relationship(back_populates="projects")
+    files: Mapped[list[ProjectFile]] = relationship(
+        back_populates="project", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ProjectFile(db.Model):
+    """A file or folder of a project, stored at ``files/<path>`` in its folder.
+
+    ``path`` passed backend.files.clean_relpath when the row was made, so paths on
+    disk come from this table, never from request text.
+    """
+
+    __table_args__ = (
+        sa.UniqueConstraint("project_id", "path"),
+        sa.Index("ix_project_file_listing", "project_id", "parent"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("project.id", ondelete="CASCADE")
+    )
+    path: Mapped[str] = mapped_column(sa.String(4000))
+    # The folder's path ("" at the top of the project), for listing a folder.
+    parent: Mapped[str] = mapped_column(sa.String(4000))
+    name: Mapped[str] = mapped_column(sa.String(255))
+    is_dir: Mapped[bool] = mapped_column(default=False)
+    size: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    modified_at: Mapped[datetime] = mapped_column(sa.DateTime(), default=utcnow)
+
+    project: Mapped[Project] = relationship(back_populates="files")
+
+    def __str__(self) -> str:
+        return self.path

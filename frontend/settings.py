@@ -95,5 +95,11 @@ class Defaults:
     SESSION_COOKIE_SAMESITE = "Lax"
     REMEMBER_COOKIE_SAMESITE = "Lax"
 
-    # Uploads come with the projects feature; this caps every request body.
+    # Projects and uploads. MAX_CONTENT_LENGTH caps every request body.
     MAX_CONTENT_LENGTH = 5 * 1024**3
+    STORAGE_QUOTA_BYTES = 20 * 1024**3  # per user; admins can set one per user
+    MAX_FILES_PER_PROJECT = 50_000
+    ARCHIVE_MAX_ENTRIES = 10_000
+    ARCHIVE_MAX_RATIO = 200
+    PREVIEW_MAX_BYTES = 256 * 1024  # read for a text, CSV or JSON preview
+    PREVIEW_TABLE_ROWS = 100

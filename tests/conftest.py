@@ -152,3 +152,38 @@ class LiveServer:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def make_project(app: Flask):
+    """Build a project for a user id; returns the project id."""
+
+    def make(owner_id: int, name: str = "RNA-seq", description: str = "") -> int:
+        from frontend.models import Project
+
+        with app.app_context():
+            from frontend.projects.services import files_dir
+
+            owner = db.session.get(User, owner_id)
+            project = Project(owner=owner, name=name, description=description)
+            db.session.add(project)
+            db.session.commit()
+            files_dir(project).mkdir(parents=True, exist_ok=True)
+            return project.id
+
+    return make
+
+
+def upload(client: FlaskClient, project_id: int, path: str, data: bytes, **params):
+    """Send one file the way the upload page does: raw body, CSRF header."""
+    token = csrf_token(client.get(f"/projects/{project_id}").text)
+    return client.post(
+        f"/projects/{project_id}/upload",
+        query_string={"path": path, **params},
+        data=data,
+        headers={
+            "X-CSRFToken": token,
+            "Accept": "application/json",
+            "Content-Type": "application/octet-stream",
+        },
+    )

@@ -1,0 +1,641 @@
+"""Projects and their files: owner-scoped queries, limits, and every change on disk.
+
+Layout: ``USER_DATA_DIR/<owner id>/<project id>/files/<path>`` holds the files, and
+``…/<project id>/.staging/`` the uploads and extractions in progress (same
+filesystem, so finished work moves into place with one rename). The database rows
+(ProjectFile) mirror the tree; paths on disk are always taken from them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import sqlalchemy as sa
+from flask import abort, current_app
+from flask_security import current_user
+from werkzeug.exceptions import ClientDisconnected
+from zipstream import ZipStream
+
+from backend.archives import (
+    ArchiveLimits,
+    ArchiveRejected,
+    archive_kind,
+    archive_stem,
+    extract,
+)
+from backend.files import UnsafeName, clean_name, clean_relpath, inside, numbered_name
+
+from ..extensions import db
+from ..formatting import human_size
+from ..models import Project, ProjectFile, User, utcnow
+
+CHUNK = 1024 * 1024
+CLASH_POLICIES = ("ask", "replace", "keep", "skip")
+
+
+class StorageError(Exception):
+    """A request we refuse, with a message for the user and an HTTP status."""
+
+    status = 400
+
+
+class LimitExceeded(StorageError):
+    status = 413
+
+
+class NameClash(StorageError):
+    status = 409
+
+
+# --- Lookups ------------------------------------------------------------------------
+
+
+def get_project_or_404(project_id: int) -> Project:
+    """The signed-in user's project, or 404 (also for other users' projects)."""
+    return db.first_or_404(
+        sa.select(Project).where(
+            Project.id == project_id, Project.owner_id == current_user.id
+        )
+    )
+
+
+def get_entry_or_404(project: Project, entry_id: int) -> ProjectFile:
+    """A file or folder of ``project`` (already owner-checked), or 404."""
+    return db.first_or_404(
+        sa.select(ProjectFile).where(
+            ProjectFile.id == entry_id, ProjectFile.project_id == project.id
+        )
+    )
+
+
+def get_folder_or_404(project: Project, folder_id: int | None) -> ProjectFile | None:
+    """A folder of ``project``, None for its top level, 404 for anything else."""
+    if folder_id is None:
+        return None
+    entry = get_entry_or_404(project, folder_id)
+    if not entry.is_dir:
+        abort(404)
+    return entry
+
+
+def project_dir(project: Project) -> Path:
+    return (
+        Path(current_app.config["USER_DATA_DIR"])
+        / str(project.owner_id)
+        / str(project.id)
+    )
+
+
+def files_dir(project: Project) -> Path:
+    return project_dir(project) / "files"
+
+
+def disk_path(entry: ProjectFile) -> Path:
+    return inside(files_dir(entry.project), entry.path)
+
+
+@dataclass
+class ProjectSummary:
+    project: Project
+    file_count: int
+    total_bytes: int
+    last_change: object
+
+
+def list_projects(user: User) -> list[ProjectSummary]:
+    """The user's projects with their file count, size and last change, newest
+    first, in one query."""
+    files = sa.and_(ProjectFile.project_id == Project.id, ~ProjectFile.is_dir)
+    stmt = (
+        sa.select(
+            Project,
+            sa.func.count(ProjectFile.id),
+            sa.func.coalesce(sa.func.sum(ProjectFile.size), 0),
+        )
+        .outerjoin(ProjectFile, files)
+        .where(Project.owner_id == user.id)
+        .group_by(Project.id)
+        .order_by(Project.updated_at.desc())
+    )
+    return [
+        ProjectSummary(project, count, size, project.updated_at)
+        for project, count, size in db.session.execute(stmt)
+    ]
+
+
+def project_totals(project: Project) -> tuple[int, int]:
+    """(number of files, bytes) of one project."""
+    count, size = db.session.execute(
+        sa.select(
+            sa.func.count(ProjectFile.id),
+            sa.func.coalesce(sa.func.sum(ProjectFile.size), 0),
+        ).where(ProjectFile.project_id == project.id, ~ProjectFile.is_dir)
+    ).one()
+    return count, size
+
+
+def storage_used(user: User) -> int:
+    return db.session.scalar(
+        sa.select(sa.func.coalesce(sa.func.sum(ProjectFile.size), 0))
+        .join(Project)
+        .where(Project.owner_id == user.id)
+    )
+
+
+def quota_for(user: User) -> int:
+    if user.storage_quota is not None:
+        return user.storage_quota
+    return current_app.config["STORAGE_QUOTA_BYTES"]
+
+
+SORT_COLUMNS = {
+    "name": ProjectFile.name,
+    "size": ProjectFile.size,
+    "modified": ProjectFile.modified_at,
+}
+
+
+def folder_listing(
+    project: Project, folder: ProjectFile | None, sort: str = "name", desc: bool = False
+) -> list[ProjectFile]:
+    """Entries directly inside ``folder``: folders first, then by ``sort``."""
+    column = SORT_COLUMNS.get(sort, ProjectFile.name)
+    order = column.desc() if desc else column.asc()
+    return list(
+        db.session.scalars(
+            sa.select(ProjectFile)
+            .where(
+                ProjectFile.project_id == project.id,
+                ProjectFile.parent == (folder.path if folder else ""),
+            )
+            .order_by(ProjectFile.is_dir.desc(), order, ProjectFile.name)
+        )
+    )
+
+
+def parent_folder(project: Project, entry: ProjectFile) -> ProjectFile | None:
+    """The folder holding ``entry``; None at the top of the project."""
+    if not entry.parent:
+        return None
+    return _existing(project, entry.parent)
+
+
+def breadcrumbs(project: Project, folder: ProjectFile | None) -> list[ProjectFile]:
+    """The folders from the top of the project down to ``folder``."""
+    if folder is None:
+        return []
+    parts = folder.path.split("/")
+    paths = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    rows = db.session.scalars(
+        sa.select(ProjectFile).where(
+            ProjectFile.project_id == project.id, ProjectFile.path.in_(paths)
+        )
+    )
+    by_path = {row.path: row for row in rows}
+    return [by_path[path] for path in paths if path in by_path]
+
+
+# --- Projects -----------------------------------------------------------------------
+
+
+def _check_project_name(user: User, name: str, exclude: int | None = None) -> str:
+    name = name.strip()
+    if not name:
+        raise StorageError("Give the project a name.")
+    stmt = sa.select(Project.id).where(
+        Project.owner_id == user.id, Project.name == name
+    )
+    if exclude is not None:
+        stmt = stmt.where(Project.id != exclude)
+    if db.session.scalar(stmt) is not None:
+        raise NameClash(f"You already have a project called “{name}”.")
+    return name
+
+
+def create_project(user: User, name: str, description: str = "") -> Project:
+    """Create a project and its folder."""
+    project = Project(
+        owner=user,
+        name=_check_project_name(user, name),
+        description=description.strip(),
+    )
+    db.session.add(project)
+    db.session.commit()
+    files_dir(project).mkdir(parents=True, exist_ok=True)
+    return project
+
+
+def update_project(project: Project, name: str, description: str) -> None:
+    """Rename a project or change its description."""
+    project.name = _check_project_name(project.owner, name, exclude=project.id)
+    project.description = description.strip()
+    project.updated_at = utcnow()
+    db.session.commit()
+
+
+def delete_project(project: Project) -> None:
+    """Delete a project, its rows and its folder on disk."""
+    folder = project_dir(project)
+    db.session.delete(project)
+    db.session.commit()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+# --- Files and folders -------------------------------------------------------------
+
+
+def _split(path: str) -> tuple[str, str]:
+    parent, _, name = path.rpartition("/")
+    return parent, name
+
+
+def _existing(project: Project, path: str) -> ProjectFile | None:
+    return db.session.scalar(
+        sa.select(ProjectFile).where(
+            ProjectFile.project_id == project.id, ProjectFile.path == path
+        )
+    )
+
+
+def _names_in(project: Project, parent: str) -> set[str]:
+    return set(
+        db.session.scalars(
+            sa.select(ProjectFile.name).where(
+                ProjectFile.project_id == project.id, ProjectFile.parent == parent
+            )
+        )
+    )
+
+
+def _ensure_folders(project: Project, folder_path: str) -> None:
+    """Create rows and directories for ``folder_path`` and its ancestors."""
+    if not folder_path:
+        return
+    parts = folder_path.split("/")
+    for depth in range(1, len(parts) + 1):
+        path = "/".join(parts[:depth])
+        existing = _existing(project, path)
+        if existing is None:
+            parent, name = _split(path)
+            db.session.add(
+                ProjectFile(
+                    project=project, path=path, parent=parent, name=name, is_dir=True
+                )
+            )
+        elif not existing.is_dir:
+            raise NameClash(f"“{path}” is a file, so it cannot hold other files.")
+    db.session.flush()
+    inside(files_dir(project), folder_path).mkdir(parents=True, exist_ok=True)
+
+
+def _file_count(project: Project) -> int:
+    return project_totals(project)[0]
+
+
+def _check_room(project: Project, new_bytes: int, new_files: int, freed: int = 0):
+    config = current_app.config
+    user = project.owner
+    quota = quota_for(user)
+    used = storage_used(user) - freed
+    if used + new_bytes > quota:
+        raise LimitExceeded(
+            f"This needs {human_size(new_bytes)} but only "
+            f"{human_size(max(quota - used, 0))} of your {human_size(quota)} storage "
+            f"quota is left (over by {human_size(used + new_bytes - quota)}). "
+            "Nothing was stored."
+        )
+    limit = config["MAX_FILES_PER_PROJECT"]
+    count = _file_count(project)
+    if count + new_files > limit:
+        raise LimitExceeded(
+            f"A project can hold {limit:,} files; this one has {count:,} and this "
+            f"would add {new_files:,} (over by {count + new_files - limit:,}). "
+            "Nothing was stored."
+        )
+
+
+def make_folder(project: Project, parent: ProjectFile | None, name: str) -> ProjectFile:
+    """Create an empty folder in ``parent``."""
+    name = clean_name(name)
+    path = f"{parent.path}/{name}" if parent else name
+    if _existing(project, path) is not None:
+        raise NameClash(f"“{name}” already exists here.")
+    _ensure_folders(project, path)
+    project.updated_at = utcnow()
+    db.session.commit()
+    return _existing(project, path)
+
+
+@dataclass
+class UploadResult:
+    status: str  # stored, replaced, kept, skipped, extracted
+    path: str
+    message: str
+
+
+def _staging(project: Project) -> Path:
+    staging = project_dir(project) / ".staging"
+    staging.mkdir(parents=True, exist_ok=True)
+    return staging
+
+
+def _receive(stream: IO[bytes], target: Path, length: int) -> None:
+    """Copy exactly ``length`` bytes of ``stream`` into the new file ``target``."""
+    written = 0
+    try:
+        with open(target, "xb") as out:
+            while written < length:
+                chunk = stream.read(min(CHUNK, length - written))
+                if not chunk:
+                    break
+                out.write(chunk)
+                written += len(chunk)
+    except ClientDisconnected:
+        pass
+    if written != length:
+        raise StorageError(
+            f"The upload stopped after {human_size(written)} of "
+            f"{human_size(length)}; nothing was stored."
+        )
+
+
+def upload(
+    project: Project,
+    folder: ProjectFile | None,
+    relpath: str,
+    stream: IO[bytes],
+    length: int | None,
+    on_clash: str = "ask",
+    extract_archive: bool = False,
+) -> UploadResult:
+    """Store one uploaded file (or extract one archive) under ``folder``."""
+    if length is None:
+        raise StorageError("The upload has no Content-Length; nothing was stored.")
+    if on_clash not in CLASH_POLICIES:
+        raise StorageError(f"Unknown choice for existing names: {on_clash}.")
+    relpath = clean_relpath(relpath)
+    if folder is not None:
+        relpath = f"{folder.path}/{relpath}"
+    parent, name = _split(relpath)
+    kind = archive_kind(name) if extract_archive else None
+    target_name = archive_stem(name) if kind else name
+    target_path = f"{parent}/{target_name}" if parent else target_name
+
+    existing = _existing(project, target_path)
+    freed = 0
+    if existing is not None:
+        if on_clash == "ask":
+            raise NameClash(f"“{target_path}” already exists.")
+        if on_clash == "skip":
+            return UploadResult("skipped", target_path, "Skipped: the name exists.")
+        if on_clash == "keep":
+            target_name = numbered_name(target_name, _names_in(project, parent))
+            target_path = f"{parent}/{target_name}" if parent else target_name
+            existing = None
+        elif existing.is_dir != bool(kind):
+            what = "a folder" if existing.is_dir else "a file"
+            raise NameClash(
+                f"“{target_path}” is {what}; it cannot be replaced by this."
+            )
+        else:
+            freed = _tree_size(project, existing)
+
+    _check_room(project, length, 0 if kind else 1, freed)
+    staged = _staging(project) / uuid.uuid4().hex
+    try:
+        _receive(stream, staged, length)
+        if kind:
+            return _extract_into(
+                project, staged, kind, parent, target_name, existing, freed
+            )
+        return _place_file(project, staged, parent, target_name, existing, length)
+    finally:
+        staged.unlink(missing_ok=True)
+
+
+def _tree_size(project: Project, entry: ProjectFile) -> int:
+    if not entry.is_dir:
+        return entry.size
+    return db.session.scalar(
+        sa.select(sa.func.coalesce(sa.func.sum(ProjectFile.size), 0)).where(
+            ProjectFile.project_id == project.id,
+            ProjectFile.path.startswith(entry.path + "/", autoescape=True),
+        )
+    )
+
+
+def _place_file(project, staged, parent, name, existing, size) -> UploadResult:
+    path = f"{parent}/{name}" if parent else name
+    _ensure_folders(project, parent)
+    now = utcnow()
+    if existing is not None:
+        existing.size, existing.modified_at = size, now
+        status = "replaced"
+    else:
+        db.session.add(
+            ProjectFile(
+                project=project,
+                path=path,
+                parent=parent,
+                name=name,
+                size=size,
+                modified_at=now,
+            )
+        )
+        status = "stored"
+    project.updated_at = now
+    db.session.flush()
+    os.replace(staged, inside(files_dir(project), path))
+    db.session.commit()
+    verb = {"stored": "Stored", "replaced": "Replaced"}[status]
+    return UploadResult(status, path, f"{verb} {path} ({human_size(size)}).")
+
+
+def _extract_into(project, archive, kind, parent, name, existing, freed):
+    config = current_app.config
+    quota = quota_for(project.owner)
+    limits = ArchiveLimits(
+        max_entries=min(
+            config["ARCHIVE_MAX_ENTRIES"],
+            config["MAX_FILES_PER_PROJECT"] - _file_count(project),
+        ),
+        max_total_bytes=max(quota - storage_used(project.owner) + freed, 0),
+        max_ratio=config["ARCHIVE_MAX_RATIO"],
+    )
+    out = _staging(project) / (uuid.uuid4().hex + ".d")
+    try:
+        result = extract(archive, out, limits, kind)
+    except ArchiveRejected as exc:
+        shutil.rmtree(out, ignore_errors=True)
+        raise StorageError(f"The archive was not extracted: {exc}.") from exc
+    path = f"{parent}/{name}" if parent else name
+    try:
+        _ensure_folders(project, parent)
+        if existing is not None:
+            _delete_rows(project, existing)
+        db.session.add(
+            ProjectFile(
+                project=project, path=path, parent=parent, name=name, is_dir=True
+            )
+        )
+        now = utcnow()
+        rows = []
+        for entry in result.entries:
+            full = f"{path}/{entry.path}"
+            entry_parent, entry_name = _split(full)
+            rows.append(
+                {
+                    "project_id": project.id,
+                    "path": full,
+                    "parent": entry_parent,
+                    "name": entry_name,
+                    "is_dir": entry.is_dir,
+                    "size": 0 if entry.is_dir else entry.size,
+                    "modified_at": now,
+                }
+            )
+        if rows:
+            db.session.execute(sa.insert(ProjectFile), rows)
+        project.updated_at = now
+        db.session.flush()
+        final = inside(files_dir(project), path)
+        if existing is not None:
+            trash = _staging(project) / (uuid.uuid4().hex + ".old")
+            os.replace(final, trash)
+            os.replace(out, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(out, final)
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    files = sum(not e.is_dir for e in result.entries)
+    dropped = (
+        f"; {result.dropped} macOS metadata entries dropped" if result.dropped else ""
+    )
+    status = "replaced" if existing is not None else "extracted"
+    return UploadResult(
+        status,
+        path,
+        f"Extracted {files:,} files ({human_size(result.total_bytes)}) into "
+        f"{path}/{dropped}.",
+    )
+
+
+def existing_paths(
+    project: Project,
+    folder: ProjectFile | None,
+    paths: Iterable[str],
+    extract_archives: bool = False,
+) -> list[str]:
+    """Which of ``paths`` (relative to ``folder``) already exist: for the clash
+    question before an upload starts. Unsafe names are left out (the upload itself
+    reports them)."""
+    wanted = {}
+    for raw in paths:
+        try:
+            rel = clean_relpath(raw)
+        except UnsafeName:
+            continue
+        parent, name = _split(rel)
+        if extract_archives and archive_kind(name):
+            name = archive_stem(name)
+            rel = f"{parent}/{name}" if parent else name
+        wanted[f"{folder.path}/{rel}" if folder else rel] = raw
+    if not wanted:
+        return []
+    found = db.session.scalars(
+        sa.select(ProjectFile.path).where(
+            ProjectFile.project_id == project.id, ProjectFile.path.in_(list(wanted))
+        )
+    )
+    return sorted(wanted[path] for path in found)
+
+
+def _delete_rows(project: Project, entry: ProjectFile) -> None:
+    if entry.is_dir:
+        db.session.execute(
+            sa.delete(ProjectFile).where(
+                ProjectFile.project_id == project.id,
+                ProjectFile.path.startswith(entry.path + "/", autoescape=True),
+            )
+        )
+    db.session.delete(entry)
+
+
+def delete_entry(project: Project, entry: ProjectFile) -> None:
+    """Delete a file, or a folder with everything in it."""
+    target = disk_path(entry)
+    _delete_rows(project, entry)
+    project.updated_at = utcnow()
+    db.session.commit()
+    if target.is_dir():
+        shutil.rmtree(target, ignore_errors=True)
+    else:
+        target.unlink(missing_ok=True)
+
+
+def rename_entry(project: Project, entry: ProjectFile, new_name: str) -> None:
+    """Rename a file or folder in place (the folder's contents follow)."""
+    new_name = clean_name(new_name)
+    if new_name == entry.name:
+        return
+    new_path = f"{entry.parent}/{new_name}" if entry.parent else new_name
+    if _existing(project, new_path) is not None:
+        raise NameClash(f"“{new_name}” already exists here.")
+    old_path, source = entry.path, disk_path(entry)
+    if entry.is_dir:
+        prefix = old_path + "/"
+        children = db.session.scalars(
+            sa.select(ProjectFile).where(
+                ProjectFile.project_id == project.id,
+                ProjectFile.path.startswith(prefix, autoescape=True),
+            )
+        )
+        for child in children:
+            child.path = new_path + "/" + child.path[len(prefix) :]
+            child.parent = _split(child.path)[0]
+    entry.path, entry.name = new_path, new_name
+    entry.modified_at = project.updated_at = utcnow()
+    db.session.flush()
+    os.replace(source, inside(files_dir(project), new_path))
+    try:
+        db.session.commit()
+    except BaseException:
+        os.replace(inside(files_dir(project), new_path), source)
+        raise
+
+
+def files_under(project: Project, folder: ProjectFile | None) -> list[ProjectFile]:
+    """Every entry of ``project`` inside ``folder`` (the whole project for None)."""
+    stmt = sa.select(ProjectFile).where(ProjectFile.project_id == project.id)
+    if folder is not None:
+        stmt = stmt.where(
+            ProjectFile.path.startswith(folder.path + "/", autoescape=True)
+        )
+    return list(db.session.scalars(stmt.order_by(ProjectFile.path)))
+
+
+def zip_of(project: Project, folder: ProjectFile | None) -> ZipStream:
+    """A zip of ``folder`` (or the whole project), produced while it is sent.
+
+    Entries are stored uncompressed, so the size is known before the first byte
+    and the browser can show a progress bar.
+    """
+    stream = ZipStream(sized=True)
+    base = folder.path + "/" if folder else ""
+    for entry in files_under(project, folder):
+        arcname = entry.path[len(base) :]
+        if entry.is_dir:
+            stream.mkdir(arcname)
+        else:
+            stream.add_path(str(disk_path(entry)), arcname, recurse=False)
+    return stream

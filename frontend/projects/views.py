@@ -1,0 +1,325 @@
+from urllib.parse import quote
+
+from flask import (
+    abort,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
+from flask_security import auth_required, current_user
+from werkzeug import Response
+from zipstream import ZipStream
+
+from backend.files import UnsafeName
+
+from ..formatting import human_size
+from . import bp
+from . import services as svc
+from .forms import ConfirmForm, NameForm, ProjectForm
+from .preview import INLINE_IMAGES, make_preview
+
+# Files are served with a policy that forbids scripts, plugins and framing, so even
+# a file a browser wrongly renders cannot act.
+FILE_CSP = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; sandbox"
+
+
+def _folder_arg(project, source=None):
+    value = (source or request.args).get("folder", "")
+    if not value:
+        return None
+    if not str(value).isdigit():
+        abort(404)
+    return svc.get_folder_or_404(project, int(value))
+
+
+def _back_to(project, folder=None):
+    return redirect(
+        url_for(
+            "projects.browse",
+            project_id=project.id,
+            folder=folder.id if folder else None,
+        )
+    )
+
+
+@bp.route("/")
+@auth_required()
+def index():
+    """The dashboard: the user's projects with their sizes."""
+    summaries = svc.list_projects(current_user)
+    used, quota = svc.storage_used(current_user), svc.quota_for(current_user)
+    return render_template(
+        "projects/index.html", summaries=summaries, used=used, quota=quota
+    )
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@auth_required()
+def new():
+    """Create a project."""
+    form = ProjectForm()
+    if form.validate_on_submit():
+        try:
+            project = svc.create_project(
+                current_user, form.name.data, form.description.data or ""
+            )
+        except svc.StorageError as exc:
+            form.name.errors.append(str(exc))
+        else:
+            flash(
+                f"Project “{project.name}” created. Upload your data next.", "success"
+            )
+            return redirect(url_for("projects.browse", project_id=project.id))
+    return render_template("projects/edit.html", form=form, project=None)
+
+
+@bp.route("/<int:project_id>")
+@auth_required()
+def browse(project_id: int):
+    """A folder of a project: its files, upload, new folder."""
+    project = svc.get_project_or_404(project_id)
+    folder = _folder_arg(project)
+    sort = request.args.get("sort", "name")
+    desc = request.args.get("desc") == "1"
+    entries = svc.folder_listing(project, folder, sort, desc)
+    count, size = svc.project_totals(project)
+    return render_template(
+        "projects/browse.html",
+        project=project,
+        folder=folder,
+        entries=entries,
+        crumbs=svc.breadcrumbs(project, folder),
+        sort=sort,
+        desc=desc,
+        file_count=count,
+        total_bytes=size,
+        name_form=NameForm(),
+        confirm_form=ConfirmForm(),
+        max_upload=request.max_content_length,
+    )
+
+
+@bp.route("/<int:project_id>/settings", methods=["GET", "POST"])
+@auth_required()
+def settings(project_id: int):
+    """Rename a project or change its description."""
+    project = svc.get_project_or_404(project_id)
+    form = ProjectForm(obj=project)
+    if form.validate_on_submit():
+        try:
+            svc.update_project(project, form.name.data, form.description.data or "")
+        except svc.StorageError as exc:
+            form.name.errors.append(str(exc))
+        else:
+            flash("Project saved.", "success")
+            return _back_to(project)
+    return render_template("projects/edit.html", form=form, project=project)
+
+
+@bp.route("/<int:project_id>/delete", methods=["GET", "POST"])
+@auth_required()
+def delete(project_id: int):
+    """Confirm, then delete a project with all its files."""
+    project = svc.get_project_or_404(project_id)
+    form = ConfirmForm()
+    if form.validate_on_submit():
+        name = project.name
+        svc.delete_project(project)
+        flash(f"Project “{name}” and all its files were deleted.", "success")
+        return redirect(url_for("projects.index"))
+    count, size = svc.project_totals(project)
+    return render_template(
+        "projects/delete.html",
+        project=project,
+        form=form,
+        file_count=count,
+        total_bytes=size,
+    )
+
+
+@bp.route("/<int:project_id>/folders", methods=["POST"])
+@auth_required()
+def make_folder(project_id: int):
+    """Create a folder in the folder being browsed."""
+    project = svc.get_project_or_404(project_id)
+    form = NameForm()
+    folder = _folder_arg(project, request.form)
+    if form.validate_on_submit():
+        try:
+            created = svc.make_folder(project, folder, form.name.data)
+            flash(f"Folder “{created.name}” created.", "success")
+        except (svc.StorageError, UnsafeName) as exc:
+            flash(f"No folder was created: {exc}", "error")
+    else:
+        flash("Give the new folder a name.", "error")
+    return _back_to(project, folder)
+
+
+def _json_error(exc: Exception, status: int):
+    return jsonify(ok=False, message=str(exc)), status
+
+
+@bp.route("/<int:project_id>/upload", methods=["POST"])
+@auth_required()
+def upload(project_id: int):
+    """Receive one file as the raw request body (sent by the upload page)."""
+    project = svc.get_project_or_404(project_id)
+    folder = _folder_arg(project)
+    path = request.args.get("path", "")
+    limit = request.max_content_length
+    if limit and request.content_length and request.content_length > limit:
+        return _json_error(
+            svc.LimitExceeded(
+                f"“{path}” is {human_size(request.content_length)}; the largest "
+                f"file you can upload is {human_size(limit)}. Nothing was stored."
+            ),
+            413,
+        )
+    try:
+        result = svc.upload(
+            project,
+            folder,
+            path,
+            request.stream,
+            request.content_length,
+            on_clash=request.args.get("on_clash", "ask"),
+            extract_archive=request.args.get("extract") == "1",
+        )
+    except UnsafeName as exc:
+        return _json_error(f"“{path}” was not stored: {exc}", 400)
+    except svc.StorageError as exc:
+        return _json_error(exc, exc.status)
+    return jsonify(
+        ok=True, status=result.status, path=result.path, message=result.message
+    )
+
+
+@bp.route("/<int:project_id>/upload/check", methods=["POST"])
+@auth_required()
+def upload_check(project_id: int):
+    """Which of the paths about to be uploaded exist already."""
+    project = svc.get_project_or_404(project_id)
+    data = request.get_json(silent=True) or {}
+    folder = _folder_arg(project, {"folder": str(data.get("folder") or "")})
+    paths = [p for p in data.get("paths", []) if isinstance(p, str)][:10_000]
+    existing = svc.existing_paths(project, folder, paths, bool(data.get("extract")))
+    return jsonify(existing=existing)
+
+
+@bp.route("/<int:project_id>/entries/<int:entry_id>")
+@auth_required()
+def entry(project_id: int, entry_id: int):
+    """Preview a file (folders open in the browser)."""
+    project = svc.get_project_or_404(project_id)
+    item = svc.get_entry_or_404(project, entry_id)
+    if item.is_dir:
+        return redirect(
+            url_for("projects.browse", project_id=project.id, folder=item.id)
+        )
+    preview = make_preview(
+        svc.disk_path(item),
+        item.name,
+        current_app.config["PREVIEW_MAX_BYTES"],
+        current_app.config["PREVIEW_TABLE_ROWS"],
+    )
+    crumbs = svc.breadcrumbs(project, svc.parent_folder(project, item))
+    return render_template(
+        "projects/preview.html",
+        project=project,
+        item=item,
+        preview=preview,
+        crumbs=crumbs,
+    )
+
+
+def _file_response(item, inline: bool):
+    mimetype = INLINE_IMAGES.get(("." + item.name.rsplit(".", 1)[-1]).lower())
+    response = send_file(
+        svc.disk_path(item),
+        mimetype=mimetype if inline and mimetype else None,
+        as_attachment=not (inline and mimetype),
+        download_name=item.name,
+        max_age=0,
+    )
+    response.headers["Content-Security-Policy"] = FILE_CSP
+    return response
+
+
+@bp.route("/<int:project_id>/entries/<int:entry_id>/raw")
+@auth_required()
+def raw(project_id: int, entry_id: int):
+    """A file's bytes: inline for raster images, as an attachment otherwise."""
+    project = svc.get_project_or_404(project_id)
+    item = svc.get_entry_or_404(project, entry_id)
+    if item.is_dir:
+        abort(404)
+    return _file_response(item, inline=True)
+
+
+def _zip_response(stream: ZipStream, name: str) -> Response:
+    response = Response(stream, mimetype="application/zip")
+    response.headers["Content-Length"] = str(len(stream))
+    response.headers["Content-Disposition"] = attachment_header(name)
+    return response
+
+
+def attachment_header(name: str) -> str:
+    """Content-Disposition for a download keeping a Unicode name (RFC 6266)."""
+    ascii_name = name.encode("ascii", "replace").decode().replace('"', "'")
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
+
+
+@bp.route("/<int:project_id>/entries/<int:entry_id>/download")
+@auth_required()
+def download(project_id: int, entry_id: int):
+    """Download a file, or a folder as a zip streamed while it is built."""
+    project = svc.get_project_or_404(project_id)
+    item = svc.get_entry_or_404(project, entry_id)
+    if not item.is_dir:
+        return _file_response(item, inline=False)
+    return _zip_response(svc.zip_of(project, item), f"{item.name}.zip")
+
+
+@bp.route("/<int:project_id>/download")
+@auth_required()
+def download_project(project_id: int):
+    """Download the whole project as a zip streamed while it is built."""
+    project = svc.get_project_or_404(project_id)
+    return _zip_response(svc.zip_of(project, None), f"{project.name}.zip")
+
+
+@bp.route("/<int:project_id>/entries/<int:entry_id>/rename", methods=["POST"])
+@auth_required()
+def rename(project_id: int, entry_id: int):
+    """Rename a file or folder."""
+    project = svc.get_project_or_404(project_id)
+    item = svc.get_entry_or_404(project, entry_id)
+    form = NameForm()
+    if form.validate_on_submit():
+        old = item.name
+        try:
+            svc.rename_entry(project, item, form.name.data)
+            flash(f"“{old}” renamed to “{item.name}”.", "success")
+        except (svc.StorageError, UnsafeName) as exc:
+            flash(f"“{old}” was not renamed: {exc}", "error")
+    else:
+        flash("Give a new name.", "error")
+    return _back_to(project, svc.parent_folder(project, item))
+
+
+@bp.route("/<int:project_id>/entries/<int:entry_id>/delete", methods=["POST"])
+@auth_required()
+def delete_entry(project_id: int, entry_id: int):
+    """Delete a file, or a folder and everything in it."""
+    project = svc.get_project_or_404(project_id)
+    item = svc.get_entry_or_404(project, entry_id)
+    parent = svc.parent_folder(project, item)
+    if ConfirmForm().validate_on_submit():
+        svc.delete_entry(project, item)
+        flash(f"“{item.name}” deleted.", "success")
+    return _back_to(project, parent)
