@@ -26,4 +26,4 @@ RUN mkdir -p userData failedAnalyses logs instance \
 USER labqueue
 EXPOSE 8000
 # The web service; docker-compose.yml runs the worker from the same image.
-CMD ["sh", "-c", "flask --app frontend db upgrade && exec gunicorn --bind 0.0.0.0:8000 --workers 3 --access-logfile - 'frontend:create_app()'"]
+CMD ["sh", "-c", "flask --app frontend db upgrade && exec gunicorn --bind 0.0.0.0:8000 --workers 3 --no-control-socket --access-logfile - 'frontend:create_app()'"]
