@@ -25,5 +25,6 @@ RUN mkdir -p userData failedAnalyses logs instance \
 
 USER labqueue
 EXPOSE 8000
-# The web service; docker-compose.yml runs the worker from the same image.
-CMD ["sh", "-c", "flask --app frontend db upgrade && exec gunicorn --bind 0.0.0.0:8000 --workers 3 --no-control-socket --access-logfile - 'frontend:create_app()'"]
+# The web service; docker-compose.yml runs the worker from the same image. Threaded
+# workers keep answering heartbeats during multi-gigabyte uploads.
+CMD ["sh", "-c", "flask --app frontend db upgrade && exec gunicorn --bind 0.0.0.0:8000 --workers 3 --worker-class gthread --threads 8 --no-control-socket --access-logfile - 'frontend:create_app()'"]
