@@ -479,6 +479,7 @@ def _extract_into(project, archive, kind, parent, name, existing, freed):
         _ensure_folders(project, parent)
         if existing is not None:
             _delete_rows(project, existing)
+            db.session.flush()  # the old rows must go before new ones take the path
         db.session.add(
             ProjectFile(
                 project=project, path=path, parent=parent, name=name, is_dir=True

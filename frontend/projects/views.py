@@ -17,7 +17,6 @@ from zipstream import ZipStream
 
 from backend.files import UnsafeName
 
-from ..formatting import human_size
 from . import bp
 from . import services as svc
 from .forms import ConfirmForm, NameForm, ProjectForm
@@ -171,15 +170,7 @@ def upload(project_id: int):
     project = svc.get_project_or_404(project_id)
     folder = _folder_arg(project)
     path = request.args.get("path", "")
-    limit = request.max_content_length
-    if limit and request.content_length and request.content_length > limit:
-        return _json_error(
-            svc.LimitExceeded(
-                f"“{path}” is {human_size(request.content_length)}; the largest "
-                f"file you can upload is {human_size(limit)}. Nothing was stored."
-            ),
-            413,
-        )
+    # Bodies over MAX_CONTENT_LENGTH never get here: the 413 handler answers them.
     try:
         result = svc.upload(
             project,
@@ -300,15 +291,16 @@ def rename(project_id: int, entry_id: int):
     project = svc.get_project_or_404(project_id)
     item = svc.get_entry_or_404(project, entry_id)
     form = NameForm()
+    old = item.name
     if form.validate_on_submit():
-        old = item.name
         try:
             svc.rename_entry(project, item, form.name.data)
             flash(f"“{old}” renamed to “{item.name}”.", "success")
         except (svc.StorageError, UnsafeName) as exc:
             flash(f"“{old}” was not renamed: {exc}", "error")
     else:
-        flash("Give a new name.", "error")
+        problem = next(iter(form.errors.values()), ["give a new name"])[0]
+        flash(f"“{old}” was not renamed: {problem}", "error")
     return _back_to(project, svc.parent_folder(project, item))
 
 
