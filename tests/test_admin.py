@@ -4,7 +4,7 @@ import pytest
 
 from frontend.extensions import db
 from frontend.models import DomainRule, DomainRuleKind, Role
-from tests.conftest import csrf_token, get_user
+from tests.conftest import Auth, csrf_token, get_user, upload
 
 ADMIN_PAGES = [
     "/admin/",
@@ -141,3 +141,53 @@ def test_admin_form_without_csrf_changes_nothing(admin_client, make_user, app):
         data={"email": "ada@cs.ox.ac.uk", "first_name": "Mallory", "active": "y"},
     )
     assert get_user(app, "ada@cs.ox.ac.uk").first_name == "Ada"
+
+
+def test_admin_lists_projects_with_owner_and_size(
+    admin_client, make_user, make_project
+):
+    owner = make_user(email="ada@cs.ox.ac.uk")
+    project = make_project(owner, name="Liver atlas")
+    auth = Auth(admin_client)
+    auth.logout()
+    auth.login("ada@cs.ox.ac.uk")
+    upload(admin_client, project, "x.bin", b"x" * 3000)
+    auth.logout()
+    auth.login("root@cs.ox.ac.uk")
+    page = admin_client.get("/admin/admin_projects/").text
+    assert "Liver atlas" in page and "ada@cs.ox.ac.uk" in page and "2.9 KiB" in page
+
+
+def test_admin_deletes_a_project_with_its_files(
+    admin_client, make_user, make_project, app
+):
+    from pathlib import Path
+
+    owner = make_user(email="ada@cs.ox.ac.uk")
+    project = make_project(owner, name="Old")
+    folder = Path(app.config["USER_DATA_DIR"]) / str(owner) / str(project)
+    assert folder.exists()
+    token = csrf_token(admin_client.get("/admin/admin_projects/").text)
+    admin_client.post(
+        "/admin/admin_projects/delete/", data={"id": str(project), "csrf_token": token}
+    )
+    assert not folder.exists()
+    assert "Old" not in admin_client.get("/admin/admin_projects/").text
+
+
+def test_admin_sets_a_users_storage_quota(admin_client, make_user, app):
+    user_id = make_user(email="ada@cs.ox.ac.uk")
+    edit_url = f"/admin/admin_users/edit/?id={user_id}"
+    page = admin_client.get(edit_url)
+    admin_client.post(
+        edit_url,
+        data={
+            "email": "ada@cs.ox.ac.uk",
+            "first_name": "Ada",
+            "last_name": "Lovelace",
+            "active": "y",
+            "storage_quota": "1073741824",
+            "csrf_token": csrf_token(page.text),
+        },
+    )
+    assert get_user(app, "ada@cs.ox.ac.uk").storage_quota == 1024**3

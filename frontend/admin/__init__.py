@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, abort, flash, redirect, request, url_for
+from flask import Flask, abort, flash, g, redirect, request, url_for
 from flask_admin import Admin, AdminIndexView, expose
 from flask_admin.actions import action
 from flask_admin.contrib.sqla import ModelView
@@ -13,7 +13,9 @@ from wtforms.validators import ValidationError
 
 from ..accounts.services import email_domain
 from ..extensions import db
-from ..models import DomainRule, Role, User, utcnow
+from ..formatting import human_size
+from ..models import DomainRule, Project, Role, User, utcnow
+from ..projects.services import delete_project, project_totals
 
 
 class AdminOnlyMixin:
@@ -56,7 +58,12 @@ class UserView(SecureModelView):
         "institution",
         "roles",
         "active",
+        "storage_quota",
     )
+    column_descriptions = {
+        "storage_quota": "Bytes this user may store; empty means the site default "
+        "(STORAGE_QUOTA_BYTES).",
+    }
     column_list = (
         "email",
         "first_name",
@@ -119,6 +126,33 @@ class UserView(SecureModelView):
         flash(f"{count} account(s) deactivated.", "success")
 
 
+class ProjectView(SecureModelView):
+    """Every user's projects, with their size; deleting one removes its files."""
+
+    column_list = ("name", "owner", "files", "size", "created_at", "updated_at")
+    column_searchable_list = ("name", "owner.email")
+    column_filters = ("owner.email", "created_at", "updated_at")
+    column_default_sort = ("updated_at", True)
+    column_labels = {"owner.email": "Owner"}
+    can_create = False
+    can_edit = False
+    can_view_details = True
+    column_formatters = {
+        "files": lambda view, context, model, name: f"{view.totals(model)[0]:,}",
+        "size": lambda view, context, model, name: human_size(view.totals(model)[1]),
+    }
+
+    def totals(self, project: Project) -> tuple[int, int]:
+        cache = g.setdefault("project_totals", {})
+        if project.id not in cache:
+            cache[project.id] = project_totals(project)
+        return cache[project.id]
+
+    def delete_model(self, model: Project) -> bool:
+        delete_project(model)
+        return True
+
+
 class RoleView(SecureModelView):
     column_list = ("name", "description")
     form_columns = ("name", "description")
@@ -153,6 +187,7 @@ def init_admin(app: Flask) -> Admin:
         theme=Bootstrap4Theme(base_template="admin/labqueue_base.html", fluid=True),
     )
     admin.add_view(UserView(User, db, name="Users", endpoint="admin_users"))
+    admin.add_view(ProjectView(Project, db, name="Projects", endpoint="admin_projects"))
     admin.add_view(RoleView(Role, db, name="Roles", endpoint="admin_roles"))
     admin.add_view(
         DomainRuleView(DomainRule, db, name="Email domains", endpoint="admin_domains")
