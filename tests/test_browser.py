@@ -92,3 +92,78 @@ def test_refused_address_explains_how_to_get_access(page):
     expect(error).to_contain_text("open to academic email addresses only")
     expect(error).to_contain_text("admins@example.org")
     page.screenshot(path=OUTPUT / "refused.png", full_page=True)
+
+
+def test_project_upload_browse_preview_rename_download_delete(
+    page, make_user, tmp_path
+):
+    import zipfile
+
+    from playwright.sync_api import expect
+
+    make_user(email="ada@cs.ox.ac.uk")
+    page.goto("/login")
+    page.get_by_label("Email Address").fill("ada@cs.ox.ac.uk")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Login").click()
+
+    page.get_by_role("link", name="Projects").click()
+    page.get_by_role("link", name="Create your first project").click()
+    page.get_by_label("Name").fill("Liver RNA-seq")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("heading", name="Liver RNA-seq")).to_be_visible()
+
+    # A folder from disk, as the folder picker sends it.
+    folder = tmp_path / "samples"
+    (folder / "lane 1").mkdir(parents=True)
+    (folder / "lane 1" / "counts.csv").write_text("gene,count\nBRCA1,12\nTP53,7\n")
+    (folder / "big.bin").write_bytes(os.urandom(8 * 1024 * 1024))
+    page.set_input_files("#pick-folder", folder)
+    expect(page.locator("#upload-panel")).to_be_visible()
+    expect(page.locator("#overall-progress")).to_be_visible()
+    expect(page.locator("#overall-text")).to_contain_text(
+        "Done: 2 of 2", timeout=60_000
+    )
+    page.screenshot(path=OUTPUT / "uploaded-folder.png", full_page=True)
+
+    archive = tmp_path / "extra tables.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("summary.tsv", "sample\treads\nA\t100\n")
+        zf.writestr("__MACOSX/._summary.tsv", "junk")
+    page.get_by_label("Extract archives").check()
+    page.set_input_files("#pick-files", archive)
+    expect(page.locator("#upload-list")).to_contain_text("Extracted 1 files")
+    listing = page.locator("#file-table")
+    expect(listing).to_contain_text("extra tables")
+    expect(listing).to_contain_text("samples")
+
+    page.get_by_role("link", name="samples").click()
+    page.get_by_role("link", name="lane 1").click()
+    page.get_by_role("link", name="counts.csv").click()
+    expect(page.locator("#preview-table")).to_contain_text("BRCA1")
+    page.screenshot(path=OUTPUT / "csv-preview.png", full_page=True)
+
+    page.get_by_role("link", name="Liver RNA-seq").click()
+    row = page.locator("tr", has_text="extra tables")
+    row.get_by_role("button", name="Rename").click()
+    row.get_by_label("New name for extra tables").fill("tables")
+    row.get_by_role("button", name="Save name").click()
+    expect(page.get_by_role("alert")).to_contain_text("renamed to “tables”")
+
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="Download project (.zip)").click()
+    saved = tmp_path / "project.zip"
+    download_info.value.save_as(saved)
+    with zipfile.ZipFile(saved) as zf:
+        names = set(zf.namelist())
+        assert "samples/lane 1/counts.csv" in names
+        assert "tables/summary.tsv" in names
+        assert not any("__MACOSX" in name for name in names)
+        assert zf.read("samples/lane 1/counts.csv").startswith(b"gene,count")
+
+    page.get_by_role("link", name="samples").click()
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator("tr", has_text="big.bin").get_by_role("button", name="Delete").click()
+    expect(page.get_by_role("alert")).to_contain_text("“big.bin” deleted")
+    expect(page.locator("#file-table")).not_to_contain_text("big.bin")
+    page.screenshot(path=OUTPUT / "after-delete.png", full_page=True)
