@@ -11,7 +11,7 @@ FLASK := $(BIN)/flask --app frontend
 # Development machines often have no DNS: do not check that mail domains resolve.
 export LABQUEUE_SECURITY_EMAIL_VALIDATOR_ARGS ?= {"check_deliverability": false}
 
-.PHONY: run test lint format clean-venv
+.PHONY: run test lint format bench clean-venv
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -35,6 +35,10 @@ run: $(VENV)/.runtime  ## web app on http://127.0.0.1:$(PORT) and a Celery worke
 
 test: $(VENV)/.dev  ## the whole suite
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.dev  ## upload (1 GiB vs a bare WSGI endpoint) and extraction benchmarks
+	$(BIN)/python -m bench.upload
+	$(BIN)/python -m bench.extract
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
