@@ -441,3 +441,10 @@ def test_folder_and_project_download_as_streamed_zips(client, app, project):
     assert int(whole.headers["Content-Length"]) == len(whole.data)
     names = zipfile.ZipFile(io.BytesIO(whole.data)).namelist()
     assert sorted(names) == ["a/", "a/1.txt", "a/b/", "a/b/2.txt", "top.txt"]
+
+
+def test_folders_show_the_size_of_their_contents(client, app, project):
+    upload(client, project, "reads/a.fq", b"x" * 1024)
+    upload(client, project, "reads/deep/b.fq", b"x" * 2048)
+    row = client.get(f"/projects/{project}").text.split('data-name="reads"')[1]
+    assert "3.0 KiB" in row.split("</tr>")[0]

@@ -186,6 +186,13 @@ def parent_folder(project: Project, entry: ProjectFile) -> ProjectFile | None:
     return _existing(project, entry.parent)
 
 
+def folder_sizes(project: Project, entries: list[ProjectFile]) -> dict[int, int]:
+    """Bytes inside each folder among ``entries``, by folder id."""
+    return {
+        entry.id: _tree_size(project, entry) for entry in entries if entry.is_dir
+    }
+
+
 def breadcrumbs(project: Project, folder: ProjectFile | None) -> list[ProjectFile]:
     """The folders from the top of the project down to ``folder``."""
     if folder is None:

@@ -92,6 +92,7 @@ def browse(project_id: int):
         project=project,
         folder=folder,
         entries=entries,
+        folder_sizes=svc.folder_sizes(project, entries),
         crumbs=svc.breadcrumbs(project, folder),
         sort=sort,
         desc=desc,
