@@ -43,17 +43,29 @@ def page(app):
         browser.close()
 
 
+def fill_registration(page, first: str, last: str, email: str) -> None:
+    page.get_by_label("First name").fill(first)
+    page.get_by_label("Last name").fill(last)
+    page.get_by_label("Email Address").fill(email)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_label("Retype Password").fill(PASSWORD)
+    page.get_by_role("button", name="Register").click()
+
+
+def log_in(page, email: str) -> None:
+    if "/login" not in page.url:
+        page.goto("/login")
+    page.get_by_label("Email Address").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Login").click()
+
+
 def test_register_confirm_login_profile(page, smtp):
     from playwright.sync_api import expect
 
     page.goto("/")
     page.get_by_role("link", name="Register with your institution's email").click()
-    page.get_by_label("First name").fill("Rosalind")
-    page.get_by_label("Last name").fill("Franklin")
-    page.get_by_label("Email Address").fill("rosalind@kcl.ac.uk")
-    page.get_by_label("Password", exact=True).fill(PASSWORD)
-    page.get_by_label("Retype Password").fill(PASSWORD)
-    page.get_by_role("button", name="Register").click()
+    fill_registration(page, "Rosalind", "Franklin", "rosalind@kcl.ac.uk")
     expect(page.get_by_role("alert")).to_contain_text(
         "We have sent a confirmation link"
     )
@@ -63,9 +75,7 @@ def test_register_confirm_login_profile(page, smtp):
     page.goto(link_in(message, "/confirm/"))
     expect(page.get_by_role("alert")).to_contain_text("Thank you")
 
-    page.get_by_label("Email Address").fill("rosalind@kcl.ac.uk")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Login").click()
+    log_in(page, "rosalind@kcl.ac.uk")
 
     expect(page.get_by_role("heading", name="Your profile")).to_be_visible()
     expect(page.locator("#nav-user")).to_contain_text("Rosalind Franklin")
@@ -83,12 +93,7 @@ def test_refused_address_explains_how_to_get_access(page):
     from playwright.sync_api import expect
 
     page.goto("/register")
-    page.get_by_label("First name").fill("Eve")
-    page.get_by_label("Last name").fill("Example")
-    page.get_by_label("Email Address").fill("eve@gmail.com")
-    page.get_by_label("Password", exact=True).fill(PASSWORD)
-    page.get_by_label("Retype Password").fill(PASSWORD)
-    page.get_by_role("button", name="Register").click()
+    fill_registration(page, "Eve", "Example", "eve@gmail.com")
     error = page.locator(".invalid-feedback")
     expect(error).to_contain_text("open to academic email addresses only")
     expect(error).to_contain_text("admins@example.org")
@@ -103,10 +108,7 @@ def test_project_upload_browse_preview_rename_download_delete(
     from playwright.sync_api import expect
 
     make_user(email="ada@cs.ox.ac.uk")
-    page.goto("/login")
-    page.get_by_label("Email Address").fill("ada@cs.ox.ac.uk")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Login").click()
+    log_in(page, "ada@cs.ox.ac.uk")
 
     page.get_by_role("link", name="Projects").click()
     page.get_by_role("link", name="Create your first project").click()
@@ -175,10 +177,7 @@ def test_cancelled_upload_stores_nothing(page, make_user, make_project, app, tmp
 
     owner = make_user(email="ada@cs.ox.ac.uk")
     project = make_project(owner, name="Slow link")
-    page.goto("/login")
-    page.get_by_label("Email Address").fill("ada@cs.ox.ac.uk")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Login").click()
+    log_in(page, "ada@cs.ox.ac.uk")
     page.goto(f"/projects/{project}")
     # A slow uplink (1 MiB/s) so that the upload is still running when we cancel.
     cdp = page.context.new_cdp_session(page)

@@ -188,9 +188,7 @@ def parent_folder(project: Project, entry: ProjectFile) -> ProjectFile | None:
 
 def folder_sizes(project: Project, entries: list[ProjectFile]) -> dict[int, int]:
     """Bytes inside each folder among ``entries``, by folder id."""
-    return {
-        entry.id: _tree_size(project, entry) for entry in entries if entry.is_dir
-    }
+    return {entry.id: _tree_size(project, entry) for entry in entries if entry.is_dir}
 
 
 def breadcrumbs(project: Project, folder: ProjectFile | None) -> list[ProjectFile]:
