@@ -1,0 +1,151 @@
+"""Run parameters: checked against the pipeline's JSON Schema, then turned into argv.
+
+Validation uses the ``jsonschema`` library, with two additions for project files:
+``"format": "file-path"`` values must be files of the project, and ``"glob"`` (one
+pattern or a list) restricts which. The argv is a list built from checked values;
+nothing ever goes through a shell.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from fnmatch import fnmatch
+from typing import Any
+
+from jsonschema import Draft202012Validator, FormatChecker, ValidationError, validators
+
+from .manifest import PLACEHOLDER_RE, Pipeline
+
+
+class ParamsInvalid(ValueError):
+    """Values the schema refuses, as {field: message} (field "" for the form)."""
+
+    def __init__(self, errors: dict[str, str]):
+        self.errors = errors
+        super().__init__("; ".join(f"{k or 'form'}: {v}" for k, v in errors.items()))
+
+
+def _globs(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _glob_keyword(validator, globs, instance, schema):
+    if isinstance(instance, str) and not any(
+        fnmatch(instance.rsplit("/", 1)[-1], g) for g in _globs(globs)
+    ):
+        yield ValidationError(f"{instance} is not a {' or '.join(_globs(globs))} file")
+
+
+_Validator = validators.extend(Draft202012Validator, {"glob": _glob_keyword})
+
+
+def matches_glob(path: str, prop: dict) -> bool:
+    item = prop.get("items", prop)
+    globs = item.get("glob")
+    return globs is None or any(
+        fnmatch(path.rsplit("/", 1)[-1], g) for g in _globs(globs)
+    )
+
+
+def _message(error: ValidationError) -> str:
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    if error.validator == "enum":
+        return "choose one of: " + ", ".join(str(v) for v in error.validator_value)
+    if error.validator == "minimum":
+        return f"must be at least {error.validator_value}"
+    if error.validator == "maximum":
+        return f"must be at most {error.validator_value}"
+    if error.validator == "type":
+        return f"must be {'an' if error.validator_value == 'integer' else 'a'} " + str(
+            error.validator_value
+        )
+    if error.validator == "format" and error.validator_value == "file-path":
+        return f"{error.instance} is not a file of this project"
+    if error.validator == "minItems":
+        return f"choose at least {error.validator_value}"
+    if error.validator == "pattern":
+        return schema.get("errorMessage", "has characters that are not allowed")
+    return error.message
+
+
+def validate_params(
+    pipeline: Pipeline, values: dict[str, Any], project_files: Iterable[str]
+) -> dict[str, Any]:
+    """Check ``values`` and return them with defaults filled in."""
+    files = set(project_files)
+    checker = FormatChecker(formats=())
+    checker.checks("file-path")(
+        lambda value: not isinstance(value, str) or value in files
+    )
+    schema = pipeline.schema
+    complete = {
+        key: prop["default"]
+        for key, prop in schema.get("properties", {}).items()
+        if "default" in prop
+    }
+    complete.update(values)
+    errors: dict[str, str] = {}
+    for error in sorted(
+        _Validator(schema, format_checker=checker).iter_errors(complete),
+        key=lambda e: list(e.path),
+    ):
+        if error.validator == "required":
+            key = error.message.split("'")[1]
+            errors.setdefault(key, "is required")
+        elif error.validator == "additionalProperties":
+            errors.setdefault("", "unknown parameters were sent")
+        else:
+            key = str(error.path[0]) if error.path else ""
+            errors.setdefault(key, _message(error))
+    if errors:
+        raise ParamsInvalid(errors)
+    return complete
+
+
+def build_argv(
+    pipeline: Pipeline,
+    params: dict[str, Any],
+    input_dir: str = "/data/input",
+    output_dir: str = "/data/output",
+    pipeline_dir: str = "/app",
+) -> list[str]:
+    """The command with ``{placeholders}`` filled from checked ``params``.
+
+    An element that is only ``{name}`` takes a list value as several arguments and
+    disappears when the value is None; inside a longer element the value is
+    substituted as text. File paths are given inside ``input_dir``; the defaults
+    are the paths inside the container, the local runner passes real folders.
+    """
+    file_fields = set(pipeline.file_fields())
+
+    def render(key: str, value: Any) -> list[str]:
+        if value is None:
+            return []
+        items = value if isinstance(value, list) else [value]
+        if key in file_fields:
+            return [f"{input_dir}/{item}" for item in items]
+        return [
+            str(item).lower() if isinstance(item, bool) else str(item) for item in items
+        ]
+
+    known = {
+        "input_dir": input_dir,
+        "output_dir": output_dir,
+        "pipeline_dir": pipeline_dir,
+    }
+    argv: list[str] = []
+    for part in pipeline.command:
+        whole = PLACEHOLDER_RE.fullmatch(part)
+        if whole:
+            key = whole.group(1)
+            argv.extend([known[key]] if key in known else render(key, params.get(key)))
+            continue
+
+        def substitute(match) -> str:
+            key = match.group(1)
+            if key in known:
+                return known[key]
+            return " ".join(render(key, params.get(key)))
+
+        argv.append(PLACEHOLDER_RE.sub(substitute, part))
+    return argv
