@@ -194,6 +194,7 @@ class LocalRunner:
             time.sleep(POLL_SECONDS)
         code = process.wait()
         reader.join(timeout=10)
+        process.stdout.close()
         pump.close()
         if reason is None and code != 0:
             reason = f"the pipeline exited with code {code}"
@@ -216,6 +217,11 @@ class DockerRunner:
 
     def create(self, spec: RunSpec):
         spec.output_dir.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            # A root worker hands the output folder to the container's user; it can
+            # still read and delete what the pipeline writes.
+            uid, gid = (int(part) for part in spec.user.split(":"))
+            os.chown(spec.output_dir, uid, gid)
         return self.client.containers.create(
             spec.image,
             command=spec.argv,
@@ -261,9 +267,9 @@ class DockerRunner:
         try:
             if container.status == "created":
                 container.start()
-            # logs=True replays what was printed before we attached: the start of a
-            # fresh run, or everything so far when a redelivered task re-attaches.
-            stream = container.attach(stdout=True, stderr=True, stream=True, logs=True)
+            # The engine keeps the output: following the logs from the beginning
+            # works for a fresh run and for a redelivered task re-attaching to one.
+            stream = container.logs(stdout=True, stderr=True, stream=True, follow=True)
             reader = threading.Thread(
                 target=lambda: [pump.feed(chunk) for chunk in stream], daemon=True
             )
@@ -280,6 +286,7 @@ class DockerRunner:
                 time.sleep(POLL_SECONDS)
             code = container.wait(timeout=60)["StatusCode"]
             reader.join(timeout=10)
+            stream.close()
         finally:
             pump.close()
             try:

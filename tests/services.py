@@ -48,3 +48,15 @@ def require_chromium() -> str:
     if not os.access(CHROMIUM, os.X_OK):
         unavailable(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
     return CHROMIUM
+
+
+def require_docker():
+    """A Docker SDK client for a running engine."""
+    import docker
+
+    try:
+        client = docker.from_env(timeout=10)
+        client.ping()
+    except Exception as exc:  # any failure means no usable engine
+        unavailable(f"no Docker engine ({exc}); start one: dockerd --bridge=none &")
+    return client
