@@ -173,3 +173,15 @@
 # Extra Celery settings by their Celery names, e.g. {"broker_pool_limit": 4}.
 # Env: LABQUEUE_CELERY_EXTRA
 # CELERY_EXTRA = {}
+
+# --- Pipelines ---------------------------------------------------------------------
+
+# Folder holding one folder per pipeline (manifest.toml, parameters.schema.json,
+# Dockerfile, code). Env: LABQUEUE_PIPELINES_DIR
+# PIPELINES_DIR = "<repository>/backend/pipelines"
+
+# Image the pipelines' Dockerfiles build on (their BASE_IMAGE build argument). On a
+# machine without a registry, `flask --app frontend pipelines build --make-base` makes
+# "labqueue/python-base:bookworm" with debootstrap and uses it.
+# Env: LABQUEUE_PIPELINE_BASE_IMAGE
+# PIPELINE_BASE_IMAGE = "python:3.12-slim"

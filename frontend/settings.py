@@ -103,3 +103,7 @@ class Defaults:
     ARCHIVE_MAX_RATIO = 200
     PREVIEW_MAX_BYTES = 256 * 1024  # read for a text, CSV or JSON preview
     PREVIEW_TABLE_ROWS = 100
+
+    # Pipelines: where their folders are, and the image their Dockerfiles build on.
+    PIPELINES_DIR = str(PROJECT_ROOT / "backend" / "pipelines")
+    PIPELINE_BASE_IMAGE = "python:3.12-slim"
