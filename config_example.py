@@ -14,6 +14,10 @@
 # Name in titles, the navbar and emails. Env: LABQUEUE_APP_NAME
 # APP_NAME = "Labqueue"
 
+# The address users reach the site at; links in emails sent by the worker use it.
+# Env: LABQUEUE_SITE_URL
+# SITE_URL = "http://127.0.0.1:5055"
+
 # Signs sessions and forms; set a long random value in production. When unset, one is
 # generated once and kept in instance/secret_key. Env: LABQUEUE_SECRET_KEY
 # SECRET_KEY = None
@@ -185,3 +189,43 @@
 # "labqueue/python-base:bookworm" with debootstrap and uses it.
 # Env: LABQUEUE_PIPELINE_BASE_IMAGE
 # PIPELINE_BASE_IMAGE = "python:3.12-slim"
+
+# --- Running analyses --------------------------------------------------------------
+
+# Which runner executes pipelines: "docker", "local" (a plain subprocess, no sandbox:
+# development only), or "auto" (Docker when an engine answers, else local with a
+# warning). Env: LABQUEUE_RUNNER
+# RUNNER = "auto"
+
+# "uid:gid" the containers run as; never root. Unset: the worker's own user, or
+# 65534:65534 (nobody) when the worker runs as root. Env: LABQUEUE_PIPELINE_USER
+# PIPELINE_USER = None
+
+# Analyses one user may have running at once; more wait in the queue.
+# Env: LABQUEUE_MAX_RUNNING_PER_USER
+# MAX_RUNNING_PER_USER = 2
+
+# Caps on what a pipeline's manifest may ask for.
+# Env: LABQUEUE_MAX_CPUS_PER_RUN, LABQUEUE_MAX_MEMORY_MB_PER_RUN,
+# LABQUEUE_MAX_PIDS_PER_RUN, LABQUEUE_MAX_RUN_MINUTES, LABQUEUE_MAX_OUTPUT_BYTES
+# MAX_CPUS_PER_RUN = 2.0
+# MAX_MEMORY_MB_PER_RUN = 4096
+# MAX_PIDS_PER_RUN = 512
+# MAX_RUN_MINUTES = 24 * 60
+# MAX_OUTPUT_BYTES = 10 * 1024**3
+
+# How often a run is started again after its worker died, before it fails with
+# "worker lost". Env: LABQUEUE_MAX_ATTEMPTS
+# MAX_ATTEMPTS = 2
+
+# A running analysis whose worker has not reported for this long is taken to have
+# lost it. Env: LABQUEUE_HEARTBEAT_TIMEOUT_SECONDS
+# HEARTBEAT_TIMEOUT_SECONDS = 60
+
+# How often the reconciler (Celery beat) looks for such runs and orphan containers.
+# Env: LABQUEUE_RECONCILE_SECONDS
+# RECONCILE_SECONDS = 60
+
+# Seconds before a run held back by MAX_RUNNING_PER_USER is tried again.
+# Env: LABQUEUE_DEFER_SECONDS
+# DEFER_SECONDS = 10

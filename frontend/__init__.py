@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask
 from flask_security import SQLAlchemyUserDatastore
 
-from . import accounts, main, projects
+from . import accounts, analyses, main, projects
 from .accounts.forms import AcademicRegisterForm
 from .admin import init_admin
 from .celery_app import celery_init_app
@@ -52,6 +52,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(main.bp)
     app.register_blueprint(accounts.bp)
     app.register_blueprint(projects.bp)
+    app.register_blueprint(analyses.bp)
     init_admin(app)
 
     celery_init_app(app)
@@ -96,6 +97,10 @@ def _complete_config(app: Flask) -> None:
         config["MAIL_FILE_PATH"] = str(Path(config["LOG_DIR"]) / "mail")
         Path(config["MAIL_FILE_PATH"]).mkdir(parents=True, exist_ok=True)
     config.setdefault("SECURITY_EMAIL_SENDER", config["MAIL_DEFAULT_SENDER"])
+    if not config.get("PIPELINE_USER"):
+        # Containers never run as root: as the worker's user, or as nobody.
+        uid, gid = os.getuid(), os.getgid()
+        config["PIPELINE_USER"] = f"{uid}:{gid}" if uid != 0 else "65534:65534"
     name = config["APP_NAME"]
     config.setdefault("SECURITY_EMAIL_SUBJECT_REGISTER", f"Confirm your {name} account")
     config.setdefault(

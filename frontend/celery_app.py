@@ -51,13 +51,21 @@ def celery_init_app(app: Flask) -> Celery:
         # - task_reject_on_worker_lost: a task whose worker process was killed is
         #   requeued rather than acknowledged as if it had finished.
         # RabbitMQ closes a channel whose delivery stays unacknowledged beyond its
-        # consumer_timeout (30 min by default) and redelivers the message. Tasks that
-        # can outlast it (pipeline runs) therefore must not rely on late acks: they
-        # record their state in the database, and a reconciler recovers runs whose
+        # consumer_timeout (30 min by default) and redelivers the message. The run
+        # task can outlast it, so it is acknowledged on receipt instead (see
+        # tasks.run_analysis): its analysis row, claimed atomically and kept alive
+        # by a heartbeat, makes it safe, and the reconciler recovers runs whose
         # worker died. See docs/architecture.md.
         task_acks_late=True,
         worker_prefetch_multiplier=1,
         task_reject_on_worker_lost=True,
+        beat_schedule={
+            "reconcile-analyses": {
+                "task": "labqueue.reconcile",
+                "schedule": float(app.config["RECONCILE_SECONDS"]),
+            }
+        },
+        beat_schedule_filename=str(Path(app.instance_path) / "celerybeat-schedule"),
         **app.config["CELERY_EXTRA"],
     )
     celery_app.set_default()

@@ -22,6 +22,11 @@ def log_to_file(logger, **kwargs):
 def announce_ready(sender, **kwargs):
     """Say in the log, plainly, that the worker is consuming."""
     broker = celery_app.conf.broker_url
+    with flask_app.app_context():
+        # Runs a dead worker left behind are repaired before new work starts.
+        from .analyses.execution import reconcile
+
+        reconcile()
     flask_app.logger.info(
         "Worker %s ready, consuming from %s", sender.hostname, broker.split("@")[-1]
     )

@@ -60,6 +60,10 @@ class User(db.Model, UserMixin):
 
     # Bytes this user may store; None means the site's STORAGE_QUOTA_BYTES.
     storage_quota: Mapped[int | None] = mapped_column(sa.BigInteger)
+    # Email when an analysis ends.
+    notify_by_email: Mapped[bool] = mapped_column(
+        default=True, server_default=sa.true()
+    )
 
     roles: Mapped[list[Role]] = relationship(
         secondary=roles_users, backref=sa.orm.backref("users", lazy="dynamic")
@@ -122,6 +126,9 @@ class Project(db.Model):
     files: Mapped[list[ProjectFile]] = relationship(
         back_populates="project", cascade="all, delete-orphan", passive_deletes=True
     )
+    analyses: Mapped[list[Analysis]] = relationship(
+        back_populates="project", cascade="all, delete-orphan", passive_deletes=True
+    )
 
     def __str__(self) -> str:
         return self.name
@@ -155,3 +162,81 @@ class ProjectFile(db.Model):
 
     def __str__(self) -> str:
         return self.path
+
+
+class AnalysisState(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINISHED_STATES = (
+    AnalysisState.SUCCEEDED,
+    AnalysisState.FAILED,
+    AnalysisState.CANCELLED,
+)
+
+
+class Analysis(db.Model):
+    """One run of a pipeline on a project. This row, not the broker, is the truth:
+    queued → running → succeeded | failed | cancelled, and queued → cancelled."""
+
+    __table_args__ = (
+        sa.Index("ix_analysis_state_submitted", "state", "submitted_at"),
+        sa.Index("ix_analysis_owner_submitted", "owner_id", "submitted_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner_id: Mapped[int] = mapped_column(sa.ForeignKey("user.id", ondelete="CASCADE"))
+    project_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("project.id", ondelete="CASCADE"), index=True
+    )
+    pipeline: Mapped[str] = mapped_column(sa.String(64))
+    pipeline_version: Mapped[str] = mapped_column(sa.String(32))
+    image: Mapped[str] = mapped_column(sa.String(255))
+    image_id: Mapped[str | None] = mapped_column(sa.String(255))
+    params: Mapped[dict] = mapped_column(sa.JSON)
+    state: Mapped[AnalysisState] = mapped_column(
+        sa.Enum(
+            AnalysisState,
+            native_enum=False,
+            length=16,
+            values_callable=lambda states: [s.value for s in states],
+        ),
+        default=AnalysisState.QUEUED,
+    )
+    submitted_at: Mapped[datetime] = mapped_column(sa.DateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(sa.DateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(sa.DateTime())
+    heartbeat_at: Mapped[datetime | None] = mapped_column(sa.DateTime())
+    exit_code: Mapped[int | None]
+    attempt: Mapped[int] = mapped_column(default=0)
+    progress_percent: Mapped[float] = mapped_column(default=0.0)
+    progress_message: Mapped[str] = mapped_column(sa.String(255), default="")
+    error_summary: Mapped[str | None] = mapped_column(sa.Text)
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    worker: Mapped[str | None] = mapped_column(sa.String(255))
+    runner: Mapped[str | None] = mapped_column(sa.String(16))
+
+    owner: Mapped[User] = relationship()
+    project: Mapped[Project] = relationship(back_populates="analyses")
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED_STATES
+
+    def __str__(self) -> str:
+        return f"#{self.id} {self.pipeline}"
+
+
+class PipelineSetting(db.Model):
+    """Admins' switches for pipelines found on disk (a pipeline with no row is on)."""
+
+    name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(default=True)
+    note: Mapped[str | None] = mapped_column(sa.Text)
+
+    def __str__(self) -> str:
+        return self.name

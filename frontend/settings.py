@@ -13,6 +13,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 class Defaults:
     APP_NAME = "Labqueue"
+    # Where users reach the site; links in emails sent by the worker start with it.
+    SITE_URL = "http://127.0.0.1:5055"
 
     # Filled in by create_app: a key persisted under instance/ when none is given.
     SECRET_KEY = None
@@ -107,3 +109,17 @@ class Defaults:
     # Pipelines: where their folders are, and the image their Dockerfiles build on.
     PIPELINES_DIR = str(PROJECT_ROOT / "backend" / "pipelines")
     PIPELINE_BASE_IMAGE = "python:3.12-slim"
+
+    # Running analyses.
+    RUNNER = "auto"  # docker, local, or auto (docker when an engine answers)
+    PIPELINE_USER = None  # "uid:gid" in containers; default: the worker's, or nobody
+    MAX_RUNNING_PER_USER = 2  # more wait in the queue
+    MAX_CPUS_PER_RUN = 2.0  # caps on what manifests ask for
+    MAX_MEMORY_MB_PER_RUN = 4096
+    MAX_PIDS_PER_RUN = 512
+    MAX_RUN_MINUTES = 24 * 60
+    MAX_OUTPUT_BYTES = 10 * 1024**3
+    MAX_ATTEMPTS = 2  # runs started again after their worker died
+    HEARTBEAT_TIMEOUT_SECONDS = 60  # a running row silent this long lost its worker
+    RECONCILE_SECONDS = 60  # how often the reconciler looks
+    DEFER_SECONDS = 10  # wait before retrying a run held back by MAX_RUNNING_PER_USER

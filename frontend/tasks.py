@@ -4,7 +4,9 @@ import socket
 
 import sqlalchemy as sa
 from celery import shared_task
+from flask import current_app
 
+from .analyses.execution import Deferred, execute, reconcile
 from .extensions import db
 from .models import User, utcnow
 
@@ -18,3 +20,23 @@ def ping() -> dict:
         "time": utcnow().isoformat(timespec="seconds"),
         "users": users,
     }
+
+
+@shared_task(name="labqueue.run_analysis", bind=True, acks_late=False, max_retries=None)
+def run_analysis(self, analysis_id: int) -> str:
+    """Run analysis ``analysis_id`` if it is still queued.
+
+    Acknowledged on receipt, unlike the other tasks: a run can outlast RabbitMQ's
+    consumer_timeout, and the analysis row (claimed atomically, with a heartbeat)
+    is what makes it safe. A worker that dies mid-run is found by the reconciler.
+    """
+    try:
+        return execute(analysis_id)
+    except Deferred as wait:
+        raise self.retry(countdown=current_app.config["DEFER_SECONDS"]) from wait
+
+
+@shared_task(name="labqueue.reconcile")
+def reconcile_analyses() -> dict:
+    """Requeue or fail runs whose worker died, and remove orphan containers."""
+    return reconcile()

@@ -9,10 +9,11 @@ config = context.config
 
 # Show Alembic's progress without reconfiguring the root logger, which belongs to
 # the app (and to pytest when migrations run inside tests).
+for name in ("alembic", "flask_migrate"):  # flask_migrate reports command errors
+    if not logging.getLogger(name).handlers:
+        logging.getLogger(name).addHandler(logging.StreamHandler())
+        logging.getLogger(name).setLevel(logging.INFO)
 logger = logging.getLogger("alembic")
-if not logger.handlers:
-    logger.addHandler(logging.StreamHandler())
-    logger.setLevel(logging.INFO)
 
 
 def get_engine():

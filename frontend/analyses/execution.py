@@ -1,0 +1,375 @@
+"""The worker side of analyses: claim a queued row, run it, record the outcome,
+and recover rows whose worker died. Called by the Celery tasks in frontend/tasks.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import socket
+import threading
+import time
+import traceback
+from datetime import timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+from flask import current_app, render_template
+from flask_mailman import EmailMessage
+
+from backend.manifest import load_pipeline
+from backend.params import build_argv
+from backend.runners import (
+    DockerRunner,
+    Hooks,
+    LocalRunner,
+    Outcome,
+    RunSpec,
+    format_duration,
+    now,
+)
+
+from ..extensions import db
+from ..links import external_url
+from ..models import Analysis, AnalysisState, ProjectFile
+from ..projects.services import files_dir
+from .services import analysis_dir, log_path, output_dir
+
+log = logging.getLogger(__name__)
+HEARTBEAT_SECONDS = 2.0
+
+
+class Deferred(Exception):
+    """The analysis must wait (the user's concurrency limit); try again later."""
+
+
+def hostname() -> str:
+    return socket.gethostname()
+
+
+def make_runner():
+    """The configured runner: Docker, or the local one when asked or when no engine
+    answers under RUNNER = "auto" (with a warning, since it cannot sandbox)."""
+    choice = current_app.config["RUNNER"]
+    if choice == "local":
+        return LocalRunner()
+    try:
+        return DockerRunner()
+    except Exception as exc:  # the SDK raises several kinds when no engine answers
+        if choice == "docker":
+            raise
+        log.warning(
+            "No Docker engine (%s): using the local runner, WITHOUT a sandbox", exc
+        )
+        return LocalRunner()
+
+
+def _running_count(owner_id: int) -> int:
+    return db.session.scalar(
+        sa.select(sa.func.count(Analysis.id)).where(
+            Analysis.owner_id == owner_id, Analysis.state == AnalysisState.RUNNING
+        )
+    )
+
+
+def claim(analysis_id: int, runner_name: str) -> Analysis | None:
+    """Move a queued analysis to running, exactly once across all workers."""
+    analysis = db.session.get(Analysis, analysis_id)
+    if analysis is None or analysis.state != AnalysisState.QUEUED:
+        return None  # finished, cancelled, deleted, or another worker has it
+    limit = current_app.config["MAX_RUNNING_PER_USER"]
+    if limit and _running_count(analysis.owner_id) >= limit:
+        raise Deferred(f"user {analysis.owner_id} already runs {limit} analyses")
+    stamp = now()
+    claimed = db.session.execute(
+        sa.update(Analysis)
+        .where(Analysis.id == analysis_id, Analysis.state == AnalysisState.QUEUED)
+        .values(
+            state=AnalysisState.RUNNING,
+            started_at=stamp,
+            heartbeat_at=stamp,
+            attempt=Analysis.attempt + 1,
+            worker=hostname(),
+            runner=runner_name,
+            progress_percent=0.0,
+            progress_message="starting",
+        )
+    ).rowcount
+    db.session.commit()
+    if not claimed:
+        return None
+    db.session.refresh(analysis)
+    return analysis
+
+
+def build_spec(analysis: Analysis, runner) -> RunSpec:
+    config = current_app.config
+    pipeline = load_pipeline(Path(config["PIPELINES_DIR"]) / analysis.pipeline)
+    inputs, outputs = files_dir(analysis.project), output_dir(analysis)
+    outputs.mkdir(parents=True, exist_ok=True)
+    if isinstance(runner, LocalRunner):
+        argv = build_argv(
+            pipeline, analysis.params, str(inputs), str(outputs), str(pipeline.folder)
+        )
+    else:
+        argv = build_argv(pipeline, analysis.params)
+    resources = pipeline.resources
+    return RunSpec(
+        analysis_id=analysis.id,
+        argv=argv,
+        image=analysis.image,
+        input_dir=inputs,
+        output_dir=outputs,
+        log_path=log_path(analysis),
+        cpus=min(resources.cpus, config["MAX_CPUS_PER_RUN"]),
+        memory_mb=min(resources.memory_mb, config["MAX_MEMORY_MB_PER_RUN"]),
+        pids=min(resources.pids, config["MAX_PIDS_PER_RUN"]),
+        timeout_s=60 * min(resources.timeout_minutes, config["MAX_RUN_MINUTES"]),
+        max_output_bytes=config["MAX_OUTPUT_BYTES"],
+        user=config["PIPELINE_USER"],
+    )
+
+
+class _DatabaseHooks(Hooks):
+    """Progress is noted by the log thread and written, with a heartbeat, from the
+    runner's own loop, which also reads cancellation requests."""
+
+    def __init__(self, analysis_id: int):
+        self.analysis_id = analysis_id
+        self.latest: tuple[float, str] | None = None
+        self.lock = threading.Lock()
+        self.last_write = 0.0
+        super().__init__(on_progress=self._note, should_cancel=self._tick)
+
+    def _note(self, percent: float, message: str) -> None:
+        with self.lock:
+            self.latest = (percent, message[:255])
+
+    def _tick(self) -> bool:
+        if time.monotonic() - self.last_write < HEARTBEAT_SECONDS:
+            return False
+        self.last_write = time.monotonic()
+        return self.flush()
+
+    def flush(self) -> bool:
+        values = {"heartbeat_at": now()}
+        with self.lock:
+            if self.latest is not None:
+                values["progress_percent"], values["progress_message"] = self.latest
+        db.session.execute(
+            sa.update(Analysis).where(Analysis.id == self.analysis_id).values(**values)
+        )
+        db.session.commit()
+        return bool(
+            db.session.scalar(
+                sa.select(Analysis.cancel_requested).where(
+                    Analysis.id == self.analysis_id
+                )
+            )
+        )
+
+
+def execute(analysis_id: int) -> str:
+    """Run one analysis if it is queued; returns what happened, for the task log."""
+    runner = make_runner()
+    analysis = claim(analysis_id, runner.name)
+    if analysis is None:
+        return "nothing to do"
+    hooks = _DatabaseHooks(analysis.id)
+    failure = None
+    try:
+        spec = build_spec(analysis, runner)
+        outcome = runner.run(spec, hooks)
+    except Exception as exc:  # a system failure, not the pipeline's: tell admins
+        failure = exc
+        outcome = Outcome(
+            None, f"the run could not be carried out: {exc}", analysis.started_at
+        )
+        log.exception("Analysis %s failed in the worker", analysis.id)
+    finally:
+        hooks.flush()
+    record(analysis, outcome, failure)
+    return analysis.state.value
+
+
+def _log_tail(analysis: Analysis, lines: int = 15) -> str:
+    try:
+        text = log_path(analysis).read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def record(analysis: Analysis, outcome: Outcome, failure: Exception | None) -> None:
+    """Write the outcome on the row; snapshot and notify as needed."""
+    db.session.refresh(analysis)
+    analysis.finished_at = outcome.finished_at
+    analysis.exit_code = outcome.exit_code
+    analysis.image_id = outcome.image_id or analysis.image_id
+    if outcome.succeeded:
+        analysis.state = AnalysisState.SUCCEEDED
+        analysis.progress_percent = 100.0
+    elif outcome.reason == "cancelled":
+        analysis.state = AnalysisState.CANCELLED
+        analysis.error_summary = "Cancelled by request."
+    else:
+        analysis.state = AnalysisState.FAILED
+        analysis.error_summary = outcome.reason.capitalize() + "."
+    db.session.commit()
+    if analysis.state == AnalysisState.FAILED:
+        snapshot_failure(analysis, outcome, failure)
+    if analysis.state != AnalysisState.CANCELLED:
+        notify(analysis)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def snapshot_failure(analysis: Analysis, outcome: Outcome, failure) -> Path:
+    """Keep what is needed to understand a failed run in FAILED_ANALYSES_DIR/<id>/."""
+    target = Path(current_app.config["FAILED_ANALYSES_DIR"]) / str(analysis.id)
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "params.json").write_text(json.dumps(analysis.params, indent=2))
+    if log_path(analysis).exists():
+        shutil.copyfile(log_path(analysis), target / "log.txt")
+    started, finished = analysis.started_at, analysis.finished_at
+    error = {
+        "analysis": analysis.id,
+        "pipeline": f"{analysis.pipeline} {analysis.pipeline_version}",
+        "reason": outcome.reason,
+        "exit_code": outcome.exit_code,
+        "exception": repr(failure) if failure else None,
+        "traceback": "".join(traceback.format_exception(failure)) if failure else None,
+        "started_at": started.isoformat() if started else None,
+        "finished_at": finished.isoformat() if finished else None,
+        "duration_s": (finished - started).total_seconds()
+        if started and finished
+        else None,
+        "image": analysis.image,
+        "image_id": analysis.image_id,
+        "worker": analysis.worker,
+        "attempt": analysis.attempt,
+        "runner": analysis.runner,
+    }
+    (target / "error.json").write_text(json.dumps(error, indent=2))
+    files = files_dir(analysis.project)
+    inputs = [
+        {"path": path, "size": size, "sha256": _sha256(files / path)}
+        for path, size in db.session.execute(
+            sa.select(ProjectFile.path, ProjectFile.size)
+            .where(ProjectFile.project_id == analysis.project_id, ~ProjectFile.is_dir)
+            .order_by(ProjectFile.path)
+        )
+        if (files / path).is_file()
+    ]
+    (target / "inputs.json").write_text(json.dumps(inputs, indent=2))
+    return target
+
+
+def notify(analysis: Analysis) -> None:
+    """Email the owner that the analysis ended, unless they turned that off."""
+    owner = analysis.owner
+    if not owner.notify_by_email:
+        return
+    duration = None
+    if analysis.started_at and analysis.finished_at:
+        seconds = (analysis.finished_at - analysis.started_at).total_seconds()
+        duration = format_duration(seconds)
+    link = external_url("analyses.detail", analysis_id=analysis.id)
+    verb = "finished" if analysis.state == AnalysisState.SUCCEEDED else "failed"
+    body = render_template(
+        "analyses/email/finished.txt", analysis=analysis, duration=duration, link=link
+    )
+    message = EmailMessage(
+        subject=f"{analysis.pipeline} on {analysis.project.name} {verb}",
+        body=body,
+        to=[owner.email],
+    )
+    try:
+        message.send()
+    except Exception:  # mail trouble must not turn a finished run into a failure
+        log.exception("Could not email the outcome of analysis %s", analysis.id)
+
+
+# --- Recovery -----------------------------------------------------------------------
+
+
+def reconcile() -> dict[str, list[int]]:
+    """Repair what dead workers left: running rows without a heartbeat go back to
+    the queue (or fail with "worker lost" after MAX_ATTEMPTS), and containers whose
+    analysis is not running or queued are removed."""
+    config = current_app.config
+    stale_before = now() - timedelta(seconds=config["HEARTBEAT_TIMEOUT_SECONDS"])
+    report: dict[str, list[int]] = {"requeued": [], "lost": [], "orphans": []}
+    stale = db.session.scalars(
+        sa.select(Analysis).where(
+            Analysis.state == AnalysisState.RUNNING,
+            sa.or_(
+                Analysis.heartbeat_at < stale_before, Analysis.heartbeat_at.is_(None)
+            ),
+        )
+    ).all()
+    for analysis in stale:
+        if analysis.attempt < config["MAX_ATTEMPTS"]:
+            moved = db.session.execute(
+                sa.update(Analysis)
+                .where(
+                    Analysis.id == analysis.id,
+                    Analysis.state == AnalysisState.RUNNING,
+                    Analysis.heartbeat_at == analysis.heartbeat_at,
+                )
+                .values(
+                    state=AnalysisState.QUEUED,
+                    worker=None,
+                    progress_message="waiting again: its worker stopped",
+                )
+            ).rowcount
+            db.session.commit()
+            if moved:
+                from .services import enqueue
+
+                report["requeued"].append(analysis.id)
+                enqueue(analysis)
+        else:
+            analysis.state = AnalysisState.FAILED
+            analysis.finished_at = now()
+            analysis.error_summary = (
+                f"Worker lost: the worker running it stopped {analysis.attempt} times."
+            )
+            db.session.commit()
+            report["lost"].append(analysis.id)
+            outcome = Outcome(None, "worker lost", analysis.started_at, now())
+            snapshot_failure(analysis, outcome, None)
+            notify(analysis)
+    try:
+        runner = DockerRunner()
+    except Exception:  # no engine: no containers to tidy
+        return report
+    alive = set(
+        db.session.scalars(
+            sa.select(Analysis.id).where(
+                Analysis.state.in_([AnalysisState.RUNNING, AnalysisState.QUEUED])
+            )
+        )
+    )
+    orphans = [aid for aid in runner.running_analyses() if aid not in alive]
+    runner.remove(orphans)
+    report["orphans"] = orphans
+    if any(report.values()):
+        log.warning("Reconciled analyses: %s", report)
+    return report
+
+
+def delete_analysis(analysis: Analysis) -> None:
+    """Delete an analysis row and its folder (outputs, log, parameters)."""
+    folder = analysis_dir(analysis)
+    db.session.delete(analysis)
+    db.session.commit()
+    shutil.rmtree(folder, ignore_errors=True)

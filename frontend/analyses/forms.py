@@ -1,0 +1,95 @@
+"""The run form, generated from a pipeline's JSON Schema.
+
+WTForms renders the fields and turns the text of the request into Python values;
+the rules themselves are checked by jsonschema (backend.params), whose messages are
+put next to the fields.
+"""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import (
+    BooleanField,
+    FloatField,
+    IntegerField,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+    SubmitField,
+)
+from wtforms.validators import Optional
+
+from backend.manifest import Pipeline
+from backend.params import matches_glob
+
+
+def _field(key: str, prop: dict, files: list[str], required: bool):
+    label = prop.get("title") or key.replace("_", " ").capitalize()
+    description = prop.get("description", "")
+    kind = prop.get("type")
+    item = prop.get("items", {}) if kind == "array" else prop
+    render = {"title": description} if description else {}
+    common = {
+        "label": label,
+        "description": description,
+        "default": prop.get("default"),
+    }
+    if item.get("format") == "file-path":
+        choices = [(path, path) for path in files if matches_glob(path, prop)]
+        if kind == "array":
+            render["size"] = min(max(len(choices), 3), 12)
+            return SelectMultipleField(choices=choices, render_kw=render, **common)
+        if not required:
+            choices = [("", "— none —"), *choices]
+        return SelectField(choices=choices, render_kw=render, **common)
+    if "enum" in item:
+        choices = [(str(v), str(v)) for v in item["enum"]]
+        if kind == "array":
+            return SelectMultipleField(choices=choices, render_kw=render, **common)
+        return SelectField(choices=choices, render_kw=render, **common)
+    if kind in ("integer", "number"):
+        for bound, attr in (("minimum", "min"), ("maximum", "max")):
+            if bound in prop:
+                render[attr] = prop[bound]
+        render["step"] = 1 if kind == "integer" else "any"
+        field_class = IntegerField if kind == "integer" else FloatField
+        return field_class(validators=[Optional()], render_kw=render, **common)
+    if kind == "boolean":
+        return BooleanField(render_kw=render, **common)
+    if "maxLength" in prop:
+        render["maxlength"] = prop["maxLength"]
+    return StringField(render_kw=render, **common)
+
+
+def run_form(pipeline: Pipeline, files: list[str]) -> FlaskForm:
+    """A form for ``pipeline``'s parameters, file pickers listing ``files``."""
+    properties = pipeline.schema.get("properties", {})
+    required = set(pipeline.schema.get("required", []))
+
+    class RunForm(FlaskForm):
+        submit = SubmitField("Start the analysis")
+
+    for key, prop in properties.items():
+        setattr(RunForm, f"p_{key}", _field(key, prop, files, key in required))
+    form = RunForm()
+    form.parameter_names = list(properties)
+    return form
+
+
+def form_values(form, pipeline: Pipeline) -> dict:
+    """The parameter values a submitted form carries, as JSON Schema types."""
+    values = {}
+    for key, prop in pipeline.schema.get("properties", {}).items():
+        data = form[f"p_{key}"].data
+        if data is None or data == "" or (prop.get("type") == "array" and not data):
+            continue
+        item = prop.get("items", {}) if prop.get("type") == "array" else prop
+        if "enum" in item:  # back from the strings a <select> sends
+            original = {str(v): v for v in item["enum"]}
+            data = (
+                [original.get(v, v) for v in data]
+                if isinstance(data, list)
+                else (original.get(data, data))
+            )
+        values[key] = data
+    return values

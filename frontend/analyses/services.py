@@ -1,0 +1,245 @@
+"""Analyses on the web side: pipelines on offer, submission, queue, cancellation.
+
+The worker side (running, recording, recovering) is in ``execution.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+from flask import abort, current_app
+from flask_security import current_user
+
+from backend.manifest import Pipeline, discover
+from backend.params import validate_params
+
+from ..extensions import db
+from ..models import (
+    Analysis,
+    AnalysisState,
+    PipelineSetting,
+    Project,
+    ProjectFile,
+    User,
+    utcnow,
+)
+from ..projects.services import project_dir
+
+
+class AnalysisError(Exception):
+    """A request about an analysis that cannot be honoured, with the reason."""
+
+
+# --- Pipelines ----------------------------------------------------------------------
+
+
+def all_pipelines() -> dict[str, Pipeline]:
+    """Every valid pipeline on disk (errors are reported by `flask pipelines check`)."""
+    pipelines, _errors = discover(Path(current_app.config["PIPELINES_DIR"]))
+    return pipelines
+
+
+def disabled_pipelines() -> set[str]:
+    return set(
+        db.session.scalars(
+            sa.select(PipelineSetting.name).where(~PipelineSetting.enabled)
+        )
+    )
+
+
+def enabled_pipelines() -> dict[str, Pipeline]:
+    off = disabled_pipelines()
+    return {name: p for name, p in all_pipelines().items() if name not in off}
+
+
+def get_pipeline_or_404(name: str) -> Pipeline:
+    pipeline = enabled_pipelines().get(name)
+    if pipeline is None:
+        abort(404)
+    return pipeline
+
+
+# --- Lookups ------------------------------------------------------------------------
+
+
+def get_analysis_or_404(analysis_id: int) -> Analysis:
+    """The signed-in user's analysis (any analysis for admins), or 404."""
+    stmt = sa.select(Analysis).where(Analysis.id == analysis_id)
+    if not current_user.has_role("admin"):
+        stmt = stmt.where(Analysis.owner_id == current_user.id)
+    return db.first_or_404(stmt)
+
+
+def analysis_dir(analysis: Analysis) -> Path:
+    return project_dir(analysis.project) / "analyses" / str(analysis.id)
+
+
+def output_dir(analysis: Analysis) -> Path:
+    return analysis_dir(analysis) / "output"
+
+
+def log_path(analysis: Analysis) -> Path:
+    return analysis_dir(analysis) / "log.txt"
+
+
+def project_file_paths(project: Project) -> list[str]:
+    return list(
+        db.session.scalars(
+            sa.select(ProjectFile.path)
+            .where(ProjectFile.project_id == project.id, ~ProjectFile.is_dir)
+            .order_by(ProjectFile.path)
+        )
+    )
+
+
+# --- Submission ---------------------------------------------------------------------
+
+
+def submit(user: User, project: Project, pipeline: Pipeline, values: dict) -> Analysis:
+    """Check the values, record a queued analysis and send it to the workers.
+
+    Raises backend.params.ParamsInvalid with per-field messages.
+    """
+    params = validate_params(pipeline, values, project_file_paths(project))
+    analysis = Analysis(
+        owner=user,
+        project=project,
+        pipeline=pipeline.name,
+        pipeline_version=pipeline.version,
+        image=pipeline.image_tag,
+        params=params,
+        state=AnalysisState.QUEUED,
+    )
+    db.session.add(analysis)
+    db.session.commit()
+    folder = analysis_dir(analysis)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "params.json").write_text(json.dumps(params, indent=2))
+    enqueue(analysis)
+    return analysis
+
+
+def enqueue(analysis: Analysis) -> None:
+    from ..tasks import run_analysis
+
+    run_analysis.delay(analysis.id)
+
+
+def cancel(analysis: Analysis) -> str:
+    """Cancel a queued analysis at once, or ask the worker to stop a running one."""
+    if analysis.state == AnalysisState.QUEUED:
+        updated = db.session.execute(
+            sa.update(Analysis)
+            .where(Analysis.id == analysis.id, Analysis.state == AnalysisState.QUEUED)
+            .values(state=AnalysisState.CANCELLED, finished_at=utcnow())
+        ).rowcount
+        db.session.commit()
+        if updated:
+            return "The analysis was cancelled before it started."
+        db.session.refresh(analysis)
+    if analysis.state == AnalysisState.RUNNING:
+        analysis.cancel_requested = True
+        db.session.commit()
+        return "The analysis is being stopped."
+    raise AnalysisError(f"The analysis has already {analysis.state.value}.")
+
+
+def requeue(analysis: Analysis) -> None:
+    """Run a finished analysis again from the start (admins)."""
+    if not analysis.finished:
+        raise AnalysisError("Only a finished analysis can be queued again.")
+    analysis.state = AnalysisState.QUEUED
+    analysis.started_at = analysis.finished_at = analysis.exit_code = None
+    analysis.error_summary = None
+    analysis.cancel_requested = False
+    analysis.progress_percent, analysis.progress_message = 0.0, ""
+    analysis.submitted_at = utcnow()
+    db.session.commit()
+    enqueue(analysis)
+
+
+# --- Queue --------------------------------------------------------------------------
+
+
+@dataclass
+class QueueView:
+    queued: list[tuple[Analysis, int]]  # with the position in the global queue
+    running: list[Analysis]
+    finished: list[Analysis]
+
+
+def queue_for(user: User, everyone: bool = False, recent: int = 20) -> QueueView:
+    """Queued analyses with their place in the global queue, running ones, and the
+    most recent finished ones, for ``user`` (or everyone, for admins)."""
+
+    def mine(stmt):
+        return stmt if everyone else stmt.where(Analysis.owner_id == user.id)
+
+    position = (
+        sa.func.row_number()
+        .over(order_by=(Analysis.submitted_at, Analysis.id))
+        .label("position")
+    )
+    ranked = (
+        sa.select(Analysis.id, position)
+        .where(Analysis.state == AnalysisState.QUEUED)
+        .subquery()
+    )
+    queued = db.session.execute(
+        mine(
+            sa.select(Analysis, ranked.c.position)
+            .join(ranked, ranked.c.id == Analysis.id)
+            .order_by(ranked.c.position)
+        )
+    ).all()
+    running = db.session.scalars(
+        mine(
+            sa.select(Analysis)
+            .where(Analysis.state == AnalysisState.RUNNING)
+            .order_by(Analysis.started_at)
+        )
+    ).all()
+    finished = db.session.scalars(
+        mine(
+            sa.select(Analysis)
+            .where(Analysis.state.in_(["succeeded", "failed", "cancelled"]))
+            .order_by(Analysis.finished_at.desc())
+            .limit(recent)
+        )
+    ).all()
+    return QueueView([(a, p) for a, p in queued], list(running), list(finished))
+
+
+def queue_position(analysis: Analysis) -> int | None:
+    """1 for the next analysis to start; None unless queued."""
+    if analysis.state != AnalysisState.QUEUED:
+        return None
+    ahead = db.session.scalar(
+        sa.select(sa.func.count(Analysis.id)).where(
+            Analysis.state == AnalysisState.QUEUED,
+            sa.or_(
+                Analysis.submitted_at < analysis.submitted_at,
+                sa.and_(
+                    Analysis.submitted_at == analysis.submitted_at,
+                    Analysis.id < analysis.id,
+                ),
+            ),
+        )
+    )
+    return ahead + 1
+
+
+def output_files(analysis: Analysis) -> list[tuple[str, int]]:
+    """(relative path, size) of every regular output file; links are never followed."""
+    root = output_dir(analysis)
+    if not root.is_dir():
+        return []
+    found = []
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink() or not path.is_file():
+            continue
+        found.append((path.relative_to(root).as_posix(), path.stat().st_size))
+    return found

@@ -1,0 +1,165 @@
+from flask import (
+    abort,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
+from flask_security import auth_required, current_user
+from flask_wtf import FlaskForm
+
+from backend.params import ParamsInvalid
+
+from ..projects.services import get_project_or_404
+from . import bp
+from . import services as svc
+from .forms import form_values, run_form
+
+FILE_CSP = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; sandbox"
+INLINE = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+}
+
+
+@bp.route("/projects/<int:project_id>/run")
+@auth_required()
+def choose(project_id: int):
+    """The pipelines that can run on a project."""
+    project = get_project_or_404(project_id)
+    return render_template(
+        "analyses/choose.html",
+        project=project,
+        pipelines=svc.enabled_pipelines().values(),
+    )
+
+
+@bp.route("/projects/<int:project_id>/run/<name>", methods=["GET", "POST"])
+@auth_required()
+def run(project_id: int, name: str):
+    """The run form generated from the pipeline's manifest; submits an analysis."""
+    project = get_project_or_404(project_id)
+    pipeline = svc.get_pipeline_or_404(name)
+    files = svc.project_file_paths(project)
+    form = run_form(pipeline, files)
+    if form.validate_on_submit():
+        try:
+            analysis = svc.submit(
+                current_user, project, pipeline, form_values(form, pipeline)
+            )
+        except ParamsInvalid as invalid:
+            for key, message in invalid.errors.items():
+                if key and f"p_{key}" in form:
+                    form[f"p_{key}"].errors.append(message)
+                else:
+                    form.form_errors.append(message)
+        else:
+            flash(
+                f"Analysis #{analysis.id} is queued. We will email you when it ends.",
+                "success",
+            )
+            return redirect(url_for("analyses.detail", analysis_id=analysis.id))
+    return render_template(
+        "analyses/run.html",
+        project=project,
+        pipeline=pipeline,
+        form=form,
+        has_files=bool(files),
+    )
+
+
+@bp.route("/analyses/")
+@auth_required()
+def queue():
+    """Queued analyses with their place in the queue, running and recent ones."""
+    everyone = current_user.has_role("admin") and request.args.get("all") == "1"
+    view = svc.queue_for(current_user, everyone=everyone)
+    return render_template(
+        "analyses/queue.html", view=view, everyone=everyone, cancel_form=FlaskForm()
+    )
+
+
+@bp.route("/analyses/<int:analysis_id>")
+@auth_required()
+def detail(analysis_id: int):
+    """One analysis: its state, parameters, progress, log and outputs."""
+    analysis = svc.get_analysis_or_404(analysis_id)
+    log_tail = ""
+    if svc.log_path(analysis).exists():
+        log_tail = svc.log_path(analysis).read_text(errors="replace")[-20_000:]
+    return render_template(
+        "analyses/detail.html",
+        analysis=analysis,
+        outputs=svc.output_files(analysis),
+        log_tail=log_tail,
+        cancel_form=FlaskForm(),
+        position=svc.queue_position(analysis),
+    )
+
+
+@bp.route("/analyses/<int:analysis_id>/status")
+@auth_required()
+def status(analysis_id: int):
+    """The state and progress of an analysis, as JSON for live updates."""
+    analysis = svc.get_analysis_or_404(analysis_id)
+    return jsonify(
+        state=analysis.state.value,
+        progress=analysis.progress_percent,
+        message=analysis.progress_message,
+        position=svc.queue_position(analysis),
+    )
+
+
+@bp.route("/analyses/<int:analysis_id>/cancel", methods=["POST"])
+@auth_required()
+def cancel(analysis_id: int):
+    """Cancel a queued analysis, or stop a running one."""
+    analysis = svc.get_analysis_or_404(analysis_id)
+    if FlaskForm().validate_on_submit():
+        try:
+            flash(svc.cancel(analysis), "success")
+        except svc.AnalysisError as exc:
+            flash(str(exc), "error")
+    return redirect(
+        request.referrer or url_for("analyses.detail", analysis_id=analysis.id)
+    )
+
+
+@bp.route("/analyses/<int:analysis_id>/outputs/<path:relpath>")
+@auth_required()
+def output(analysis_id: int, relpath: str):
+    """One output file: images inline for previews, everything else attached."""
+    analysis = svc.get_analysis_or_404(analysis_id)
+    # Only paths found by listing the outputs (links excluded) are served.
+    if relpath not in dict(svc.output_files(analysis)):
+        abort(404)
+    suffix = "." + relpath.rsplit(".", 1)[-1].lower() if "." in relpath else ""
+    inline = request.args.get("inline") == "1" and suffix in INLINE
+    response = send_file(
+        svc.output_dir(analysis) / relpath,
+        mimetype=INLINE.get(suffix) if inline else None,
+        as_attachment=not inline,
+        download_name=relpath.rsplit("/", 1)[-1],
+        max_age=0,
+    )
+    response.headers["Content-Security-Policy"] = FILE_CSP
+    return response
+
+
+@bp.route("/analyses/<int:analysis_id>/log")
+@auth_required()
+def log(analysis_id: int):
+    """The full log of an analysis, as plain text."""
+    analysis = svc.get_analysis_or_404(analysis_id)
+    path = svc.log_path(analysis)
+    if not path.exists():
+        abort(404)
+    response = send_file(path, mimetype="text/plain", max_age=0)
+    response.headers["Content-Security-Policy"] = FILE_CSP
+    return response
