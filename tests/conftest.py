@@ -20,6 +20,8 @@ from frontend.models import User, utcnow
 from tests.smtp import SMTPServer
 
 PASSWORD = "correct horse battery"
+BUSYBOX_IMAGE = "labqueue-test/busybox:1"
+TEST_PIPELINES = Path(__file__).parent / "pipelines"
 
 
 def base_config(tmp_path: Path, smtp: SMTPServer) -> dict:
@@ -187,3 +189,47 @@ def upload(client: FlaskClient, project_id: int, path: str, data: bytes, **param
             "Content-Type": "application/octet-stream",
         },
     )
+
+
+@pytest.fixture(scope="session")
+def docker_client(tmp_path_factory):
+    """A Docker client, with a tiny busybox image built for runner tests."""
+    import shutil
+
+    from tests.services import require_docker
+
+    client = require_docker()
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        pytest.fail("busybox (Debian's busybox-static) is needed to build test images")
+    context = tmp_path_factory.mktemp("busybox-image")
+    shutil.copy(busybox, context / "busybox")
+    (context / "Dockerfile").write_text(
+        "FROM scratch\nCOPY busybox /bin/busybox\n"
+        'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
+    )
+    client.images.build(path=str(context), tag=BUSYBOX_IMAGE, rm=True)
+    return client
+
+
+@pytest.fixture(scope="session")
+def images(docker_client):
+    """Every pipeline's image: the reference ones on the local debootstrap base
+    (made on first use, about 90 s), the test ones on busybox."""
+    from backend.images import (
+        LOCAL_BASE_IMAGE,
+        build_pipeline_image,
+        debootstrap_base_image,
+    )
+    from backend.manifest import discover
+
+    try:
+        docker_client.images.get(LOCAL_BASE_IMAGE)
+    except Exception:  # not made on this machine yet
+        debootstrap_base_image(docker_client, LOCAL_BASE_IMAGE)
+    for root, base in ((None, LOCAL_BASE_IMAGE), (TEST_PIPELINES, BUSYBOX_IMAGE)):
+        pipelines, errors = discover(root) if root else discover()
+        assert errors == []
+        for pipeline in pipelines.values():
+            build_pipeline_image(docker_client, pipeline, base)
+    return docker_client

@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 import uuid
-from pathlib import Path
 
 import flask_migrate
 import pytest
@@ -17,79 +11,7 @@ from frontend import create_app
 from frontend.celery_app import broker_settings
 from tests.conftest import base_config
 from tests.services import require_rabbitmq
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def worker_env(config: dict) -> dict[str, str]:
-    """The config as LABQUEUE_* variables, the way a deployment passes it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LABQUEUE_")}
-    env["LABQUEUE_CONFIG_FILE"] = os.devnull
-    for key in (
-        "SECRET_KEY",
-        "SECURITY_PASSWORD_SALT",
-        "SQLALCHEMY_DATABASE_URI",
-        "USER_DATA_DIR",
-        "FAILED_ANALYSES_DIR",
-        "LOG_DIR",
-        "CELERY_BROKER_URL",
-        "CELERY_RESULT_BACKEND",
-        "CELERY_QUEUE",
-    ):
-        env[f"LABQUEUE_{key}"] = str(config[key])
-    return env
-
-
-class Worker:
-    """``celery -A frontend.make_celery worker`` in a child process."""
-
-    def __init__(self, config: dict):
-        self.log = Path(config["LOG_DIR"]) / "worker.log"
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "frontend.make_celery",
-                "worker",
-                "--concurrency",
-                "1",
-                "--loglevel",
-                "INFO",
-                "--without-mingle",
-                "--without-gossip",
-                "--hostname",
-                f"test-{uuid.uuid4().hex[:6]}@%h",
-            ],
-            cwd=ROOT,
-            env=worker_env(config),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-
-    def wait_ready(self, timeout: float = 60) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.log.exists() and "ready, consuming from" in self.log.read_text():
-                return self.log.read_text()
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.2)
-        self.stop()
-        output = self.process.stdout.read()
-        raise AssertionError(f"worker did not become ready:\n{output}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process.stdout.close()
+from tests.workers import Worker
 
 
 def round_trip(tmp_path, smtp, make_users: int, **overrides) -> dict:
@@ -106,8 +28,7 @@ def round_trip(tmp_path, smtp, make_users: int, **overrides) -> dict:
     worker = Worker(config)
     celery = app.extensions["celery"]
     try:
-        log = worker.wait_ready()
-        assert "ready, consuming from" in log
+        assert "ready, consuming from" in worker.wait_ready()
         return celery.send_task("labqueue.ping").get(timeout=60)
     finally:
         worker.stop()

@@ -8,32 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from backend.images import (
-    LOCAL_BASE_IMAGE,
-    build_pipeline_image,
-    debootstrap_base_image,
-)
-from backend.manifest import PIPELINES_DIR, discover, load_pipeline
+from backend.manifest import PIPELINES_DIR, load_pipeline
 from backend.params import build_argv, validate_params
 from backend.runners import DockerRunner, Hooks, RunSpec
-from tests.services import require_docker
 
 DATA = Path(__file__).parent / "data"
-
-
-@pytest.fixture(scope="session")
-def images():
-    """Both reference pipelines' images, on the local debootstrap base."""
-    client = require_docker()
-    try:
-        client.images.get(LOCAL_BASE_IMAGE)
-    except Exception:  # not built on this machine yet: about 90 s
-        debootstrap_base_image(client, LOCAL_BASE_IMAGE)
-    pipelines, errors = discover()
-    assert errors == []
-    for pipeline in pipelines.values():
-        build_pipeline_image(client, pipeline, LOCAL_BASE_IMAGE)
-    return client
 
 
 def run(client, tmp_path, name, values, analysis_id):

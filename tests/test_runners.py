@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 import threading
 import time
@@ -11,9 +10,7 @@ from pathlib import Path
 import pytest
 
 from backend.runners import DockerRunner, Hooks, LocalRunner, RunSpec
-from tests.services import require_docker
-
-BUSYBOX_IMAGE = "labqueue-test/busybox:1"
+from tests.conftest import BUSYBOX_IMAGE
 
 
 def spec_for(tmp_path: Path, argv: list[str], **kw) -> RunSpec:
@@ -88,22 +85,6 @@ def test_local_run_output_cap(tmp_path):
 
 
 # --- Docker runner ------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def docker_client(tmp_path_factory):
-    client = require_docker()
-    busybox = shutil.which("busybox")
-    if busybox is None:
-        pytest.fail("busybox (Debian's busybox-static) is needed to build test images")
-    context = tmp_path_factory.mktemp("busybox-image")
-    shutil.copy(busybox, context / "busybox")
-    (context / "Dockerfile").write_text(
-        "FROM scratch\nCOPY busybox /bin/busybox\n"
-        'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
-    )
-    client.images.build(path=str(context), tag=BUSYBOX_IMAGE, rm=True)
-    return client
 
 
 @pytest.mark.docker

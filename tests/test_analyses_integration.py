@@ -1,0 +1,275 @@
+"""Analyses end to end: the web form, RabbitMQ, a real worker process, Docker
+containers, the SMTP server. Each test starts its own worker on its own queue."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import flask_migrate
+import pytest
+
+from frontend import create_app
+from frontend.extensions import db, security
+from frontend.models import Analysis, User, utcnow
+from tests.conftest import (
+    PASSWORD,
+    TEST_PIPELINES,
+    Auth,
+    base_config,
+    csrf_token,
+    upload,
+)
+from tests.services import require_rabbitmq
+from tests.workers import Worker
+
+pytestmark = [pytest.mark.docker, pytest.mark.rabbitmq]
+DATA = Path(__file__).parent / "data"
+
+
+class Stack:
+    """An app, a signed-in client with a project, and a worker, sharing one config."""
+
+    def __init__(self, tmp_path, smtp, images, **overrides):
+        from flask_security import hash_password
+
+        self.config = {
+            **base_config(tmp_path, smtp),
+            "CELERY_BROKER_URL": require_rabbitmq(),
+            "CELERY_RESULT_BACKEND": "",
+            "CELERY_QUEUE": f"q-{uuid.uuid4().hex}",
+            "RUNNER": "docker",
+            "PIPELINES_DIR": str(TEST_PIPELINES),
+            "HEARTBEAT_TIMEOUT_SECONDS": 4,
+            "SITE_URL": "http://labqueue.test",
+            **overrides,
+        }
+        self.app = create_app(self.config)
+        with self.app.app_context():
+            flask_migrate.upgrade()
+            user = security.datastore.create_user(
+                email="ada@cs.ox.ac.uk",
+                password=hash_password(PASSWORD),
+                first_name="Ada",
+                confirmed_at=utcnow(),
+            )
+            db.session.commit()
+            self.user_id = user.id
+        self.client = self.app.test_client()
+        Auth(self.client).login("ada@cs.ox.ac.uk")
+        page = self.client.get("/projects/new")
+        reply = self.client.post(
+            "/projects/new", data={"name": "Data", "csrf_token": csrf_token(page.text)}
+        )
+        self.project = int(reply.headers["Location"].rsplit("/", 1)[1])
+        self.workers: list[Worker] = []
+        self.docker = images
+
+    def start_worker(self, concurrency: int = 1) -> Worker:
+        worker = Worker(self.config, concurrency)
+        self.workers.append(worker)
+        worker.wait_ready()
+        return worker
+
+    def submit(self, pipeline: str, **fields) -> int:
+        url = f"/projects/{self.project}/run/{pipeline}"
+        page = self.client.get(url)
+        data = {f"p_{k}": v for k, v in fields.items()}
+        reply = self.client.post(
+            url, data={**data, "csrf_token": csrf_token(page.text)}
+        )
+        assert reply.status_code == 302, reply.text
+        return int(reply.headers["Location"].rsplit("/", 1)[1])
+
+    def analysis(self, analysis_id: int) -> Analysis:
+        with self.app.app_context():
+            row = db.session.get(Analysis, analysis_id)
+            db.session.expunge(row)
+            return row
+
+    def wait(self, analysis_id: int, *states: str, timeout: float = 120) -> Analysis:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            row = self.analysis(analysis_id)
+            if row.state.value in states:
+                return row
+            time.sleep(0.3)
+        raise AssertionError(f"#{analysis_id} is {row.state.value}, not {states}")
+
+    def containers(self) -> list:
+        return self.docker.containers.list(
+            all=True, filters={"label": "labqueue.analysis"}
+        )
+
+    def output(self, analysis_id: int) -> Path:
+        root = (
+            Path(self.config["USER_DATA_DIR"]) / str(self.user_id) / str(self.project)
+        )
+        return root / "analyses" / str(analysis_id) / "output"
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        celery = self.app.extensions["celery"]
+        celery.close()
+        for container in self.containers():
+            container.remove(force=True)
+
+
+@pytest.fixture
+def stack_factory(tmp_path, smtp, images):
+    stacks = []
+
+    def make(**overrides) -> Stack:
+        stack = Stack(tmp_path, smtp, images, **overrides)
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in stacks:
+        stack.close()
+
+
+def test_table_profiler_from_the_web_form_to_the_email(stack_factory, smtp):
+    from backend.manifest import PIPELINES_DIR
+
+    stack = stack_factory(PIPELINES_DIR=str(PIPELINES_DIR))
+    upload(
+        stack.client,
+        stack.project,
+        "expression.csv",
+        (DATA / "expression.csv").read_bytes(),
+    )
+    stack.start_worker()
+    analysis_id = stack.submit(
+        "table-profiler", tables=["expression.csv"], bins="15", max_rows="0"
+    )
+    assert stack.analysis(analysis_id).state.value in ("queued", "running")
+    done = stack.wait(analysis_id, "succeeded", "failed")
+    assert done.state.value == "succeeded", done.error_summary
+    assert done.progress_percent == 100 and done.attempt == 1
+    assert done.started_at and done.finished_at and done.exit_code == 0
+    outputs = stack.output(analysis_id)
+    assert (outputs / "summary.csv").exists()
+    assert (outputs / "expression_histograms.png").exists()
+    page = stack.client.get(f"/analyses/{analysis_id}").text
+    assert "expression.csv: 40 rows, 9 columns" in page  # from the log
+    assert "summary.csv" in page
+    mail = smtp.wait_for("ada@cs.ox.ac.uk", "table-profiler on Data finished")
+    assert f"http://labqueue.test/analyses/{analysis_id}" in mail.get_content()
+    assert stack.containers() == []
+
+
+def test_failure_keeps_a_snapshot_and_tells_the_user(stack_factory, smtp):
+    stack = stack_factory()
+    upload(stack.client, stack.project, "notes.txt", b"input data")
+    stack.start_worker()
+    analysis_id = stack.submit("sleeper", seconds="0", exit_code="3")
+    failed = stack.wait(analysis_id, "failed", "succeeded")
+    assert failed.state.value == "failed"
+    assert failed.exit_code == 3
+    assert "exited with code 3" in failed.error_summary
+    snapshot = Path(stack.config["FAILED_ANALYSES_DIR"]) / str(analysis_id)
+    error = json.loads((snapshot / "error.json").read_text())
+    assert error["exit_code"] == 3 and error["image_id"].startswith("sha256:")
+    assert error["worker"] and error["duration_s"] is not None
+    assert json.loads((snapshot / "params.json").read_text())["exit_code"] == 3
+    assert "woke up" in (snapshot / "log.txt").read_text()
+    inputs = json.loads((snapshot / "inputs.json").read_text())
+    assert inputs[0]["path"] == "notes.txt" and len(inputs[0]["sha256"]) == 64
+    page = stack.client.get(f"/analyses/{analysis_id}").text
+    assert "The analysis failed." in page and "exited with code 3" in page
+    smtp.wait_for("ada@cs.ox.ac.uk", "sleeper on Data failed")
+
+
+def test_timeout_kills_the_run(stack_factory):
+    stack = stack_factory(MAX_RUN_MINUTES=0.05)  # 3 s
+    stack.start_worker()
+    analysis_id = stack.submit("sleeper", seconds="60", exit_code="0")
+    failed = stack.wait(analysis_id, "failed", "succeeded", timeout=60)
+    assert failed.error_summary == "Timed out after 3 s."
+    assert stack.containers() == []
+
+
+def test_cancel_running_and_queued(stack_factory):
+    stack = stack_factory(MAX_RUNNING_PER_USER=1, DEFER_SECONDS=1)
+    stack.start_worker(concurrency=2)
+    first = stack.submit("sleeper", seconds="120", exit_code="0")
+    stack.wait(first, "running")
+    second = stack.submit("sleeper", seconds="1", exit_code="0")
+    time.sleep(2)
+    assert stack.analysis(second).state.value == "queued"  # held by the limit
+    queue = stack.client.get("/analyses/").text
+    assert "position 1 in the queue" in queue
+
+    token = csrf_token(stack.client.get(f"/analyses/{second}").text)
+    stack.client.post(f"/analyses/{second}/cancel", data={"csrf_token": token})
+    assert stack.analysis(second).state.value == "cancelled"
+    stack.client.post(f"/analyses/{first}/cancel", data={"csrf_token": token})
+    stopped = stack.wait(first, "cancelled", "failed", "succeeded", timeout=30)
+    assert stopped.state.value == "cancelled"
+    time.sleep(3)
+    never = stack.analysis(second)
+    assert never.state.value == "cancelled" and never.started_at is None
+    assert not stack.output(second).exists() or not any(stack.output(second).iterdir())
+    assert stack.containers() == []
+
+
+def test_killed_worker_run_ends_and_leaves_no_container(stack_factory):
+    stack = stack_factory()
+    worker = stack.start_worker()
+    analysis_id = stack.submit("sleeper", seconds="8", exit_code="0")
+    stack.wait(analysis_id, "running")
+    time.sleep(1)
+    worker.kill()  # kill -9: the row says running, the container goes on
+    assert stack.analysis(analysis_id).state.value == "running"
+    time.sleep(stack.config["HEARTBEAT_TIMEOUT_SECONDS"] + 1)
+    stack.start_worker()  # reconciles at start: requeue, then re-attach
+    done = stack.wait(analysis_id, "succeeded", "failed", timeout=90)
+    assert done.state.value == "succeeded", done.error_summary
+    assert done.attempt == 2
+    # Re-attached to the container the dead worker started: it ran once.
+    assert (stack.output(analysis_id) / "runs.txt").read_text() == "run\n"
+    assert stack.containers() == []
+
+
+def test_a_run_longer_than_consumer_timeout_completes_once(stack_factory):
+    def consumer_timeout(ms: int) -> None:
+        subprocess.run(
+            [
+                "rabbitmqctl",
+                "eval",
+                f"application:set_env(rabbit, consumer_timeout, {ms}).",
+            ],
+            check=True,
+            capture_output=True,
+        )
+
+    consumer_timeout(3000)
+    try:
+        stack = stack_factory()
+        stack.start_worker()  # its channels open under the lowered timeout
+        analysis_id = stack.submit("sleeper", seconds="10", exit_code="0")
+        done = stack.wait(analysis_id, "succeeded", "failed", timeout=90)
+        time.sleep(3)
+    finally:
+        consumer_timeout(1_800_000)
+    assert done.state.value == "succeeded"
+    assert done.attempt == 1
+    assert (stack.output(analysis_id) / "runs.txt").read_text() == "run\n"
+
+
+def test_user_concurrency_limit_queues_instead_of_refusing(stack_factory):
+    stack = stack_factory(MAX_RUNNING_PER_USER=1, DEFER_SECONDS=1)
+    stack.start_worker(concurrency=2)
+    first = stack.submit("sleeper", seconds="3", exit_code="0")
+    second = stack.submit("sleeper", seconds="0", exit_code="0")
+    stack.wait(first, "running")
+    assert stack.analysis(second).state.value == "queued"
+    done = stack.wait(second, "succeeded", timeout=60)
+    assert done.started_at >= stack.analysis(first).finished_at
+    with stack.app.app_context():
+        assert db.session.get(User, stack.user_id).email == "ada@cs.ox.ac.uk"

@@ -1,0 +1,92 @@
+"""Real Celery worker processes for integration tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+READY = "ready, consuming from"
+
+
+def worker_env(config: dict) -> dict[str, str]:
+    """The test app's config as LABQUEUE_* variables, as a deployment passes it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABQUEUE_")}
+    env["LABQUEUE_CONFIG_FILE"] = os.devnull
+    for key, value in config.items():
+        if key == "TESTING":
+            continue
+        env[f"LABQUEUE_{key}"] = value if isinstance(value, str) else json.dumps(value)
+    return env
+
+
+class Worker:
+    """``celery -A frontend.make_celery worker`` in its own process group."""
+
+    def __init__(self, config: dict, concurrency: int = 1):
+        self.log = Path(config["LOG_DIR"]) / "worker.log"
+        self.ready_before = self._ready_count()
+        self.output_path = (
+            Path(config["LOG_DIR"]) / f"worker-{uuid.uuid4().hex[:6]}.out"
+        )
+        self.output = self.output_path.open("w")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "frontend.make_celery",
+                "worker",
+                "--concurrency",
+                str(concurrency),
+                "--loglevel",
+                "INFO",
+                "--without-mingle",
+                "--without-gossip",
+                "--hostname",
+                f"test-{uuid.uuid4().hex[:6]}@%h",
+            ],
+            cwd=ROOT,
+            env=worker_env(config),
+            stdout=self.output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def _ready_count(self) -> int:
+        return self.log.read_text().count(READY) if self.log.exists() else 0
+
+    def wait_ready(self, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._ready_count() > self.ready_before:
+                return self.log.read_text()
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.2)
+        self.stop()
+        raise AssertionError(f"worker not ready:\n{self.output_path.read_text()}")
+
+    def kill(self) -> None:
+        """kill -9 the worker and its pool processes, as a crash would."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self.output.close()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        if not self.output.closed:
+            self.output.close()
