@@ -221,7 +221,9 @@ def test_profile_name_can_be_corrected(client, auth, make_user, app):
         data={"first_name": "Augusta Ada", "last_name": "King", "csrf_token": token},
     )
     assert "Augusta Ada King" in client.get("/account/profile").text
-    assert get_user(app, "ada@cs.ox.ac.uk").last_name == "King"
+    user = get_user(app, "ada@cs.ox.ac.uk")
+    assert user.last_name == "King"
+    assert user.notify_by_email is False  # the box was not ticked
 
 
 def test_form_without_csrf_token_is_refused_and_changes_nothing(client, app):

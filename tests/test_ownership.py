@@ -7,8 +7,9 @@ The routes come from the app's URL map, so a new route is checked automatically
 import pytest
 
 from frontend import create_app
+from frontend.analyses.services import analysis_dir
 from frontend.extensions import db
-from frontend.models import ProjectFile
+from frontend.models import Analysis, ProjectFile
 from tests.conftest import Auth, csrf_token, upload
 
 MISSING = 987654
@@ -25,7 +26,7 @@ def project_routes():
     )
     cases = []
     for rule in app.url_map.iter_rules():
-        if rule.endpoint.startswith("projects."):
+        if rule.endpoint.startswith(("projects.", "analyses.")):
             methods = sorted(rule.methods - {"HEAD", "OPTIONS"})
             for method in methods:
                 cases.append(
@@ -36,12 +37,21 @@ def project_routes():
 
 ROUTES = project_routes()
 # Routes that name a project (all but the user's own dashboard and new-project form).
-ID_ROUTES = [param for param in ROUTES if "<int:project_id>" in param.values[0]]
+ID_ROUTES = [param for param in ROUTES if "<int:" in param.values[0]]
 
 
-def fill(rule: str, project: int, entry: int) -> str:
-    url = rule.replace("<int:project_id>", str(project))
-    url = url.replace("<int:entry_id>", str(entry))
+PLACEHOLDERS = {
+    "<int:project_id>": "project",
+    "<int:entry_id>": "entry",
+    "<int:analysis_id>": "analysis",
+}
+
+
+def fill(rule: str, ids: dict) -> str:
+    url = rule
+    for placeholder, key in PLACEHOLDERS.items():
+        url = url.replace(placeholder, str(ids[key]))
+    url = url.replace("<name>", "template").replace("<path:relpath>", "out.txt")
     assert "<" not in url, f"test_ownership does not know how to fill {rule}"
     return url
 
@@ -60,7 +70,22 @@ def world(app, client, make_user, make_project):
         entry = db.session.scalar(
             db.select(ProjectFile.id).filter_by(path="data/table.csv")
         )
-    return {"project": project, "entry": entry, "auth": auth}
+        analysis = Analysis(
+            owner_id=ada,
+            project_id=project,
+            pipeline="template",
+            pipeline_version="0.1.0",
+            image="x",
+            params={},
+        )
+        db.session.add(analysis)
+        db.session.commit()
+        folder = analysis_dir(analysis)
+        (folder / "output").mkdir(parents=True)
+        (folder / "output" / "out.txt").write_text("result")
+        (folder / "log.txt").write_text("log")
+        ids = {"project": project, "entry": entry, "analysis": analysis.id}
+    return {"ids": ids, "auth": auth}
 
 
 def send(client, method, url, token):
@@ -74,13 +99,15 @@ def send(client, method, url, token):
 def untouched(app, world):
     with app.app_context():
         paths = db.session.scalars(db.select(ProjectFile.path)).all()
-    return sorted(paths) == ["data", "data/table.csv"]
+        analysis = db.session.get(Analysis, world["ids"]["analysis"])
+        state = analysis.state.value
+    return sorted(paths) == ["data", "data/table.csv"] and state == "queued"
 
 
 @pytest.mark.parametrize(("rule", "method"), ROUTES)
 def test_anonymous_visitors_are_sent_to_login(client, app, world, rule, method):
     token = csrf_token(client.get("/login").text)
-    response = send(client, method, fill(rule, world["project"], world["entry"]), token)
+    response = send(client, method, fill(rule, world["ids"]), token)
     assert response.status_code in (302, 401)
     assert "/login" in response.headers.get("Location", "/login")
     assert untouched(app, world)
@@ -90,7 +117,7 @@ def test_anonymous_visitors_are_sent_to_login(client, app, world, rule, method):
 def test_other_users_get_404_and_change_nothing(client, app, world, rule, method):
     world["auth"].login("bob@cs.ox.ac.uk")
     token = csrf_token(client.get("/projects/").text)
-    response = send(client, method, fill(rule, world["project"], world["entry"]), token)
+    response = send(client, method, fill(rule, world["ids"]), token)
     assert response.status_code == 404
     assert "table.csv" not in response.text
     assert untouched(app, world)
@@ -100,11 +127,13 @@ def test_other_users_get_404_and_change_nothing(client, app, world, rule, method
 def test_missing_ids_get_404(client, app, world, rule, method):
     world["auth"].login("ada@cs.ox.ac.uk")
     token = csrf_token(client.get("/projects/").text)
-    for project, entry in ((MISSING, world["entry"]), (world["project"], MISSING)):
-        if project == world["project"] and "<int:entry_id>" not in rule:
+    for key in PLACEHOLDERS.values():
+        if not any(p in rule for p, k in PLACEHOLDERS.items() if k == key):
             continue
-        response = send(client, method, fill(rule, project, entry), token)
-        assert response.status_code == 404, (project, entry)
+        response = send(
+            client, method, fill(rule, {**world["ids"], key: MISSING}), token
+        )
+        assert response.status_code == 404, key
     assert untouched(app, world)
 
 

@@ -4,7 +4,7 @@ from typing import Any
 
 from flask_security import RegisterFormV2
 from flask_wtf import FlaskForm
-from wtforms import StringField, SubmitField, ValidationError
+from wtforms import BooleanField, StringField, SubmitField, ValidationError
 from wtforms.validators import DataRequired, Length
 
 from .services import check_registration_email
@@ -44,4 +44,5 @@ class AcademicRegisterForm(RegisterFormV2):
 class ProfileForm(FlaskForm):
     first_name = StringField("First name", validators=[DataRequired(), Length(max=100)])
     last_name = StringField("Last name", validators=[DataRequired(), Length(max=100)])
+    notify_by_email = BooleanField("Email me when an analysis ends")
     submit = SubmitField("Save")

@@ -115,8 +115,11 @@ def create_admin(email: str, password: str | None = None) -> tuple[User, str | N
     return user, generated
 
 
-def update_profile(user: User, first_name: str, last_name: str) -> None:
-    """Save the names a user gave on their profile page."""
+def update_profile(
+    user: User, first_name: str, last_name: str, notify_by_email: bool
+) -> None:
+    """Save what a user set on their profile page."""
     user.first_name = first_name.strip()
     user.last_name = last_name.strip()
+    user.notify_by_email = notify_by_email
     db.session.commit()

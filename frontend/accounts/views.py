@@ -12,7 +12,12 @@ def profile():
     """Show the signed-in user's account and let them correct their name."""
     form = ProfileForm(obj=current_user)
     if form.validate_on_submit():
-        update_profile(current_user, form.first_name.data, form.last_name.data)
+        update_profile(
+            current_user,
+            form.first_name.data,
+            form.last_name.data,
+            form.notify_by_email.data,
+        )
         flash("Your profile was saved.", "success")
         return redirect(url_for("accounts.profile"))
     return render_template("accounts/profile.html", form=form)

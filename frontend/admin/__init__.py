@@ -12,9 +12,19 @@ from wtforms.validators import Email as EmailSyntax
 from wtforms.validators import ValidationError
 
 from ..accounts.services import email_domain
+from ..analyses.execution import delete_analysis
+from ..analyses.services import AnalysisError, all_pipelines, cancel, requeue
 from ..extensions import db
 from ..formatting import human_size
-from ..models import DomainRule, Project, Role, User, utcnow
+from ..models import (
+    Analysis,
+    DomainRule,
+    PipelineSetting,
+    Project,
+    Role,
+    User,
+    utcnow,
+)
 from ..projects.services import delete_project, project_totals
 
 
@@ -153,6 +163,99 @@ class ProjectView(SecureModelView):
         return True
 
 
+class AnalysisView(SecureModelView):
+    """Every analysis: filter, cancel, queue again, delete; failures readable."""
+
+    column_list = (
+        "id",
+        "pipeline",
+        "owner",
+        "project",
+        "state",
+        "submitted_at",
+        "finished_at",
+        "attempt",
+        "error_summary",
+    )
+    column_filters = ("state", "pipeline", "owner.email", "submitted_at")
+    column_searchable_list = ("pipeline", "owner.email")
+    column_default_sort = ("submitted_at", True)
+    column_labels = {"owner.email": "User", "error_summary": "Failure"}
+    column_details_list = (
+        "id",
+        "pipeline",
+        "pipeline_version",
+        "image",
+        "image_id",
+        "owner",
+        "project",
+        "state",
+        "params",
+        "submitted_at",
+        "started_at",
+        "finished_at",
+        "exit_code",
+        "attempt",
+        "worker",
+        "runner",
+        "progress_percent",
+        "progress_message",
+        "error_summary",
+    )
+    can_create = False
+    can_edit = False
+    can_view_details = True
+    action_disallowed_list = ("delete",)  # our own delete also removes the files
+
+    def delete_model(self, model: Analysis) -> bool:
+        delete_analysis(model)
+        return True
+
+    def _each(self, ids, apply) -> int:
+        done = 0
+        for analysis in db.session.scalars(
+            db.select(Analysis).where(Analysis.id.in_(ids))
+        ):
+            try:
+                apply(analysis)
+                done += 1
+            except AnalysisError as exc:
+                flash(f"#{analysis.id}: {exc}", "error")
+        return done
+
+    @action("cancel", "Cancel", "Cancel the selected analyses?")
+    def action_cancel(self, ids: list[str]) -> None:
+        """Cancel queued analyses and stop running ones."""
+        flash(
+            f"{self._each(ids, cancel)} analysis(es) cancelled or stopping.", "success"
+        )
+
+    @action("requeue", "Queue again", "Run the selected analyses again?")
+    def action_requeue(self, ids: list[str]) -> None:
+        """Queue finished analyses again."""
+        flash(f"{self._each(ids, requeue)} analysis(es) queued again.", "success")
+
+    @action("remove", "Delete with outputs", "Delete the analyses and their outputs?")
+    def action_remove(self, ids: list[str]) -> None:
+        """Delete analyses with their folders."""
+        flash(f"{self._each(ids, delete_analysis)} analysis(es) deleted.", "success")
+
+
+class PipelineSettingView(SecureModelView):
+    """Switch pipelines off without deleting them (rows appear on first switch)."""
+
+    column_list = ("name", "enabled", "note")
+    form_columns = ("name", "enabled", "note")
+    column_descriptions = {
+        "name": "The pipeline's name in its manifest.toml.",
+        "enabled": "Untick to stop offering the pipeline; runs already made stay.",
+    }
+
+    def on_model_change(self, form, model: PipelineSetting, is_created: bool) -> None:
+        if model.name not in all_pipelines():
+            raise ValidationError(f"There is no pipeline called {model.name}.")
+
+
 class RoleView(SecureModelView):
     column_list = ("name", "description")
     form_columns = ("name", "description")
@@ -188,6 +291,14 @@ def init_admin(app: Flask) -> Admin:
     )
     admin.add_view(UserView(User, db, name="Users", endpoint="admin_users"))
     admin.add_view(ProjectView(Project, db, name="Projects", endpoint="admin_projects"))
+    admin.add_view(
+        AnalysisView(Analysis, db, name="Analyses", endpoint="admin_analyses")
+    )
+    admin.add_view(
+        PipelineSettingView(
+            PipelineSetting, db, name="Pipelines", endpoint="admin_pipelines"
+        )
+    )
     admin.add_view(RoleView(Role, db, name="Roles", endpoint="admin_roles"))
     admin.add_view(
         DomainRuleView(DomainRule, db, name="Email domains", endpoint="admin_domains")

@@ -51,6 +51,7 @@ def disabled_pipelines() -> set[str]:
 
 
 def enabled_pipelines() -> dict[str, Pipeline]:
+    """The pipelines users are offered: all of them but those admins switched off."""
     off = disabled_pipelines()
     return {name: p for name, p in all_pipelines().items() if name not in off}
 
