@@ -1,0 +1,244 @@
+"""Analyses without a worker: run forms, refusals, the queue, admin actions,
+recovery of runs whose worker died."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from frontend.analyses import execution
+from frontend.analyses.services import analysis_dir
+from frontend.extensions import db
+from frontend.models import Analysis, AnalysisState, PipelineSetting, utcnow
+from tests.conftest import Auth, csrf_token, upload
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture
+def project(app, client, make_user, make_project):
+    owner = make_user(email="ada@cs.ox.ac.uk")
+    project = make_project(owner, name="Data")
+    Auth(client).login("ada@cs.ox.ac.uk")
+    upload(client, project, "expression.csv", (DATA / "expression.csv").read_bytes())
+    upload(client, project, "notes/readme.txt", b"not a table")
+    return project
+
+
+def post_run(client, project, pipeline, **fields):
+    url = f"/projects/{project}/run/{pipeline}"
+    token = csrf_token(client.get(url).text)
+    data = {f"p_{key}": value for key, value in fields.items()}
+    return client.post(url, data={**data, "csrf_token": token})
+
+
+def errors(html: str) -> list[str]:
+    return re.findall(r'invalid-feedback d-block">([^<]+)', html)
+
+
+def test_pipelines_are_offered_with_their_description(client, project):
+    page = client.get(f"/projects/{project}/run").text
+    assert "Table profiler" in page and "Sequence QC" in page
+    assert "Per-column summary statistics" in page
+
+
+def test_run_form_is_generated_from_the_schema(client, project):
+    page = client.get(f"/projects/{project}/run/table-profiler").text
+    assert '<option value="expression.csv">' in page
+    assert "notes/readme.txt" not in page  # not a *.csv or *.tsv
+    assert 'name="p_bins"' in page and 'min="5"' in page and 'max="200"' in page
+    assert 'value="30"' in page  # the default
+    assert "Number of bars in each histogram." in page  # help text
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"tables": "expression.csv", "bins": "500"}, "must be at most 200"),
+        ({"tables": "expression.csv", "bins": "two"}, "Not a valid integer value"),
+        ({"bins": "20"}, "is required"),
+        ({"tables": "missing.csv"}, "not a valid choice"),
+        ({"tables": "../../2/3/files/secret.csv"}, "not a valid choice"),
+        ({"tables": "; rm -rf /"}, "not a valid choice"),
+    ],
+)
+def test_bad_parameters_are_refused_at_the_form(client, app, project, fields, message):
+    response = post_run(client, project, "table-profiler", max_rows="0", **fields)
+    assert response.status_code == 200
+    assert any(message in error for error in errors(response.text)), errors(
+        response.text
+    )
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(Analysis.id))) == 0
+
+
+def test_submission_queues_and_records_the_parameters(client, app, project):
+    response = post_run(
+        client,
+        project,
+        "table-profiler",
+        tables="expression.csv",
+        bins="12",
+        max_rows="0",
+    )
+    analysis_id = int(response.headers["Location"].rsplit("/", 1)[1])
+    with app.app_context():
+        analysis = db.session.get(Analysis, analysis_id)
+        assert analysis.state == AnalysisState.QUEUED
+        assert analysis.params == {
+            "tables": ["expression.csv"],
+            "bins": 12,
+            "max_rows": 0,
+        }
+        saved = json.loads((analysis_dir(analysis) / "params.json").read_text())
+    assert saved["bins"] == 12
+    page = client.get(f"/analyses/{analysis_id}").text
+    assert "position 1 in the queue" in page
+    status = client.get(f"/analyses/{analysis_id}/status").json
+    assert status == {"state": "queued", "progress": 0.0, "message": "", "position": 1}
+
+
+def test_cancel_a_queued_analysis(client, app, project):
+    response = post_run(
+        client,
+        project,
+        "table-profiler",
+        tables="expression.csv",
+        bins="12",
+        max_rows="0",
+    )
+    analysis_id = int(response.headers["Location"].rsplit("/", 1)[1])
+    token = csrf_token(client.get(f"/analyses/{analysis_id}").text)
+    client.post(f"/analyses/{analysis_id}/cancel", data={"csrf_token": token})
+    with app.app_context():
+        assert db.session.get(Analysis, analysis_id).state == AnalysisState.CANCELLED
+        # The task, delivered later, finds nothing to do.
+        assert execution.execute(analysis_id) == "nothing to do"
+    again = client.post(
+        f"/analyses/{analysis_id}/cancel",
+        data={"csrf_token": token},
+        follow_redirects=True,
+    )
+    assert "already cancelled" in again.text
+
+
+def test_a_disabled_pipeline_is_not_offered(client, app, project):
+    with app.app_context():
+        db.session.add(PipelineSetting(name="seq-qc", enabled=False))
+        db.session.commit()
+    assert "Sequence QC" not in client.get(f"/projects/{project}/run").text
+    assert client.get(f"/projects/{project}/run/seq-qc").status_code == 404
+
+
+def make_analysis(app, project, **fields) -> int:
+    with app.app_context():
+        from frontend.models import Project
+
+        owner = db.session.get(Project, project).owner_id
+        analysis = Analysis(
+            owner_id=owner,
+            project_id=project,
+            pipeline="seq-qc",
+            pipeline_version="1.0.0",
+            image="labqueue/seq-qc:1.0.0",
+            params={},
+            **fields,
+        )
+        db.session.add(analysis)
+        db.session.commit()
+        return analysis.id
+
+
+def test_reconciler_requeues_then_gives_up_on_lost_workers(app, project, smtp):
+    stale = utcnow() - timedelta(minutes=5)
+    retry = make_analysis(
+        app,
+        project,
+        state=AnalysisState.RUNNING,
+        attempt=1,
+        heartbeat_at=stale,
+        started_at=stale,
+    )
+    lost = make_analysis(
+        app,
+        project,
+        state=AnalysisState.RUNNING,
+        attempt=2,
+        heartbeat_at=stale,
+        started_at=stale,
+    )
+    fresh = make_analysis(
+        app,
+        project,
+        state=AnalysisState.RUNNING,
+        attempt=1,
+        heartbeat_at=utcnow(),
+        started_at=stale,
+    )
+    with app.app_context():
+        report = execution.reconcile()
+        states = {a.id: a for a in db.session.scalars(db.select(Analysis))}
+        assert report["requeued"] == [retry] and report["lost"] == [lost]
+        assert states[retry].state == AnalysisState.QUEUED
+        assert states[lost].state == AnalysisState.FAILED
+        assert "Worker lost" in states[lost].error_summary
+        assert states[fresh].state == AnalysisState.RUNNING
+    snapshot = Path(app.config["FAILED_ANALYSES_DIR"]) / str(lost)
+    assert json.loads((snapshot / "error.json").read_text())["reason"] == "worker lost"
+    smtp.wait_for("ada@cs.ox.ac.uk", "seq-qc on Data failed")
+
+
+def test_no_email_when_the_user_turned_them_off(app, project, smtp):
+    analysis_id = make_analysis(app, project, state=AnalysisState.SUCCEEDED)
+    with app.app_context():
+        analysis = db.session.get(Analysis, analysis_id)
+        analysis.owner.notify_by_email = False
+        db.session.commit()
+        execution.notify(analysis)
+    assert smtp.sent_to("ada@cs.ox.ac.uk") == []
+
+
+def test_outputs_are_served_only_from_the_listing(client, app, project):
+    analysis_id = make_analysis(app, project, state=AnalysisState.SUCCEEDED)
+    with app.app_context():
+        folder = analysis_dir(db.session.get(Analysis, analysis_id)) / "output"
+    folder.mkdir(parents=True)
+    (folder / "plot.svg").write_text("<svg onload='alert(1)'/>")
+    (folder / "link").symlink_to("/etc/passwd")
+    svg = client.get(f"/analyses/{analysis_id}/outputs/plot.svg?inline=1")
+    assert svg.headers["Content-Disposition"].startswith("attachment")
+    assert "sandbox" in svg.headers["Content-Security-Policy"]
+    svg.close()
+    assert client.get(f"/analyses/{analysis_id}/outputs/link").status_code == 404
+    traversal = client.get(f"/analyses/{analysis_id}/outputs/../log.txt")
+    assert traversal.status_code == 404
+
+
+def test_admin_sees_failures_and_can_queue_again(client, app, project, make_user):
+    failed = make_analysis(
+        app,
+        project,
+        state=AnalysisState.FAILED,
+        error_summary="The pipeline exited with code 2.",
+        finished_at=utcnow(),
+    )
+    make_user(email="root@cs.ox.ac.uk", roles=("admin",))
+    auth = Auth(client)
+    auth.logout()
+    auth.login("root@cs.ox.ac.uk")
+    page = client.get("/admin/admin_analyses/")
+    assert "The pipeline exited with code 2." in page.text
+    client.post(
+        "/admin/admin_analyses/action/",
+        data={
+            "action": "requeue",
+            "rowid": [str(failed)],
+            "csrf_token": csrf_token(page.text),
+        },
+    )
+    with app.app_context():
+        assert db.session.get(Analysis, failed).state == AnalysisState.QUEUED
