@@ -10,8 +10,11 @@ FLASK := $(BIN)/flask --app frontend
 
 # Development machines often have no DNS: do not check that mail domains resolve.
 export LABQUEUE_SECURITY_EMAIL_VALIDATOR_ARGS ?= {"check_deliverability": false}
+export LABQUEUE_SITE_URL ?= http://127.0.0.1:$(PORT)
+# The local runner starts pipelines with the python3 found first on the PATH.
+export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test lint format bench clean-venv
+.PHONY: run test lint format bench pipeline-images clean-venv
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -27,9 +30,20 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@touch $@ $(VENV)/.runtime
 
+LOCAL_BASE := labqueue/python-base:bookworm
+DOCKER_UP = $(BIN)/python -c "import docker; docker.from_env(timeout=3).ping()" 2>/dev/null
+
 run: $(VENV)/.runtime  ## web app on http://127.0.0.1:$(PORT) and a Celery worker
 	$(FLASK) db upgrade
 	@$(FLASK) create-admin --email $(DEV_ADMIN_EMAIL)
+	@if $(DOCKER_UP); then \
+		base=$$($(BIN)/python -c "import docker; docker.from_env().images.get('$(LOCAL_BASE)')" 2>/dev/null \
+			&& echo "--base-image $(LOCAL_BASE)"); \
+		$(FLASK) pipelines build $$base \
+		|| echo "WARNING: pipeline images were not built (no registry? try: make pipeline-images)"; \
+	else \
+		echo "WARNING: no Docker engine answers: analyses run with the local runner, WITHOUT a sandbox"; \
+	fi
 	@echo "Starting $(if $(LABQUEUE_CELERY_BROKER_URL),with the broker at $(LABQUEUE_CELERY_BROKER_URL),with the embedded broker) on http://127.0.0.1:$(PORT) (Ctrl-C stops both)"
 	$(BIN)/honcho start --procfile Procfile --port $(PORT)
 
@@ -39,6 +53,9 @@ test: $(VENV)/.dev  ## the whole suite
 bench: $(VENV)/.dev  ## upload (1 GiB vs a bare WSGI endpoint) and extraction benchmarks
 	$(BIN)/python -m bench.upload
 	$(BIN)/python -m bench.extract
+
+pipeline-images: $(VENV)/.runtime  ## build pipeline images on a debootstrap base (root)
+	$(FLASK) pipelines build --make-base
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

@@ -12,18 +12,27 @@ def compose() -> dict:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 
-def test_compose_runs_the_four_services_on_shared_volumes():
+def test_compose_runs_the_services_on_shared_volumes():
     services = compose()["services"]
-    assert set(services) == {"rabbitmq", "postgres", "web", "worker"}
-    for name in ("web", "worker"):
-        mounts = {volume.split(":")[1] for volume in services[name]["volumes"]}
-        assert mounts == {"/app/userData", "/app/failedAnalyses", "/app/logs"}
+    assert set(services) == {"rabbitmq", "postgres", "web", "worker", "beat"}
+    for name in ("web", "worker", "beat"):
+        volumes = services[name]["volumes"]
+        assert any(v.startswith("failed:/app/failedAnalyses") for v in volumes)
+        assert any(v.startswith("logs:/app/logs") for v in volumes)
+        # User data sits at the same path on the host and in the container, since
+        # the worker passes those paths to the host's Docker engine.
+        source, target = next(v for v in volumes if v.endswith("/userData")).split(
+            "/userData:"
+        )
+        assert f"{source}/userData" == target
         env = services[name]["environment"]
         assert env["LABQUEUE_SQLALCHEMY_DATABASE_URI"].startswith(
             "postgresql+psycopg2://"
         )
         assert env["LABQUEUE_CELERY_BROKER_URL"].startswith("amqp://")
+    assert "/var/run/docker.sock:/var/run/docker.sock" in services["worker"]["volumes"]
     assert services["worker"]["command"][:3] == ["celery", "-A", "frontend.make_celery"]
+    assert services["beat"]["command"][3] == "beat"
 
 
 def test_compose_settings_are_documented_keys():
