@@ -50,9 +50,10 @@ run: $(VENV)/.runtime  ## web app on http://127.0.0.1:$(PORT) and a Celery worke
 test: $(VENV)/.dev  ## the whole suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-bench: $(VENV)/.dev  ## upload (1 GiB vs a bare WSGI endpoint) and extraction benchmarks
+bench: $(VENV)/.dev  ## upload, extraction and execution benchmarks (see bench/)
 	$(BIN)/python -m bench.upload
 	$(BIN)/python -m bench.extract
+	$(BIN)/python -m bench.execution
 
 pipeline-images: $(VENV)/.runtime  ## build pipeline images on a debootstrap base (root)
 	$(FLASK) pipelines build --make-base

@@ -251,6 +251,7 @@ class DockerRunner:
 
     def run(self, spec: RunSpec, hooks: Hooks) -> Outcome:
         import docker.errors
+        import requests
 
         started = now()
         try:
@@ -274,17 +275,19 @@ class DockerRunner:
                 target=lambda: [pump.feed(chunk) for chunk in stream], daemon=True
             )
             reader.start()
-            watch, reason = _Watch(spec, hooks), None
-            while True:
-                container.reload()
-                if container.status in ("exited", "dead"):
-                    break
-                reason = watch.reason_to_stop()
-                if reason:
-                    container.kill()
-                    break
-                time.sleep(POLL_SECONDS)
-            code = container.wait(timeout=60)["StatusCode"]
+            watch, reason, code = _Watch(spec, hooks), None, None
+            while code is None:
+                try:
+                    # Returns as soon as the container exits; else checks, again.
+                    code = container.wait(timeout=POLL_SECONDS)["StatusCode"]
+                except (
+                    requests.exceptions.ReadTimeout,
+                    requests.exceptions.ConnectionError,
+                ):
+                    reason = watch.reason_to_stop()
+                    if reason:
+                        container.kill()
+                        code = container.wait(timeout=60)["StatusCode"]
             reader.join(timeout=10)
             stream.close()
         finally:
