@@ -242,3 +242,69 @@ def test_admin_sees_failures_and_can_queue_again(client, app, project, make_user
     )
     with app.app_context():
         assert db.session.get(Analysis, failed).state == AnalysisState.QUEUED
+
+
+def test_queue_shows_how_long_runs_have_been_going(client, app, project):
+    make_analysis(
+        app,
+        project,
+        state=AnalysisState.RUNNING,
+        progress_percent=40,
+        progress_message="aligning",
+        started_at=utcnow() - timedelta(seconds=125),
+    )
+    page = client.get("/analyses/").text
+    assert "running for 2 min 5 s" in page
+    assert "aligning" in page and "40%" in page
+
+
+def test_a_worker_failure_fails_the_run_and_mails_the_admins(
+    tmp_path, smtp, monkeypatch
+):
+    import flask_migrate
+
+    from frontend import create_app
+    from frontend.logs import remove_handlers
+    from tests.conftest import base_config
+
+    app = create_app({**base_config(tmp_path, smtp), "LOG_TO_FILE": True})
+
+    class BrokenRunner:
+        name = "broken"
+
+        def run(self, spec, hooks):
+            raise RuntimeError("the engine vanished")
+
+    monkeypatch.setattr(execution, "make_runner", BrokenRunner)
+    try:
+        with app.app_context():
+            flask_migrate.upgrade()
+            from flask_security import hash_password
+
+            from frontend.extensions import security
+            from frontend.projects.services import create_project
+
+            user = security.datastore.create_user(
+                email="ada@cs.ox.ac.uk",
+                password=hash_password("x" * 12),
+                confirmed_at=utcnow(),
+            )
+            project = create_project(user, "Data")
+            analysis = Analysis(
+                owner=user,
+                project=project,
+                pipeline="seq-qc",
+                pipeline_version="1.0.0",
+                image="i",
+                params={},
+            )
+            db.session.add(analysis)
+            db.session.commit()
+            assert execution.execute(analysis.id) == "failed"
+            summary = db.session.get(Analysis, analysis.id).error_summary
+    finally:
+        remove_handlers()
+    assert "could not be carried out: the engine vanished" in summary
+    alert = smtp.wait_for("admins@example.org", "Labqueue error")
+    assert "the engine vanished" in alert.get_content()
+    smtp.wait_for("ada@cs.ox.ac.uk", "seq-qc on Data failed")

@@ -15,6 +15,7 @@ from flask_security import current_user
 
 from backend.manifest import Pipeline, discover
 from backend.params import validate_params
+from backend.runners import format_duration
 
 from ..extensions import db
 from ..models import (
@@ -231,6 +232,14 @@ def queue_position(analysis: Analysis) -> int | None:
         )
     )
     return ahead + 1
+
+
+def elapsed(analysis: Analysis) -> str:
+    """How long the analysis has been running (or ran), e.g. "2 min 5 s"."""
+    if analysis.started_at is None:
+        return "—"
+    end = analysis.finished_at or utcnow()
+    return format_duration((end - analysis.started_at).total_seconds())
 
 
 def output_files(analysis: Analysis) -> list[tuple[str, int]]:

@@ -81,7 +81,11 @@ def queue():
     everyone = current_user.has_role("admin") and request.args.get("all") == "1"
     view = svc.queue_for(current_user, everyone=everyone)
     return render_template(
-        "analyses/queue.html", view=view, everyone=everyone, cancel_form=FlaskForm()
+        "analyses/queue.html",
+        view=view,
+        everyone=everyone,
+        cancel_form=FlaskForm(),
+        elapsed=svc.elapsed,
     )
 
 
