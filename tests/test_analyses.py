@@ -99,7 +99,11 @@ def test_submission_queues_and_records_the_parameters(client, app, project):
     page = client.get(f"/analyses/{analysis_id}").text
     assert "position 1 in the queue" in page
     status = client.get(f"/analyses/{analysis_id}/status").json
-    assert status == {"state": "queued", "progress": 0.0, "message": "", "position": 1}
+    assert (status["state"], status["position"], status["finished"]) == (
+        "queued",
+        1,
+        False,
+    )
 
 
 def test_cancel_a_queued_analysis(client, app, project):
@@ -308,3 +312,20 @@ def test_a_worker_failure_fails_the_run_and_mails_the_admins(
     alert = smtp.wait_for("admins@example.org", "Labqueue error")
     assert "the engine vanished" in alert.get_content()
     smtp.wait_for("ada@cs.ox.ac.uk", "seq-qc on Data failed")
+
+
+def test_the_log_is_read_from_an_offset(client, app, project):
+    analysis_id = make_analysis(
+        app, project, state=AnalysisState.RUNNING, started_at=utcnow()
+    )
+    with app.app_context():
+        log = analysis_dir(db.session.get(Analysis, analysis_id)) / "log.txt"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("first line\n")
+    first = client.get(f"/analyses/{analysis_id}/status?offset=0").json
+    assert first["log"] == "first line\n" and first["offset"] == 11
+    with log.open("a") as handle:
+        handle.write("second line\n")
+    second = client.get(f"/analyses/{analysis_id}/status?offset={first['offset']}").json
+    assert second["log"] == "second line\n" and second["offset"] == 23
+    assert client.get(f"/analyses/{analysis_id}/status?offset=23").json["log"] == ""

@@ -33,7 +33,7 @@ from backend.runners import (
 
 from ..extensions import db
 from ..links import external_url
-from ..models import Analysis, AnalysisState, ProjectFile
+from ..models import Analysis, AnalysisState, ProjectFile, User
 from ..projects.services import files_dir
 from .services import analysis_dir, log_path, output_dir
 
@@ -66,26 +66,32 @@ def make_runner():
         return LocalRunner()
 
 
-def _running_count(owner_id: int) -> int:
-    return db.session.scalar(
-        sa.select(sa.func.count(Analysis.id)).where(
-            Analysis.owner_id == owner_id, Analysis.state == AnalysisState.RUNNING
-        )
-    )
-
-
 def claim(analysis_id: int, runner_name: str) -> Analysis | None:
     """Move a queued analysis to running, exactly once across all workers."""
     analysis = db.session.get(Analysis, analysis_id)
     if analysis is None or analysis.state != AnalysisState.QUEUED:
         return None  # finished, cancelled, deleted, or another worker has it
     limit = current_app.config["MAX_RUNNING_PER_USER"]
-    if limit and _running_count(analysis.owner_id) >= limit:
-        raise Deferred(f"user {analysis.owner_id} already runs {limit} analyses")
+    # Two workers may claim runs of one user at the same moment: the owner's row is
+    # locked (PostgreSQL, MySQL) and the limit is checked inside the UPDATE itself.
+    db.session.execute(
+        sa.select(User.id).where(User.id == analysis.owner_id).with_for_update()
+    )
+    conditions = [Analysis.id == analysis_id, Analysis.state == AnalysisState.QUEUED]
+    if limit:
+        running = (
+            sa.select(sa.func.count(Analysis.id))
+            .where(
+                Analysis.owner_id == analysis.owner_id,
+                Analysis.state == AnalysisState.RUNNING,
+            )
+            .scalar_subquery()
+        )
+        conditions.append(running < limit)
     stamp = now()
     claimed = db.session.execute(
         sa.update(Analysis)
-        .where(Analysis.id == analysis_id, Analysis.state == AnalysisState.QUEUED)
+        .where(*conditions)
         .values(
             state=AnalysisState.RUNNING,
             started_at=stamp,
@@ -99,6 +105,9 @@ def claim(analysis_id: int, runner_name: str) -> Analysis | None:
     ).rowcount
     db.session.commit()
     if not claimed:
+        db.session.refresh(analysis)
+        if limit and analysis.state == AnalysisState.QUEUED:
+            raise Deferred(f"user {analysis.owner_id} already runs {limit} analyses")
         return None
     db.session.refresh(analysis)
     return analysis

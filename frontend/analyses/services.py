@@ -234,6 +234,27 @@ def queue_position(analysis: Analysis) -> int | None:
     return ahead + 1
 
 
+LOG_CHUNK = 64 * 1024
+
+
+def read_log(analysis: Analysis, offset: int) -> tuple[str, int]:
+    """The log text from byte ``offset`` (at most LOG_CHUNK bytes) and the offset
+    to ask for next; the file is never read whole."""
+    path = log_path(analysis)
+    try:
+        with open(path, "rb") as handle:
+            size = handle.seek(0, 2)
+            offset = min(max(offset, 0), size)
+            handle.seek(offset)
+            data = handle.read(LOG_CHUNK)
+    except FileNotFoundError:
+        return "", 0
+    # Stop at the last complete line, so that no character is cut in two.
+    if len(data) == LOG_CHUNK and b"\n" in data:
+        data = data[: data.rindex(b"\n") + 1]
+    return data.decode("utf-8", "replace"), offset + len(data)
+
+
 def elapsed(analysis: Analysis) -> str:
     """How long the analysis has been running (or ran), e.g. "2 min 5 s"."""
     if analysis.started_at is None:
