@@ -110,13 +110,22 @@ def detail(analysis_id: int):
 @bp.route("/analyses/<int:analysis_id>/status")
 @auth_required()
 def status(analysis_id: int):
-    """The state and progress of an analysis, as JSON for live updates."""
+    """State, progress and new log text of an analysis, as JSON for the live page.
+
+    ``?offset=N`` asks for the log from byte N; the answer says where to go on.
+    """
     analysis = svc.get_analysis_or_404(analysis_id)
+    offset = request.args.get("offset", default=0, type=int)
+    text, next_offset = svc.read_log(analysis, offset)
     return jsonify(
         state=analysis.state.value,
+        finished=analysis.finished,
         progress=analysis.progress_percent,
         message=analysis.progress_message,
         position=svc.queue_position(analysis),
+        elapsed=svc.elapsed(analysis),
+        log=text,
+        offset=next_offset,
     )
 
 
