@@ -52,6 +52,10 @@
 # Rows shown in the preview of a CSV or TSV file. Env: LABQUEUE_PREVIEW_TABLE_ROWS
 # PREVIEW_TABLE_ROWS = 100
 
+# Rows of a featured result table sent to the analysis page (sorted and paged in
+# the browser). Env: LABQUEUE_RESULT_TABLE_ROWS
+# RESULT_TABLE_ROWS = 1000
+
 # --- Database ----------------------------------------------------------------------
 
 # Any SQLAlchemy URL; unset means SQLite in instance/labqueue.sqlite. For production,

@@ -105,6 +105,7 @@ class Defaults:
     ARCHIVE_MAX_RATIO = 200
     PREVIEW_MAX_BYTES = 256 * 1024  # read for a text, CSV or JSON preview
     PREVIEW_TABLE_ROWS = 100
+    RESULT_TABLE_ROWS = 1000  # rows of a featured result table sent to the page
 
     # Pipelines: where their folders are, and the image their Dockerfiles build on.
     PIPELINES_DIR = str(PROJECT_ROOT / "backend" / "pipelines")

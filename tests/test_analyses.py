@@ -213,10 +213,16 @@ def test_outputs_are_served_only_from_the_listing(client, app, project):
     folder.mkdir(parents=True)
     (folder / "plot.svg").write_text("<svg onload='alert(1)'/>")
     (folder / "link").symlink_to("/etc/passwd")
+    # Inline (for an <img>), an SVG is only ever sent under a CSP sandbox.
     svg = client.get(f"/analyses/{analysis_id}/outputs/plot.svg?inline=1")
-    assert svg.headers["Content-Disposition"].startswith("attachment")
+    assert svg.mimetype == "image/svg+xml"
     assert "sandbox" in svg.headers["Content-Security-Policy"]
+    assert "script-src" not in svg.headers["Content-Security-Policy"]
+    assert svg.headers["X-Content-Type-Options"] == "nosniff"
     svg.close()
+    download = client.get(f"/analyses/{analysis_id}/outputs/plot.svg")
+    assert download.headers["Content-Disposition"].startswith("attachment")
+    download.close()
     assert client.get(f"/analyses/{analysis_id}/outputs/link").status_code == 404
     traversal = client.get(f"/analyses/{analysis_id}/outputs/../log.txt")
     assert traversal.status_code == 404

@@ -61,8 +61,11 @@ def _field(key: str, prop: dict, files: list[str], required: bool):
     return StringField(render_kw=render, **common)
 
 
-def run_form(pipeline: Pipeline, files: list[str]) -> FlaskForm:
-    """A form for ``pipeline``'s parameters, file pickers listing ``files``."""
+def run_form(
+    pipeline: Pipeline, files: list[str], prefill: dict | None = None
+) -> FlaskForm:
+    """A form for ``pipeline``'s parameters, file pickers listing ``files``,
+    optionally filled with an earlier run's values (files that still exist)."""
     properties = pipeline.schema.get("properties", {})
     required = set(pipeline.schema.get("required", []))
 
@@ -73,6 +76,18 @@ def run_form(pipeline: Pipeline, files: list[str]) -> FlaskForm:
         setattr(RunForm, f"p_{key}", _field(key, prop, files, key in required))
     form = RunForm()
     form.parameter_names = list(properties)
+    if prefill and not form.is_submitted():
+        available = set(files)
+        for key, value in prefill.items():
+            if key not in properties:
+                continue
+            if key in pipeline.file_fields():
+                value = (
+                    [v for v in value if v in available]
+                    if isinstance(value, list)
+                    else (value if value in available else None)
+                )
+            form[f"p_{key}"].data = value
     return form
 
 

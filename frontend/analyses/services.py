@@ -263,6 +263,59 @@ def elapsed(analysis: Analysis) -> str:
     return format_duration((end - analysis.started_at).total_seconds())
 
 
+@dataclass
+class FeaturedOutput:
+    path: str
+    size: int
+    kind: str  # image, svg, table, json, text, html, other
+    preview: object = None
+
+
+def _kind(path: str) -> str:
+    lower = path.lower()
+    if lower.endswith((".png", ".jpg", ".jpeg", ".gif", ".webp")):
+        return "image"
+    if lower.endswith(".svg"):
+        return "svg"
+    if lower.endswith((".csv", ".tsv", ".tab")):
+        return "table"
+    if lower.endswith(".json"):
+        return "json"
+    if lower.endswith((".html", ".htm")):
+        return "html"
+    if lower.endswith((".txt", ".log", ".md")):
+        return "text"
+    return "other"
+
+
+def featured_outputs(analysis: Analysis) -> list[FeaturedOutput]:
+    """The outputs the pipeline's manifest features, in its order, with previews."""
+    from fnmatch import fnmatch
+
+    from ..projects.preview import make_preview
+
+    pipeline = all_pipelines().get(analysis.pipeline)
+    if pipeline is None:
+        return []
+    files = output_files(analysis)
+    featured, seen = [], set()
+    for pattern in pipeline.outputs:
+        for path, size in files:
+            if path in seen or not fnmatch(path, pattern):
+                continue
+            seen.add(path)
+            item = FeaturedOutput(path, size, _kind(path))
+            if item.kind in ("table", "json", "text"):
+                item.preview = make_preview(
+                    output_dir(analysis) / path,
+                    path,
+                    current_app.config["PREVIEW_MAX_BYTES"] * 4,
+                    current_app.config["RESULT_TABLE_ROWS"],
+                )
+            featured.append(item)
+    return featured
+
+
 def output_files(analysis: Analysis) -> list[tuple[str, int]]:
     """(relative path, size) of every regular output file; links are never followed."""
     root = output_dir(analysis)

@@ -10,15 +10,16 @@ from flask import (
 )
 from flask_security import auth_required, current_user
 from flask_wtf import FlaskForm
+from zipstream import ZipStream
 
 from backend.params import ParamsInvalid
 
-from ..projects.services import get_project_or_404
+from ..downloads import FILE_CSP, zip_response
+from ..projects.services import get_project_or_404, list_projects
 from . import bp
 from . import services as svc
 from .forms import form_values, run_form
 
-FILE_CSP = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; sandbox"
 INLINE = {
     ".png": "image/png",
     ".jpg": "image/jpeg",
@@ -47,7 +48,9 @@ def run(project_id: int, name: str):
     project = get_project_or_404(project_id)
     pipeline = svc.get_pipeline_or_404(name)
     files = svc.project_file_paths(project)
-    form = run_form(pipeline, files)
+    earlier = request.args.get("again", type=int)
+    prefill = svc.get_analysis_or_404(earlier).params if earlier else None
+    form = run_form(pipeline, files, prefill)
     if form.validate_on_submit():
         try:
             analysis = svc.submit(
@@ -71,6 +74,17 @@ def run(project_id: int, name: str):
         pipeline=pipeline,
         form=form,
         has_files=bool(files),
+    )
+
+
+@bp.route("/analyses/<int:analysis_id>/run-elsewhere")
+@auth_required()
+def run_elsewhere(analysis_id: int):
+    """Pick another project to run an analysis' pipeline on, with its values."""
+    analysis = svc.get_analysis_or_404(analysis_id)
+    projects = [s.project for s in list_projects(current_user)]
+    return render_template(
+        "analyses/elsewhere.html", analysis=analysis, projects=projects
     )
 
 
@@ -99,6 +113,7 @@ def detail(analysis_id: int):
         log_tail = svc.log_path(analysis).read_text(errors="replace")[-20_000:]
     return render_template(
         "analyses/detail.html",
+        featured=svc.featured_outputs(analysis) if analysis.finished else [],
         analysis=analysis,
         outputs=svc.output_files(analysis),
         log_tail=log_tail,
@@ -144,25 +159,47 @@ def cancel(analysis_id: int):
     )
 
 
+# Shown inline (for <img> and sandboxed frames) when asked; always with a CSP that
+# forbids scripts, so an SVG or HTML report opened directly cannot act either.
+INLINE_TYPES = {
+    **INLINE,
+    ".svg": "image/svg+xml",
+    ".html": "text/html",
+    ".htm": "text/html",
+}
+
+
 @bp.route("/analyses/<int:analysis_id>/outputs/<path:relpath>")
 @auth_required()
 def output(analysis_id: int, relpath: str):
-    """One output file: images inline for previews, everything else attached."""
+    """One output file: inline when asked (images, SVG, HTML, all script-free),
+    as an attachment otherwise."""
     analysis = svc.get_analysis_or_404(analysis_id)
     # Only paths found by listing the outputs (links excluded) are served.
     if relpath not in dict(svc.output_files(analysis)):
         abort(404)
     suffix = "." + relpath.rsplit(".", 1)[-1].lower() if "." in relpath else ""
-    inline = request.args.get("inline") == "1" and suffix in INLINE
+    inline = request.args.get("inline") == "1" and suffix in INLINE_TYPES
     response = send_file(
         svc.output_dir(analysis) / relpath,
-        mimetype=INLINE.get(suffix) if inline else None,
+        mimetype=INLINE_TYPES.get(suffix) if inline else None,
         as_attachment=not inline,
         download_name=relpath.rsplit("/", 1)[-1],
         max_age=0,
     )
     response.headers["Content-Security-Policy"] = FILE_CSP
     return response
+
+
+@bp.route("/analyses/<int:analysis_id>/outputs.zip")
+@auth_required()
+def outputs_zip(analysis_id: int):
+    """All outputs of an analysis as a zip, built while it is sent."""
+    analysis = svc.get_analysis_or_404(analysis_id)
+    stream = ZipStream(sized=True)
+    for path, _size in svc.output_files(analysis):
+        stream.add_path(str(svc.output_dir(analysis) / path), path, recurse=False)
+    return zip_response(stream, f"analysis-{analysis.id}-{analysis.pipeline}.zip")
 
 
 @bp.route("/analyses/<int:analysis_id>/log")

@@ -1,5 +1,3 @@
-from urllib.parse import quote
-
 from flask import (
     abort,
     current_app,
@@ -12,19 +10,14 @@ from flask import (
     url_for,
 )
 from flask_security import auth_required, current_user
-from werkzeug import Response
-from zipstream import ZipStream
 
 from backend.files import UnsafeName
 
+from ..downloads import FILE_CSP, zip_response
 from . import bp
 from . import services as svc
 from .forms import ConfirmForm, NameForm, ProjectForm
 from .preview import INLINE_IMAGES, make_preview
-
-# Files are served with a policy that forbids scripts, plugins and framing, so even
-# a file a browser wrongly renders cannot act.
-FILE_CSP = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; sandbox"
 
 
 def _folder_arg(project, source=None):
@@ -253,19 +246,6 @@ def raw(project_id: int, entry_id: int):
     return _file_response(item, inline=True)
 
 
-def _zip_response(stream: ZipStream, name: str) -> Response:
-    response = Response(stream, mimetype="application/zip")
-    response.headers["Content-Length"] = str(len(stream))
-    response.headers["Content-Disposition"] = attachment_header(name)
-    return response
-
-
-def attachment_header(name: str) -> str:
-    """Content-Disposition for a download keeping a Unicode name (RFC 6266)."""
-    ascii_name = name.encode("ascii", "replace").decode().replace('"', "'")
-    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
-
-
 @bp.route("/<int:project_id>/entries/<int:entry_id>/download")
 @auth_required()
 def download(project_id: int, entry_id: int):
@@ -274,7 +254,7 @@ def download(project_id: int, entry_id: int):
     item = svc.get_entry_or_404(project, entry_id)
     if not item.is_dir:
         return _file_response(item, inline=False)
-    return _zip_response(svc.zip_of(project, item), f"{item.name}.zip")
+    return zip_response(svc.zip_of(project, item), f"{item.name}.zip")
 
 
 @bp.route("/<int:project_id>/download")
@@ -282,7 +262,7 @@ def download(project_id: int, entry_id: int):
 def download_project(project_id: int):
     """Download the whole project as a zip streamed while it is built."""
     project = svc.get_project_or_404(project_id)
-    return _zip_response(svc.zip_of(project, None), f"{project.name}.zip")
+    return zip_response(svc.zip_of(project, None), f"{project.name}.zip")
 
 
 @bp.route("/<int:project_id>/entries/<int:entry_id>/rename", methods=["POST"])
