@@ -75,7 +75,7 @@ def debootstrap_base_image(
         with tarfile.open(archive, "w") as tar:
             tar.add(root, arcname=".")
         repository, _, version = tag.partition(":")
-        client.images.import_image(
-            src=str(archive), repository=repository, tag=version or "latest"
+        client.api.import_image_from_file(
+            str(archive), repository=repository, tag=version or "latest"
         )
     return client.images.get(tag).id
