@@ -335,3 +335,68 @@ def test_the_log_is_read_from_an_offset(client, app, project):
     second = client.get(f"/analyses/{analysis_id}/status?offset={first['offset']}").json
     assert second["log"] == "second line\n" and second["offset"] == 23
     assert client.get(f"/analyses/{analysis_id}/status?offset=23").json["log"] == ""
+
+
+def test_history_filters_paginates_and_deletes(client, app, project):
+    ids = [
+        make_analysis(app, project, state=AnalysisState.SUCCEEDED, finished_at=utcnow())
+        for _ in range(55)
+    ]
+    make_analysis(app, project, state=AnalysisState.FAILED, finished_at=utcnow())
+    first = client.get("/analyses/history").text
+    assert "56 analyses · page 1 of 2" in first
+    failed = client.get("/analyses/history?state=failed").text
+    assert "1 analyses · page 1 of 1" in failed
+    with app.app_context():
+        folder = analysis_dir(db.session.get(Analysis, ids[0]))
+    folder.mkdir(parents=True, exist_ok=True)
+    token = csrf_token(first)
+    client.post(f"/analyses/{ids[0]}/delete", data={"csrf_token": token})
+    assert not folder.exists()
+    assert client.get(f"/analyses/{ids[0]}").status_code == 404
+
+
+def test_history_page_costs_a_fixed_number_of_queries(client, app, project):
+    from sqlalchemy import event
+
+    with app.app_context():
+        engine = db.engine
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    def queries_for_history() -> int:
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            statements.clear()
+            assert client.get("/analyses/history").status_code == 200
+            return len(statements)
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+
+    for _ in range(3):
+        make_analysis(app, project, state=AnalysisState.SUCCEEDED, finished_at=utcnow())
+    few = queries_for_history()
+    for _ in range(40):
+        make_analysis(app, project, state=AnalysisState.SUCCEEDED, finished_at=utcnow())
+    many = queries_for_history()
+    # 3 rows or 43: the same queries, none per row.
+    assert few == many, (few, many)
+
+
+def test_run_again_prefills_the_form(client, app, project):
+    response = post_run(
+        client,
+        project,
+        "table-profiler",
+        tables="expression.csv",
+        bins="17",
+        max_rows="0",
+    )
+    analysis_id = int(response.headers["Location"].rsplit("/", 1)[1])
+    page = client.get(
+        f"/projects/{project}/run/table-profiler?again={analysis_id}"
+    ).text
+    assert 'value="17"' in page
+    assert '<option selected value="expression.csv">' in page

@@ -163,6 +163,44 @@ def requeue(analysis: Analysis) -> None:
     enqueue(analysis)
 
 
+# --- History ------------------------------------------------------------------------
+
+HISTORY_PAGE_SIZE = 50
+
+
+def history(
+    user: User,
+    state: str | None = None,
+    pipeline: str | None = None,
+    project_id: int | None = None,
+    page: int = 1,
+):
+    """The user's analyses, newest first, filtered and paginated (one query for the
+    page, one for the count; projects are loaded with the rows)."""
+    stmt = (
+        sa.select(Analysis)
+        .where(Analysis.owner_id == user.id)
+        .options(sa.orm.joinedload(Analysis.project))
+        .order_by(Analysis.submitted_at.desc(), Analysis.id.desc())
+    )
+    if state in {s.value for s in AnalysisState}:
+        stmt = stmt.where(Analysis.state == state)
+    if pipeline:
+        stmt = stmt.where(Analysis.pipeline == pipeline)
+    if project_id:
+        stmt = stmt.where(Analysis.project_id == project_id)
+    return db.paginate(stmt, page=page, per_page=HISTORY_PAGE_SIZE, error_out=False)
+
+
+def delete(analysis: Analysis) -> None:
+    """Delete a finished analysis with its outputs."""
+    from .execution import delete_analysis
+
+    if not analysis.finished:
+        raise AnalysisError("Cancel the analysis before deleting it.")
+    delete_analysis(analysis)
+
+
 # --- Queue --------------------------------------------------------------------------
 
 

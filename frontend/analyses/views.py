@@ -15,6 +15,7 @@ from zipstream import ZipStream
 from backend.params import ParamsInvalid
 
 from ..downloads import FILE_CSP, zip_response
+from ..models import AnalysisState
 from ..projects.services import get_project_or_404, list_projects
 from . import bp
 from . import services as svc
@@ -101,6 +102,44 @@ def queue():
         cancel_form=FlaskForm(),
         elapsed=svc.elapsed,
     )
+
+
+@bp.route("/analyses/history")
+@auth_required()
+def history():
+    """All of the user's analyses, filtered by state, pipeline and project."""
+    state = request.args.get("state") or None
+    pipeline = request.args.get("pipeline") or None
+    project_id = request.args.get("project", type=int)
+    page = svc.history(
+        current_user, state, pipeline, project_id, request.args.get("page", 1, type=int)
+    )
+    return render_template(
+        "analyses/history.html",
+        page=page,
+        state=state,
+        pipeline=pipeline,
+        project_id=project_id,
+        projects=[s.project for s in list_projects(current_user)],
+        pipelines=sorted(svc.all_pipelines()),
+        states=[s.value for s in AnalysisState],
+        delete_form=FlaskForm(),
+    )
+
+
+@bp.route("/analyses/<int:analysis_id>/delete", methods=["POST"])
+@auth_required()
+def delete(analysis_id: int):
+    """Delete a finished analysis and its outputs."""
+    analysis = svc.get_analysis_or_404(analysis_id)
+    if FlaskForm().validate_on_submit():
+        try:
+            svc.delete(analysis)
+            flash(f"Analysis #{analysis_id} and its outputs were deleted.", "success")
+        except svc.AnalysisError as exc:
+            flash(str(exc), "error")
+            return redirect(url_for("analyses.detail", analysis_id=analysis_id))
+    return redirect(url_for("analyses.history"))
 
 
 @bp.route("/analyses/<int:analysis_id>")
