@@ -26,7 +26,7 @@ CHROMIUM_ARGS = [
 
 
 @pytest.fixture
-def page(app):
+def page(app, request):
     executable = require_chromium()
     from playwright.sync_api import sync_playwright
 
@@ -36,6 +36,12 @@ def page(app):
             executable_path=executable, args=CHROMIUM_ARGS, headless=True
         )
         context = browser.new_context(base_url=server.url)
+        if not request.node.get_closest_marker("tours"):
+            # The first-visit tours would cover the page; test_tours checks them.
+            context.add_init_script(
+                "for (const p of ['dashboard', 'project', 'run'])"
+                " localStorage.setItem('labqueue-tour-' + p, 'seen');"
+            )
         page = context.new_page()
         page.set_default_timeout(15_000)
         yield page
@@ -217,3 +223,23 @@ def test_cancelled_upload_stores_nothing(page, make_user, make_project, app, tmp
         time.sleep(0.2)
     assert list(files.iterdir()) == []
     assert not staging.exists() or list(staging.iterdir()) == []
+
+
+@pytest.mark.tours
+def test_tours_show_once_and_can_be_replayed(page, make_user):
+    from playwright.sync_api import expect
+
+    make_user(email="ada@cs.ox.ac.uk")
+    log_in(page, "ada@cs.ox.ac.uk")
+    page.goto("/projects/")
+    popover = page.locator(".driver-popover")
+    expect(popover).to_contain_text("Start with a project")
+    page.screenshot(path=OUTPUT / "tour.png")
+    page.keyboard.press("Escape")
+    expect(popover).to_have_count(0)
+    page.reload()
+    expect(page.get_by_role("heading", name="Your projects")).to_be_visible()
+    expect(popover).to_have_count(0)  # only on the first visit
+    page.get_by_role("button", name="Help").click()
+    page.get_by_role("link", name="Replay the tour of this page").click()
+    expect(popover).to_contain_text("Start with a project")
