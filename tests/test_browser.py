@@ -26,12 +26,19 @@ CHROMIUM_ARGS = [
 
 
 @pytest.fixture
-def page(app, request):
+def live_server(app):
+    with LiveServer(app) as server:
+        yield server
+
+
+@pytest.fixture
+def page(live_server, request):
     executable = require_chromium()
     from playwright.sync_api import sync_playwright
 
     OUTPUT.mkdir(parents=True, exist_ok=True)
-    with LiveServer(app) as server, sync_playwright() as playwright:
+    server = live_server
+    with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=executable, args=CHROMIUM_ARGS, headless=True
         )
@@ -243,3 +250,127 @@ def test_tours_show_once_and_can_be_replayed(page, make_user):
     page.get_by_role("button", name="Help").click()
     page.get_by_role("link", name="Replay the tour of this page").click()
     expect(popover).to_contain_text("Start with a project")
+
+
+@pytest.mark.docker
+@pytest.mark.rabbitmq
+def test_the_whole_journey_of_a_new_user(
+    app, page, live_server, smtp, images, tmp_path
+):
+    """Register, confirm, log in, upload a zip, run the table profiler, watch it,
+    read and download the results, run it again with another value."""
+    import io
+    import random
+    import zipfile
+
+    from playwright.sync_api import expect
+
+    from backend.manifest import PIPELINES_DIR
+    from tests.services import require_rabbitmq
+    from tests.workers import Worker
+
+    app.config.update(
+        CELERY_BROKER_URL=require_rabbitmq(),
+        CELERY_RESULT_BACKEND="",
+        CELERY_QUEUE=f"journey-{os.getpid()}-{time.time_ns()}",
+        RUNNER="docker",
+        PIPELINES_DIR=str(PIPELINES_DIR),
+        SITE_URL=page.context._impl_obj._options.get("baseURL", ""),
+    )
+    from frontend.celery_app import celery_init_app
+
+    celery_init_app(app)
+    config = {
+        k: app.config[k]
+        for k in (
+            "SECRET_KEY",
+            "SECURITY_PASSWORD_SALT",
+            "SQLALCHEMY_DATABASE_URI",
+            "USER_DATA_DIR",
+            "FAILED_ANALYSES_DIR",
+            "LOG_DIR",
+            "CELERY_BROKER_URL",
+            "CELERY_RESULT_BACKEND",
+            "CELERY_QUEUE",
+            "RUNNER",
+            "PIPELINES_DIR",
+            "SITE_URL",
+            "MAIL_SERVER",
+            "MAIL_PORT",
+        )
+    }
+    worker = Worker(config)
+    try:
+        worker.wait_ready()
+        # A table large enough for the run to take a few seconds.
+        rng = random.Random(7)
+        rows = ["sample,group,depth,gc,quality"] + [
+            f"s{n},{rng.choice('ABC')},{rng.gauss(30, 8):.3f},"
+            f"{rng.uniform(35, 60):.2f},{rng.gauss(34, 3):.2f}"
+            for n in range(250_000)
+        ]
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("coverage.csv", "\n".join(rows) + "\n")
+        data_zip = tmp_path / "run42.zip"
+        data_zip.write_bytes(buffer.getvalue())
+
+        page.goto("/register")
+        fill_registration(page, "Barbara", "McClintock", "barbara@cornell.edu")
+        message = smtp.wait_for("barbara@cornell.edu", "Confirm your Labqueue account")
+        page.goto(link_in(message, "/confirm/"))
+        log_in(page, "barbara@cornell.edu")
+
+        page.get_by_role("link", name="Projects").click()
+        page.get_by_role("link", name="Create your first project").click()
+        page.get_by_label("Name").fill("Maize coverage")
+        page.get_by_role("button", name="Save").click()
+        page.get_by_label("Extract archives").check()
+        page.set_input_files("#pick-files", data_zip)
+        expect(page.locator("#overall-progress")).to_be_visible()
+        expect(page.locator("#upload-list")).to_contain_text("Extracted 1 files")
+
+        page.get_by_role("link", name="Run a pipeline").click()
+        page.locator(".card", has_text="Table profiler").get_by_role(
+            "link", name="Set up a run"
+        ).click()
+        page.get_by_label("Tables").select_option("run42/coverage.csv")
+        page.get_by_label("Histogram bins").fill("25")
+        page.screenshot(path=OUTPUT / "run-form.png", full_page=True)
+        page.get_by_role("button", name="Start the analysis").click()
+
+        # Live: the progress bar moves and log lines arrive without a reload.
+        expect(page.locator("#progress")).to_be_visible()
+        expect(page.locator("#log")).to_contain_text("250000 rows", timeout=60_000)
+        page.screenshot(path=OUTPUT / "running.png", full_page=True)
+        # The results replace the live view when the run ends.
+        featured = page.locator("#featured")
+        expect(featured).to_be_visible(timeout=120_000)
+        expect(page.locator("#analysis-state")).to_contain_text("Succeeded")
+        image = featured.locator("img[alt='coverage_histograms.png']")
+        expect(image).to_be_visible()
+        assert image.evaluate("img => img.naturalWidth") > 100  # a real picture
+        expect(featured.locator("table.result-table")).to_contain_text("depth")
+        page.screenshot(path=OUTPUT / "results.png", full_page=True)
+
+        with page.expect_download() as download_info:
+            page.get_by_role("link", name="Download all (.zip)").click()
+        saved = tmp_path / "outputs.zip"
+        download_info.value.save_as(saved)
+        with zipfile.ZipFile(saved) as archive:
+            names = set(archive.namelist())
+            assert {"summary.csv", "coverage_histograms.png"} <= names
+            assert archive.read("summary.csv").startswith(b"table,column")
+
+        page.get_by_role("link", name="Run again").click()
+        expect(page.get_by_label("Histogram bins")).to_have_value("25")
+        page.get_by_label("Histogram bins").fill("40")
+        page.get_by_role("button", name="Start the analysis").click()
+        expect(page.locator("#featured")).to_be_visible(timeout=120_000)
+        expect(page.locator("#parameters")).to_contain_text("40")
+        smtp.wait_for(
+            "barbara@cornell.edu", "table-profiler on Maize coverage finished"
+        )
+    finally:
+        worker.stop()
+        app.extensions["celery"].close()
