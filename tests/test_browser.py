@@ -374,3 +374,53 @@ def test_the_whole_journey_of_a_new_user(
     finally:
         worker.stop()
         app.extensions["celery"].close()
+
+
+def test_svg_and_html_outputs_cannot_run_script(app, page, make_user, make_project):
+    """Featured SVG and HTML outputs are shown, but their scripts never run: not in
+    the analysis page, and not when the file is opened on its own."""
+    from playwright.sync_api import expect
+
+    from frontend.analyses.services import analysis_dir
+    from frontend.extensions import db
+    from frontend.models import Analysis, AnalysisState, utcnow
+
+    owner = make_user(email="ada@cs.ox.ac.uk")
+    project = make_project(owner)
+    with app.app_context():
+        analysis = Analysis(
+            owner_id=owner,
+            project_id=project,
+            pipeline="seq-qc",
+            pipeline_version="1.0.0",
+            image="x",
+            params={},
+            state=AnalysisState.SUCCEEDED,
+            finished_at=utcnow(),
+            started_at=utcnow(),
+        )
+        db.session.add(analysis)
+        db.session.commit()
+        out = analysis_dir(analysis) / "output"
+        analysis_id = analysis.id
+    out.mkdir(parents=True)
+    # seq-qc features *_gc.png and qc_summary.csv; these two are in the list below.
+    (out / "evil.svg").write_text(
+        '<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
+        "<script>parent.document.title='pwned-svg';document.title='pwned-svg'</script>"
+        '<rect width="10" height="10"/></svg>'
+    )
+    (out / "report.html").write_text(
+        "<h1>Report</h1><script>parent.document.title='pwned-html';"
+        "document.title='pwned-html'</script>"
+    )
+    log_in(page, "ada@cs.ox.ac.uk")
+    dialogs = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    for name in ("evil.svg", "report.html"):
+        page.goto(f"/analyses/{analysis_id}/outputs/{name}?inline=1")
+        page.wait_for_timeout(300)
+        assert "pwned" not in page.title()
+    page.goto(f"/analyses/{analysis_id}")
+    expect(page.get_by_role("link", name="evil.svg")).to_be_visible()
+    assert "pwned" not in page.title() and dialogs == []
