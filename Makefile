@@ -54,6 +54,8 @@ bench: $(VENV)/.dev  ## upload, extraction and execution benchmarks (see bench/)
 	$(BIN)/python -m bench.upload
 	$(BIN)/python -m bench.extract
 	$(BIN)/python -m bench.execution
+	$(BIN)/python -m bench.history
+	$(BIN)/python -m bench.livelog
 
 pipeline-images: $(VENV)/.runtime  ## build pipeline images on a debootstrap base (root)
 	$(FLASK) pipelines build --make-base
