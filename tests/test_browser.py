@@ -341,12 +341,14 @@ def test_the_whole_journey_of_a_new_user(
 
         # Live: the progress bar moves and log lines arrive without a reload.
         expect(page.locator("#progress")).to_be_visible()
+        page.evaluate("window.stillTheSamePage = true")
         expect(page.locator("#log")).to_contain_text("250000 rows", timeout=60_000)
         page.screenshot(path=OUTPUT / "running.png", full_page=True)
         # The results replace the live view when the run ends.
         featured = page.locator("#featured")
         expect(featured).to_be_visible(timeout=120_000)
         expect(page.locator("#analysis-state")).to_contain_text("Succeeded")
+        assert page.evaluate("window.stillTheSamePage") is True  # swapped, not reloaded
         image = featured.locator("img[alt='coverage_histograms.png']")
         expect(image).to_be_visible()
         assert image.evaluate("img => img.naturalWidth") > 100  # a real picture
@@ -424,3 +426,34 @@ def test_svg_and_html_outputs_cannot_run_script(app, page, make_user, make_proje
     page.goto(f"/analyses/{analysis_id}")
     expect(page.get_by_role("link", name="evil.svg")).to_be_visible()
     assert "pwned" not in page.title() and dialogs == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/",
+        "/projects/",
+        "/projects/{project}",
+        "/analyses/",
+        "/analyses/history",
+        "/account/profile",
+    ],
+)
+def test_pages_fit_a_phone_screen(page, make_user, make_project, path):
+    owner = make_user(email="ada@cs.ox.ac.uk")
+    project = make_project(owner, name="A project with a rather long name indeed")
+    page.set_viewport_size({"width": 390, "height": 844})
+    log_in(page, "ada@cs.ox.ac.uk")
+    page.goto(path.format(project=project))
+    overflow = page.evaluate(
+        "document.scrollingElement.scrollWidth - window.innerWidth"
+    )
+    assert overflow <= 0, f"{path} is {overflow}px wider than the screen"
+    unlabelled = page.evaluate(
+        """Array.from(document.querySelectorAll('input, select, textarea'))
+             .filter(e => !['hidden', 'submit', 'button'].includes(e.type)
+                          && !e.hidden && !e.labels.length
+                          && !e.getAttribute('aria-label'))
+             .map(e => e.name || e.id)"""
+    )
+    assert unlabelled == [], f"fields without a label on {path}: {unlabelled}"
