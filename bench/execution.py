@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import socket
 import statistics
 import tempfile
 import threading
@@ -25,20 +24,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import docker
-import flask_migrate
+
+from bench.common import app_with_user, bench_config, broker_url
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_PIPELINES = ROOT / "tests" / "pipelines"
 BUSYBOX_IMAGE = "labqueue-test/busybox:1"
-AMQP = "amqp://guest:guest@127.0.0.1:5672//"
-
-
-def broker_url(work: Path) -> str:
-    try:
-        with socket.create_connection(("127.0.0.1", 5672), 1):
-            return AMQP
-    except OSError:
-        return f"sqla+sqlite:///{work / 'broker.sqlite'}"
 
 
 def build_images(client) -> str:
@@ -93,43 +84,20 @@ def watch_starts(client, seen: dict[int, float], stop: threading.Event) -> None:
 
 
 def through_the_app(runs: int, image_client, work: Path) -> dict:
-    from flask_security import hash_password
-
-    from frontend import create_app
-    from frontend.extensions import db, security
-    from frontend.models import Analysis, utcnow
+    from frontend.extensions import db
+    from frontend.models import Analysis
     from tests.workers import Worker
 
-    config = {
-        "SECRET_KEY": "bench",
-        "SECURITY_PASSWORD_SALT": "bench",
-        "SQLALCHEMY_DATABASE_URI": f"sqlite:///{work / 'bench.sqlite'}",
-        "USER_DATA_DIR": str(work / "userData"),
-        "FAILED_ANALYSES_DIR": str(work / "failed"),
-        "LOG_DIR": str(work / "logs"),
-        "CELERY_BROKER_URL": broker_url(work),
-        "CELERY_RESULT_BACKEND": "",
-        "CELERY_QUEUE": f"bench-{uuid.uuid4().hex}",
-        "RUNNER": "docker",
-        "PIPELINES_DIR": str(TEST_PIPELINES),
-        "MAX_RUNNING_PER_USER": runs,
-        "SECURITY_EMAIL_VALIDATOR_ARGS": {"check_deliverability": False},
-        "WTF_CSRF_ENABLED": False,
-    }
-    app = create_app(config)
-    with app.app_context():
-        flask_migrate.upgrade()
-        user = security.datastore.create_user(
-            email="bench@example.org",
-            password=hash_password("bench password"),
-            confirmed_at=utcnow(),
-            notify_by_email=False,
-        )
-        db.session.commit()
-        user_id = user.id
-        from frontend.projects.services import create_project
-
-        project = create_project(db.session.get(type(user), user_id), "bench").id
+    config = bench_config(
+        work,
+        CELERY_BROKER_URL=broker_url(work),
+        CELERY_QUEUE=f"bench-{uuid.uuid4().hex}",
+        RUNNER="docker",
+        PIPELINES_DIR=str(TEST_PIPELINES),
+        MAX_RUNNING_PER_USER=runs,
+        WTF_CSRF_ENABLED=False,  # the benchmark posts the run form directly
+    )
+    app, _user_id, (project,), client = app_with_user(config)
     workers = [Worker(config) for _ in range(2)]
     for worker in workers:
         worker.wait_ready()
@@ -139,11 +107,6 @@ def through_the_app(runs: int, image_client, work: Path) -> dict:
         target=watch_starts, args=(image_client, seen, stop), daemon=True
     )
     watcher.start()
-    client = app.test_client()
-    with client.session_transaction() as session:
-        with app.app_context():
-            session["_user_id"] = db.session.get(type(user), user_id).fs_uniquifier
-            session["_fresh"] = True
 
     def submit() -> int:
         reply = client.post(

@@ -16,53 +16,33 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-import flask_migrate
 import sqlalchemy as sa
+
+from bench.common import app_with_user, bench_config
 
 
 def main() -> dict:
-    from flask_security import hash_password
-
-    from frontend import create_app
-    from frontend.extensions import db, security
+    from frontend.extensions import db
     from frontend.models import Analysis, utcnow
-    from frontend.projects.services import create_project
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--analyses", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=30)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="labqueue-bench-"))
-    app = create_app(
-        {
-            "SECRET_KEY": "bench",
-            "SECURITY_PASSWORD_SALT": "bench",
-            "TESTING": True,
-            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{work / 'bench.sqlite'}",
-            "USER_DATA_DIR": str(work / "userData"),
-            "LOG_DIR": str(work / "logs"),
-            "FAILED_ANALYSES_DIR": str(work / "failed"),
-            "CELERY_BROKER_URL": f"sqla+sqlite:///{work / 'broker.sqlite'}",
-        }
+    app, user_id, projects, client = app_with_user(
+        bench_config(work, TESTING=True), projects=20
     )
     rng = random.Random(3)
     try:
         with app.app_context():
-            flask_migrate.upgrade()
-            user = security.datastore.create_user(
-                email="bench@example.org",
-                password=hash_password("bench password"),
-                confirmed_at=utcnow(),
-            )
-            db.session.commit()
-            projects = [create_project(user, f"project {n}").id for n in range(20)]
             start = utcnow() - timedelta(days=365)
             rows = []
             for n in range(args.analyses):
                 submitted = start + timedelta(minutes=n * 50)
                 rows.append(
                     {
-                        "owner_id": user.id,
+                        "owner_id": user_id,
                         "project_id": rng.choice(projects),
                         "pipeline": rng.choice(["table-profiler", "seq-qc"]),
                         "pipeline_version": "1.0.0",
@@ -82,10 +62,6 @@ def main() -> dict:
                 )
             db.session.execute(sa.insert(Analysis), rows)
             db.session.commit()
-            uniquifier = user.fs_uniquifier
-        client = app.test_client()
-        with client.session_transaction() as session:
-            session["_user_id"], session["_fresh"] = uniquifier, True
         pages = {
             "first page": "/analyses/history",
             "page 100": "/analyses/history?page=100",

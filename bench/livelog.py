@@ -20,23 +20,16 @@ import uuid
 from pathlib import Path
 
 import docker
-import flask_migrate
 
-from bench.execution import broker_url
+from bench.common import app_with_user, bench_config, broker_url
 
 ROOT = Path(__file__).resolve().parent.parent
 PIPELINES = ROOT / "bench" / "pipelines"
 
 
 def main() -> dict:
-    from flask_security import hash_password
-
     from backend.images import LOCAL_BASE_IMAGE, build_pipeline_image
     from backend.manifest import load_pipeline
-    from frontend import create_app
-    from frontend.extensions import db, security
-    from frontend.models import utcnow
-    from frontend.projects.services import create_project
     from tests.workers import Worker
 
     parser = argparse.ArgumentParser(description=__doc__)
@@ -45,40 +38,19 @@ def main() -> dict:
     client = docker.from_env()
     build_pipeline_image(client, load_pipeline(PIPELINES / "ticker"), LOCAL_BASE_IMAGE)
     work = Path(tempfile.mkdtemp(prefix="labqueue-bench-"))
-    config = {
-        "SECRET_KEY": "bench",
-        "SECURITY_PASSWORD_SALT": "bench",
-        "SQLALCHEMY_DATABASE_URI": f"sqlite:///{work / 'bench.sqlite'}",
-        "USER_DATA_DIR": str(work / "userData"),
-        "FAILED_ANALYSES_DIR": str(work / "failed"),
-        "LOG_DIR": str(work / "logs"),
-        "CELERY_BROKER_URL": broker_url(work),
-        "CELERY_RESULT_BACKEND": "",
-        "CELERY_QUEUE": f"bench-{uuid.uuid4().hex}",
-        "RUNNER": "docker",
-        "PIPELINES_DIR": str(PIPELINES),
-        "WTF_CSRF_ENABLED": False,
-        "SECURITY_EMAIL_VALIDATOR_ARGS": {"check_deliverability": False},
-    }
-    app = create_app(config)
+    config = bench_config(
+        work,
+        CELERY_BROKER_URL=broker_url(work),
+        CELERY_QUEUE=f"bench-{uuid.uuid4().hex}",
+        RUNNER="docker",
+        PIPELINES_DIR=str(PIPELINES),
+        WTF_CSRF_ENABLED=False,  # the benchmark posts the run form directly
+    )
+    app, _user_id, (project,), http = app_with_user(config)
     worker = None
     try:
-        with app.app_context():
-            flask_migrate.upgrade()
-            user = security.datastore.create_user(
-                email="bench@example.org",
-                password=hash_password("bench password"),
-                confirmed_at=utcnow(),
-                notify_by_email=False,
-            )
-            db.session.commit()
-            project = create_project(user, "bench").id
-            uniquifier = user.fs_uniquifier
         worker = Worker(config)
         worker.wait_ready()
-        http = app.test_client()
-        with http.session_transaction() as session:
-            session["_user_id"], session["_fresh"] = uniquifier, True
         reply = http.post(
             f"/projects/{project}/run/ticker",
             data={"p_ticks": str(args.ticks), "p_interval": "0.25"},
