@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -81,6 +82,7 @@ def test_create_and_list_projects_with_counts(client, owner, app):
     assert "Mouse liver" in page
     row = page.split("Mouse liver")[1].split("</tr>")[0]
     assert ">2<" in row and "10 B" in row
+    assert re.search(r">\s*0\s*</a>", row)  # analyses, none yet
 
 
 def test_project_names_are_unique_per_user(client, owner, project):

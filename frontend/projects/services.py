@@ -106,26 +106,44 @@ class ProjectSummary:
     file_count: int
     total_bytes: int
     last_change: object
+    analyses: int = 0
 
 
 def list_projects(user: User) -> list[ProjectSummary]:
-    """The user's projects with their file count, size and last change, newest
-    first, in one query."""
-    files = sa.and_(ProjectFile.project_id == Project.id, ~ProjectFile.is_dir)
+    """The user's projects with their file count, size, number of analyses and last
+    change, most recently changed first, in one query."""
+    from ..models import Analysis
+
+    files = (
+        sa.select(
+            ProjectFile.project_id,
+            sa.func.count(ProjectFile.id).label("count"),
+            sa.func.sum(ProjectFile.size).label("size"),
+        )
+        .where(~ProjectFile.is_dir)
+        .group_by(ProjectFile.project_id)
+        .subquery()
+    )
+    runs = (
+        sa.select(Analysis.project_id, sa.func.count(Analysis.id).label("count"))
+        .group_by(Analysis.project_id)
+        .subquery()
+    )
     stmt = (
         sa.select(
             Project,
-            sa.func.count(ProjectFile.id),
-            sa.func.coalesce(sa.func.sum(ProjectFile.size), 0),
+            sa.func.coalesce(files.c.count, 0),
+            sa.func.coalesce(files.c.size, 0),
+            sa.func.coalesce(runs.c.count, 0),
         )
-        .outerjoin(ProjectFile, files)
+        .outerjoin(files, files.c.project_id == Project.id)
+        .outerjoin(runs, runs.c.project_id == Project.id)
         .where(Project.owner_id == user.id)
-        .group_by(Project.id)
         .order_by(Project.updated_at.desc())
     )
     return [
-        ProjectSummary(project, count, size, project.updated_at)
-        for project, count, size in db.session.execute(stmt)
+        ProjectSummary(project, count, size, project.updated_at, analyses)
+        for project, count, size, analyses in db.session.execute(stmt)
     ]
 
 
