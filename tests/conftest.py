@@ -223,10 +223,19 @@ def images(docker_client):
     )
     from backend.manifest import discover
 
+    from backend.images import ImageBuildError
+    from tests.services import unavailable
+
     try:
         docker_client.images.get(LOCAL_BASE_IMAGE)
     except Exception:  # not made on this machine yet
-        debootstrap_base_image(docker_client, LOCAL_BASE_IMAGE)
+        try:
+            debootstrap_base_image(docker_client, LOCAL_BASE_IMAGE)
+        except (ImageBuildError, OSError) as exc:
+            unavailable(
+                f"cannot make {LOCAL_BASE_IMAGE} (needs root and "
+                f"debootstrap; or run `make pipeline-images`): {exc}"
+            )
     for root, base in ((None, LOCAL_BASE_IMAGE), (TEST_PIPELINES, BUSYBOX_IMAGE)):
         pipelines, errors = discover(root) if root else discover()
         assert errors == []
