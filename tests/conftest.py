@@ -218,12 +218,11 @@ def images(docker_client):
     (made on first use, about 90 s), the test ones on busybox."""
     from backend.images import (
         LOCAL_BASE_IMAGE,
+        ImageBuildError,
         build_pipeline_image,
         debootstrap_base_image,
     )
     from backend.manifest import discover
-
-    from backend.images import ImageBuildError
     from tests.services import unavailable
 
     try:
