@@ -201,6 +201,11 @@
 # warning). Env: LABQUEUE_RUNNER
 # RUNNER = "auto"
 
+# A short name for this site in container names and labels, so that sites sharing a
+# Docker engine leave each other's runs alone. Unset: derived from the database URL.
+# Env: LABQUEUE_SITE_ID
+# SITE_ID = None
+
 # "uid:gid" the containers run as; never root. Unset: the worker's own user, or
 # 65534:65534 (nobody) when the worker runs as root. Env: LABQUEUE_PIPELINE_USER
 # PIPELINE_USER = None

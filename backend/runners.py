@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 PROGRESS_RE = re.compile(r"^##progress\s+(\d{1,3}(?:\.\d+)?)\s*(.*)$")
-CONTAINER_PREFIX = "labqueue-analysis-"
 LABEL = "labqueue.analysis"
+SITE_LABEL = "labqueue.site"
 POLL_SECONDS = 0.5
 SIZE_CHECK_SECONDS = 2.0
 CONTAINER_TMP = "/tmp"  # noqa: S108 (a fresh tmpfs inside the container)
@@ -206,14 +206,16 @@ class DockerRunner:
 
     name = "docker"
 
-    def __init__(self, client=None):
+    def __init__(self, client=None, site: str = "default"):
         import docker
 
         self.client = client or docker.from_env()
+        # Several Labqueue sites may share one engine: names and labels carry the
+        # site, and each site only ever touches its own containers.
+        self.site = site
 
-    @staticmethod
-    def container_name(analysis_id: int) -> str:
-        return f"{CONTAINER_PREFIX}{analysis_id}"
+    def container_name(self, analysis_id: int) -> str:
+        return f"labqueue-{self.site}-analysis-{analysis_id}"
 
     def create(self, spec: RunSpec):
         spec.output_dir.mkdir(parents=True, exist_ok=True)
@@ -226,7 +228,7 @@ class DockerRunner:
             spec.image,
             command=spec.argv,
             name=self.container_name(spec.analysis_id),
-            labels={LABEL: str(spec.analysis_id)},
+            labels={LABEL: str(spec.analysis_id), SITE_LABEL: self.site},
             user=spec.user,
             working_dir="/data/output",
             network_mode="none",
@@ -306,7 +308,7 @@ class DockerRunner:
         """Analysis id → container id for every Labqueue container on this engine."""
         found = {}
         for container in self.client.containers.list(
-            all=True, filters={"label": LABEL}
+            all=True, filters={"label": [LABEL, f"{SITE_LABEL}={self.site}"]}
         ):
             try:
                 found[int(container.labels[LABEL])] = container.id

@@ -113,6 +113,7 @@ class Defaults:
 
     # Running analyses.
     RUNNER = "auto"  # docker, local, or auto (docker when an engine answers)
+    SITE_ID = None  # names this site's containers; default: from the database URL
     PIPELINE_USER = None  # "uid:gid" in containers; default: the worker's, or nobody
     MAX_RUNNING_PER_USER = 2  # more wait in the queue
     MAX_CPUS_PER_RUN = 2.0  # caps on what manifests ask for

@@ -117,7 +117,7 @@ def test_sandbox_as_docker_inspect_reports_it(docker_client, tmp_path):
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not seen:
             try:
-                container = docker_client.containers.get("labqueue-analysis-9102")
+                container = docker_client.containers.get(runner.container_name(9102))
                 if container.status == "running":
                     seen.update(container.attrs)
             except Exception:  # noqa: S110 (not created yet)
@@ -189,3 +189,20 @@ def test_a_redelivered_run_reattaches_instead_of_starting_twice(
     assert spec.log_path.read_text().count("first") == 1
     assert hooks.progress == [(100.0, "done")]
     assert 9106 not in runner.running_analyses()
+
+
+@pytest.mark.docker
+def test_sites_sharing_an_engine_leave_each_other_alone(docker_client, tmp_path):
+    ours, theirs = (
+        DockerRunner(docker_client, "ours"),
+        DockerRunner(docker_client, "theirs"),
+    )
+    spec = spec_for(tmp_path, ["sleep", "30"], analysis_id=9107)
+    theirs.create(spec)
+    try:
+        assert 9107 not in ours.running_analyses()
+        ours.remove([9107])
+        assert 9107 in theirs.running_analyses()
+    finally:
+        theirs.remove([9107])
+    assert 9107 not in theirs.running_analyses()

@@ -49,6 +49,16 @@ def hostname() -> str:
     return socket.gethostname()
 
 
+def site_id() -> str:
+    """This deployment's name on a shared Docker engine: SITE_ID, or a digest of the
+    database URL, which every worker of one deployment shares."""
+    configured = current_app.config.get("SITE_ID")
+    if configured:
+        return configured
+    url = current_app.config["SQLALCHEMY_DATABASE_URI"]
+    return hashlib.sha256(url.encode()).hexdigest()[:12]
+
+
 def make_runner():
     """The configured runner: Docker, or the local one when asked or when no engine
     answers under RUNNER = "auto" (with a warning, since it cannot sandbox)."""
@@ -56,7 +66,7 @@ def make_runner():
     if choice == "local":
         return LocalRunner()
     try:
-        return DockerRunner()
+        return DockerRunner(site=site_id())
     except Exception as exc:  # the SDK raises several kinds when no engine answers
         if choice == "docker":
             raise
@@ -358,7 +368,7 @@ def reconcile() -> dict[str, list[int]]:
             snapshot_failure(analysis, outcome, None)
             notify(analysis)
     try:
-        runner = DockerRunner()
+        runner = DockerRunner(site=site_id())
     except Exception:  # no engine: no containers to tidy
         return report
     alive = set(
