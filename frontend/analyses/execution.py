@@ -213,14 +213,6 @@ def execute(analysis_id: int) -> str:
     return analysis.state.value
 
 
-def _log_tail(analysis: Analysis, lines: int = 15) -> str:
-    try:
-        text = log_path(analysis).read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
 def record(analysis: Analysis, outcome: Outcome, failure: Exception | None) -> None:
     """Write the outcome on the row; snapshot and notify as needed."""
     db.session.refresh(analysis)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -17,8 +18,10 @@ from backend.manifest import Pipeline, discover
 from backend.params import validate_params
 from backend.runners import format_duration
 
+from ..downloads import INLINE_IMAGES, suffix_of
 from ..extensions import db
 from ..models import (
+    FINISHED_STATES,
     Analysis,
     AnalysisState,
     PipelineSetting,
@@ -27,6 +30,7 @@ from ..models import (
     User,
     utcnow,
 )
+from ..projects.preview import TABLES, make_preview
 from ..projects.services import project_dir
 
 
@@ -245,7 +249,7 @@ def queue_for(user: User, everyone: bool = False, recent: int = 20) -> QueueView
     finished = db.session.scalars(
         mine(
             sa.select(Analysis)
-            .where(Analysis.state.in_(["succeeded", "failed", "cancelled"]))
+            .where(Analysis.state.in_(FINISHED_STATES))
             .order_by(Analysis.finished_at.desc())
             .limit(recent)
         )
@@ -309,40 +313,34 @@ class FeaturedOutput:
     preview: object = None
 
 
-def _kind(path: str) -> str:
-    lower = path.lower()
-    if lower.endswith((".png", ".jpg", ".jpeg", ".gif", ".webp")):
-        return "image"
-    if lower.endswith(".svg"):
-        return "svg"
-    if lower.endswith((".csv", ".tsv", ".tab")):
-        return "table"
-    if lower.endswith(".json"):
-        return "json"
-    if lower.endswith((".html", ".htm")):
-        return "html"
-    if lower.endswith((".txt", ".log", ".md")):
-        return "text"
-    return "other"
+_KINDS = {
+    **dict.fromkeys(INLINE_IMAGES, "image"),
+    **dict.fromkeys(TABLES, "table"),
+    ".svg": "svg",
+    ".json": "json",
+    ".html": "html",
+    ".htm": "html",
+    ".txt": "text",
+    ".log": "text",
+    ".md": "text",
+}
 
 
-def featured_outputs(analysis: Analysis) -> list[FeaturedOutput]:
-    """The outputs the pipeline's manifest features, in its order, with previews."""
-    from fnmatch import fnmatch
-
-    from ..projects.preview import make_preview
-
+def featured_outputs(
+    analysis: Analysis, files: list[tuple[str, int]]
+) -> list[FeaturedOutput]:
+    """Those of ``files`` (the analysis' output_files) the pipeline's manifest
+    features, in the manifest's order, with previews."""
     pipeline = all_pipelines().get(analysis.pipeline)
     if pipeline is None:
         return []
-    files = output_files(analysis)
     featured, seen = [], set()
     for pattern in pipeline.outputs:
         for path, size in files:
             if path in seen or not fnmatch(path, pattern):
                 continue
             seen.add(path)
-            item = FeaturedOutput(path, size, _kind(path))
+            item = FeaturedOutput(path, size, _KINDS.get(suffix_of(path), "other"))
             if item.kind in ("table", "json", "text"):
                 item.preview = make_preview(
                     output_dir(analysis) / path,
@@ -352,6 +350,19 @@ def featured_outputs(analysis: Analysis) -> list[FeaturedOutput]:
                 )
             featured.append(item)
     return featured
+
+
+TAIL_BYTES = 20_000
+
+
+def log_tail(analysis: Analysis) -> str:
+    """The last TAIL_BYTES of the log, read from the end, not the whole file."""
+    try:
+        with open(log_path(analysis), "rb") as handle:
+            handle.seek(max(handle.seek(0, 2) - TAIL_BYTES, 0))
+            return handle.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
 
 
 def output_files(analysis: Analysis) -> list[tuple[str, int]]:

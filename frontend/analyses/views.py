@@ -14,20 +14,12 @@ from zipstream import ZipStream
 
 from backend.params import ParamsInvalid
 
-from ..downloads import FILE_CSP, zip_response
+from ..downloads import FILE_CSP, INLINE_IMAGES, send_user_file, zip_response
 from ..models import AnalysisState
 from ..projects.services import get_project_or_404, list_projects
 from . import bp
 from . import services as svc
 from .forms import form_values, run_form
-
-INLINE = {
-    ".png": "image/png",
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".gif": "image/gif",
-    ".webp": "image/webp",
-}
 
 
 @bp.route("/projects/<int:project_id>/run")
@@ -147,15 +139,15 @@ def delete(analysis_id: int):
 def detail(analysis_id: int):
     """One analysis: its state, parameters, progress, log and outputs."""
     analysis = svc.get_analysis_or_404(analysis_id)
-    log_tail = ""
-    if svc.log_path(analysis).exists():
-        log_tail = svc.log_path(analysis).read_text(errors="replace")[-20_000:]
+    outputs = svc.output_files(analysis)
+    # While it runs, the page fetches the log and outputs live (status endpoint).
+    finished = analysis.finished
     return render_template(
         "analyses/detail.html",
-        featured=svc.featured_outputs(analysis) if analysis.finished else [],
+        featured=svc.featured_outputs(analysis, outputs) if finished else [],
         analysis=analysis,
-        outputs=svc.output_files(analysis),
-        log_tail=log_tail,
+        outputs=outputs,
+        log_tail=svc.log_tail(analysis) if finished else "",
         cancel_form=FlaskForm(),
         position=svc.queue_position(analysis),
     )
@@ -201,7 +193,7 @@ def cancel(analysis_id: int):
 # Shown inline (for <img> and sandboxed frames) when asked; always with a CSP that
 # forbids scripts, so an SVG or HTML report opened directly cannot act either.
 INLINE_TYPES = {
-    **INLINE,
+    **INLINE_IMAGES,
     ".svg": "image/svg+xml",
     ".html": "text/html",
     ".htm": "text/html",
@@ -217,17 +209,12 @@ def output(analysis_id: int, relpath: str):
     # Only paths found by listing the outputs (links excluded) are served.
     if relpath not in dict(svc.output_files(analysis)):
         abort(404)
-    suffix = "." + relpath.rsplit(".", 1)[-1].lower() if "." in relpath else ""
-    inline = request.args.get("inline") == "1" and suffix in INLINE_TYPES
-    response = send_file(
+    return send_user_file(
         svc.output_dir(analysis) / relpath,
-        mimetype=INLINE_TYPES.get(suffix) if inline else None,
-        as_attachment=not inline,
-        download_name=relpath.rsplit("/", 1)[-1],
-        max_age=0,
+        relpath.rsplit("/", 1)[-1],
+        INLINE_TYPES,
+        inline=request.args.get("inline") == "1",
     )
-    response.headers["Content-Security-Policy"] = FILE_CSP
-    return response
 
 
 @bp.route("/analyses/<int:analysis_id>/outputs.zip")

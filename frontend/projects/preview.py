@@ -12,13 +12,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-INLINE_IMAGES = {
-    ".png": "image/png",
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".gif": "image/gif",
-    ".webp": "image/webp",
-}
+from ..downloads import INLINE_IMAGES
+
 TABLES = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
 
 

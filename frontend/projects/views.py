@@ -6,18 +6,17 @@ from flask import (
     redirect,
     render_template,
     request,
-    send_file,
     url_for,
 )
 from flask_security import auth_required, current_user
 
 from backend.files import UnsafeName
 
-from ..downloads import FILE_CSP, zip_response
+from ..downloads import INLINE_IMAGES, send_user_file, zip_response
 from . import bp
 from . import services as svc
 from .forms import ConfirmForm, NameForm, ProjectForm
-from .preview import INLINE_IMAGES, make_preview
+from .preview import make_preview
 
 
 def _folder_arg(project, source=None):
@@ -223,16 +222,7 @@ def entry(project_id: int, entry_id: int):
 
 
 def _file_response(item, inline: bool):
-    mimetype = INLINE_IMAGES.get(("." + item.name.rsplit(".", 1)[-1]).lower())
-    response = send_file(
-        svc.disk_path(item),
-        mimetype=mimetype if inline and mimetype else None,
-        as_attachment=not (inline and mimetype),
-        download_name=item.name,
-        max_age=0,
-    )
-    response.headers["Content-Security-Policy"] = FILE_CSP
-    return response
+    return send_user_file(svc.disk_path(item), item.name, INLINE_IMAGES, inline)
 
 
 @bp.route("/<int:project_id>/entries/<int:entry_id>/raw")
