@@ -26,24 +26,17 @@ from pathlib import Path
 import docker
 
 from bench.common import app_with_user, bench_config, broker_url
+from tests.images import BUSYBOX_IMAGE, build_busybox_image
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_PIPELINES = ROOT / "tests" / "pipelines"
-BUSYBOX_IMAGE = "labqueue-test/busybox:1"
 
 
 def build_images(client) -> str:
     from backend.images import build_pipeline_image
     from backend.manifest import load_pipeline
 
-    context = Path(tempfile.mkdtemp())
-    shutil.copy(shutil.which("busybox"), context / "busybox")
-    (context / "Dockerfile").write_text(
-        "FROM scratch\nCOPY busybox /bin/busybox\n"
-        'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
-    )
-    client.images.build(path=str(context), tag=BUSYBOX_IMAGE, rm=True)
-    shutil.rmtree(context)
+    build_busybox_image(client, BUSYBOX_IMAGE)
     pipeline = load_pipeline(TEST_PIPELINES / "sleeper")
     build_pipeline_image(client, pipeline, BUSYBOX_IMAGE)
     return pipeline.image_tag

@@ -17,10 +17,11 @@ from werkzeug.serving import make_server
 from frontend import create_app
 from frontend.extensions import db, security
 from frontend.models import User, utcnow
+from tests.images import BUSYBOX_IMAGE
 from tests.smtp import SMTPServer
 
 PASSWORD = "correct horse battery"
-BUSYBOX_IMAGE = "labqueue-test/busybox:1"
+
 TEST_PIPELINES = Path(__file__).parent / "pipelines"
 
 
@@ -192,23 +193,16 @@ def upload(client: FlaskClient, project_id: int, path: str, data: bytes, **param
 
 
 @pytest.fixture(scope="session")
-def docker_client(tmp_path_factory):
+def docker_client():
     """A Docker client, with a tiny busybox image built for runner tests."""
-    import shutil
-
+    from tests.images import build_busybox_image
     from tests.services import require_docker
 
     client = require_docker()
-    busybox = shutil.which("busybox")
-    if busybox is None:
-        pytest.fail("busybox (Debian's busybox-static) is needed to build test images")
-    context = tmp_path_factory.mktemp("busybox-image")
-    shutil.copy(busybox, context / "busybox")
-    (context / "Dockerfile").write_text(
-        "FROM scratch\nCOPY busybox /bin/busybox\n"
-        'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
-    )
-    client.images.build(path=str(context), tag=BUSYBOX_IMAGE, rm=True)
+    try:
+        build_busybox_image(client, BUSYBOX_IMAGE)
+    except RuntimeError as exc:
+        pytest.fail(f"cannot build the test image: {exc}")
     return client
 
 
