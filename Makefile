@@ -30,22 +30,12 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@touch $@ $(VENV)/.runtime
 
-LOCAL_BASE := labqueue/python-base:bookworm
-DOCKER_UP = $(BIN)/python -c "import docker; docker.from_env(timeout=3).ping()" 2>/dev/null
-
 run: $(VENV)/.runtime  ## web app on http://127.0.0.1:$(PORT) and a Celery worker
 	$(FLASK) db upgrade
 	@$(FLASK) create-admin --email $(DEV_ADMIN_EMAIL)
-	@if $(DOCKER_UP); then \
-		base=$$($(BIN)/python -c "import docker; docker.from_env().images.get('$(LOCAL_BASE)')" 2>/dev/null \
-			&& echo "--base-image $(LOCAL_BASE)"); \
-		$(FLASK) pipelines build $$base \
-		|| echo "WARNING: pipeline images were not built (no registry? try: make pipeline-images)"; \
-	else \
-		echo "WARNING: no Docker engine answers: analyses run with the local runner, WITHOUT a sandbox"; \
-	fi
+	@$(FLASK) pipelines prepare
 	@echo "Starting $(if $(LABQUEUE_CELERY_BROKER_URL),with the broker at $(LABQUEUE_CELERY_BROKER_URL),with the embedded broker) on http://127.0.0.1:$(PORT) (Ctrl-C stops both)"
-	$(BIN)/honcho start --procfile Procfile --port $(PORT)
+	@$(FLASK) dev --port $(PORT)
 
 test: $(VENV)/.dev  ## the whole suite
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -188,11 +188,16 @@
 # Dockerfile, code). Env: LABQUEUE_PIPELINES_DIR
 # PIPELINES_DIR = "<repository>/backend/pipelines"
 
-# Image the pipelines' Dockerfiles build on (their BASE_IMAGE build argument). On a
-# machine without a registry, `flask --app frontend pipelines build --make-base` makes
-# "labqueue/python-base:bookworm" with debootstrap and uses it.
+# Image the pipelines' Dockerfiles build on (their BASE_IMAGE build argument).
+# `make run` (flask pipelines prepare) pulls it when the engine lacks it.
 # Env: LABQUEUE_PIPELINE_BASE_IMAGE
 # PIPELINE_BASE_IMAGE = "python:3.12-slim"
+
+# The stand-in base for machines where PIPELINE_BASE_IMAGE cannot be pulled (no
+# registry): a minimal Debian with Python and the reference pipelines' libraries,
+# which `make run` makes with debootstrap when it is root (about two minutes, once).
+# `make pipeline-images` makes it on request. Env: LABQUEUE_PIPELINE_LOCAL_BASE_IMAGE
+# PIPELINE_LOCAL_BASE_IMAGE = "labqueue/python-base:bookworm"
 
 # --- Running analyses --------------------------------------------------------------
 
@@ -234,6 +239,11 @@
 # How often the reconciler (Celery beat) looks for such runs and orphan containers.
 # Env: LABQUEUE_RECONCILE_SECONDS
 # RECONCILE_SECONDS = 60
+
+# How often workers check that each pipeline's image is on their Docker engine; a
+# pipeline whose image is missing is shown as unavailable and cannot be submitted.
+# Env: LABQUEUE_IMAGE_CHECK_SECONDS
+# IMAGE_CHECK_SECONDS = 60
 
 # Seconds before a run held back by MAX_RUNNING_PER_USER is tried again.
 # Env: LABQUEUE_DEFER_SECONDS

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -53,10 +54,13 @@ class RunSpec:
 @dataclass
 class Outcome:
     exit_code: int | None
-    reason: str | None = None  # None when the run succeeded
+    reason: str | None = None  # None when it succeeded; in words a researcher reads
     started_at: datetime = field(default_factory=now)
     finished_at: datetime = field(default_factory=now)
     image_id: str | None = None
+    # What went wrong in the system's own terms (engine errors, paths), for the
+    # failure snapshot and the admins; never shown to the user.
+    detail: str | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -69,6 +73,32 @@ class Hooks:
 
     on_progress: Callable[[float, str], None] = lambda percent, message: None
     should_cancel: Callable[[], bool] = lambda: False
+
+
+class EngineUnavailable(RuntimeError):
+    """No Docker engine answers where DOCKER_HOST points."""
+
+
+def docker_client(timeout: int = 60):
+    """A Docker SDK client for the engine DOCKER_HOST names; raises
+    EngineUnavailable when none answers."""
+    import docker
+
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    if host.startswith("unix://"):
+        # The SDK leaves its socket open when a Unix socket refuses the connection;
+        # knock first with one that is closed either way.
+        try:
+            with socket.socket(socket.AF_UNIX) as knock:
+                knock.settimeout(5)
+                knock.connect(host.removeprefix("unix://"))
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise EngineUnavailable(f"nothing answers at {host} ({reason})") from exc
+    try:
+        return docker.from_env(timeout=timeout)
+    except docker.errors.DockerException as exc:
+        raise EngineUnavailable(str(exc)) from exc
 
 
 def parse_progress(line: str) -> tuple[float, str] | None:
@@ -147,10 +177,24 @@ class _Watch:
         return None
 
 
+# Told to the user when the server, not the pipeline, failed to start a run.
+COULD_NOT_START = (
+    "the server could not start the run; the administrators have been told"
+)
+
+
 class LocalRunner:
     """Runs the argv as a subprocess: same folders, timeout and log, no sandbox."""
 
     name = "local"
+    sandboxed = False
+
+    def image_problem(self, image: str) -> str | None:
+        """The local runner needs no image: it runs the pipeline's own folder."""
+        return None
+
+    def close(self) -> None:
+        pass
 
     def run(self, spec: RunSpec, hooks: Hooks) -> Outcome:
         spec.output_dir.mkdir(parents=True, exist_ok=True)
@@ -176,7 +220,7 @@ class LocalRunner:
             )
         except OSError as exc:
             pump.close()
-            return Outcome(None, f"could not start: {exc}", started, now())
+            return Outcome(None, COULD_NOT_START, started, now(), detail=str(exc))
         reader = threading.Thread(
             target=lambda: [
                 pump.feed(chunk)
@@ -205,14 +249,26 @@ class DockerRunner:
     """Runs the pipeline's image through the Docker SDK, sandboxed."""
 
     name = "docker"
+    sandboxed = True
 
     def __init__(self, client=None, site: str = "default"):
-        import docker
-
-        self.client = client or docker.from_env()
+        self.client = client or docker_client()
         # Several Labqueue sites may share one engine: names and labels carry the
         # site, and each site only ever touches its own containers.
         self.site = site
+
+    def close(self) -> None:
+        self.client.close()
+
+    def image_problem(self, image: str) -> str | None:
+        """Why ``image`` cannot run here (for admins), or None when it can."""
+        import docker.errors
+
+        try:
+            self.client.images.get(image)
+        except docker.errors.ImageNotFound:
+            return f"the image {image} is not on this host's Docker engine"
+        return None
 
     def container_name(self, analysis_id: int) -> str:
         return f"labqueue-{self.site}-analysis-{analysis_id}"
@@ -264,7 +320,7 @@ class DockerRunner:
             try:
                 container = self.create(spec)
             except docker.errors.DockerException as exc:
-                return Outcome(None, f"could not start the container: {exc}", started)
+                return Outcome(None, COULD_NOT_START, started, detail=str(exc))
         image_id = container.attrs.get("Image")
         pump = _LogPump(spec.log_path, hooks)
         try:

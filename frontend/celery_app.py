@@ -34,7 +34,7 @@ def celery_init_app(app: Flask) -> Celery:
 
     broker, backend = broker_settings(app.config, app.instance_path)
     celery_app = Celery(app.name, task_cls=FlaskTask)
-    celery_app.conf.update(
+    settings = dict(
         broker_url=broker,
         result_backend=backend,
         broker_connection_retry_on_startup=True,
@@ -63,11 +63,16 @@ def celery_init_app(app: Flask) -> Celery:
             "reconcile-analyses": {
                 "task": "labqueue.reconcile",
                 "schedule": float(app.config["RECONCILE_SECONDS"]),
-            }
+            },
+            "check-pipeline-images": {
+                "task": "labqueue.check_images",
+                "schedule": float(app.config["IMAGE_CHECK_SECONDS"]),
+            },
         },
         beat_schedule_filename=str(Path(app.instance_path) / "celerybeat-schedule"),
-        **app.config["CELERY_EXTRA"],
     )
+    # CELERY_EXTRA adds settings and may override any of the above.
+    celery_app.conf.update({**settings, **app.config["CELERY_EXTRA"]})
     celery_app.set_default()
     app.extensions["celery"] = celery_app
     celery_app.autodiscover_tasks(["frontend"], related_name="tasks", force=True)

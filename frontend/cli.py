@@ -8,8 +8,10 @@ from .accounts.services import create_admin
 
 
 def register_cli(app: Flask) -> None:
+    from .devserver import dev_command
     from .pipelines_cli import pipelines_cli
 
+    app.cli.add_command(dev_command)
     app.cli.add_command(create_admin_command)
     app.cli.add_command(worker_ping_command)
     app.cli.add_command(pipelines_cli)

@@ -240,3 +240,24 @@ class PipelineSetting(db.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class PipelineImage(db.Model):
+    """What a worker last found about a pipeline's image, on the runner it uses.
+
+    Workers check at start, every IMAGE_CHECK_SECONDS and before each launch, and
+    ``flask pipelines prepare`` after building; the web offers a pipeline only when
+    the last check found its image (or none was made yet: the worker checks again
+    before launching).
+    """
+
+    pipeline: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    image: Mapped[str] = mapped_column(sa.String(255))  # the tag that was checked
+    ready: Mapped[bool]
+    problem: Mapped[str | None] = mapped_column(sa.Text)  # for admins
+    runner: Mapped[str] = mapped_column(sa.String(16))
+    host: Mapped[str] = mapped_column(sa.String(255))
+    checked_at: Mapped[datetime] = mapped_column(sa.DateTime(), default=utcnow)
+
+    def __str__(self) -> str:
+        return f"{self.image} ({'ready' if self.ready else 'missing'})"

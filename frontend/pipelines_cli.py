@@ -1,4 +1,5 @@
-"""`flask pipelines …`: list, check and build the pipelines of backend/pipelines."""
+"""`flask pipelines …`: list, check, prepare and build the pipelines of
+backend/pipelines."""
 
 from pathlib import Path
 
@@ -7,18 +8,28 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from backend.images import (
-    LOCAL_BASE_IMAGE,
     ImageBuildError,
+    NoBaseImage,
     build_pipeline_image,
     debootstrap_base_image,
+    ensure_images,
 )
 from backend.manifest import discover as discover_in
+from backend.runners import EngineUnavailable, docker_client
 
-pipelines_cli = AppGroup("pipelines", help="List, check and build pipelines.")
+pipelines_cli = AppGroup("pipelines", help="List, check, prepare and build pipelines.")
 
 
 def discover():
     return discover_in(Path(current_app.config["PIPELINES_DIR"]))
+
+
+def _docker_client():
+    """A client for the engine DOCKER_HOST names, or None when none answers."""
+    try:
+        return docker_client(timeout=300)
+    except EngineUnavailable:
+        return None
 
 
 @pipelines_cli.command("list")
@@ -46,6 +57,85 @@ def check_command() -> None:
     click.echo(f"{len(pipelines)} pipeline(s) OK: {', '.join(pipelines)}")
 
 
+NO_ENGINE = """\
+WARNING: no Docker engine answers (DOCKER_HOST={host}). Analyses will run with the
+local runner, WITHOUT a sandbox: pipelines run as processes of this machine with
+your files and network. Every page says so. To run them in containers, start
+Docker (sudo dockerd &, or sudo systemctl start docker) and run make run again."""
+
+NEEDS_ENGINE = """\
+No Docker engine answers (DOCKER_HOST={host}), and RUNNER is "docker", so no
+analysis could run. Start Docker (sudo dockerd &, or sudo systemctl start docker),
+then run this again."""
+
+NO_BASE = """\
+Labqueue cannot get its pipeline images, so it was not started.
+The pipelines build on {base}, which this Docker engine does not have and cannot
+pull ({pull_error}); the stand-in, a local Debian base ({local_base}), cannot be
+made here: {local_error}.
+Do one of these, then run make run again:
+  - sudo make pipeline-images   (makes the local base with debootstrap, about two
+                                 minutes once, and builds the images on it);
+  - make the registry reachable, or docker load / docker pull {base} yourself;
+  - set LABQUEUE_PIPELINE_BASE_IMAGE to a Python image this engine has;
+  - or, on a development machine only, LABQUEUE_RUNNER=local to run pipelines
+    without a sandbox."""
+
+
+@pipelines_cli.command("prepare")
+def prepare_command() -> None:
+    """Get every pipeline image ready for `make run`: build those missing or out of
+    date (nothing when all are current), on the configured base or, with no
+    registry, on a local Debian base made with debootstrap; then record which
+    pipelines can run. Exits non-zero, with what to do, when analyses could not
+    run."""
+    import os
+
+    from .analyses.execution import check_images
+
+    config = current_app.config
+    pipelines, errors = discover()
+    for error in errors:
+        click.echo(f"error: {error}", err=True)
+    host = os.environ.get("DOCKER_HOST", "the default socket")
+    client = None if config["RUNNER"] == "local" else _docker_client()
+    if config["RUNNER"] == "local":
+        click.echo("RUNNER is local: pipelines run WITHOUT a sandbox; no images.")
+    elif client is None:
+        if config["RUNNER"] == "docker":
+            raise click.ClickException(NEEDS_ENGINE.format(host=host))
+        click.echo(NO_ENGINE.format(host=host), err=True)
+    else:
+        try:
+            built = ensure_images(
+                client,
+                pipelines.values(),
+                config["PIPELINE_BASE_IMAGE"],
+                click.echo,
+                config["PIPELINE_LOCAL_BASE_IMAGE"],
+            )
+        except NoBaseImage as exc:
+            raise click.ClickException(
+                NO_BASE.format(
+                    base=exc.base,
+                    pull_error=exc.pull_error,
+                    local_base=exc.local_base,
+                    local_error=exc.local_error,
+                )
+            ) from exc
+        except ImageBuildError as exc:
+            message = f"A pipeline image failed to build: {exc}"
+            raise click.ClickException(message) from exc
+        finally:
+            client.close()
+        if not built:
+            click.echo(f"Pipeline images are up to date ({len(pipelines)}).")
+    found = check_images()
+    missing = sorted(name for name, ready in found.items() if not ready)
+    if missing:
+        raise click.ClickException(f"images still missing: {', '.join(missing)}")
+
+
 @pipelines_cli.command("build")
 @click.argument("names", nargs=-1)
 @click.option(
@@ -56,26 +146,37 @@ def check_command() -> None:
 @click.option(
     "--make-base",
     is_flag=True,
-    help=f"First make {LOCAL_BASE_IMAGE} with debootstrap (no registry needed).",
+    help="First make PIPELINE_LOCAL_BASE_IMAGE with debootstrap (no registry needed).",
 )
 def build_command(names: tuple[str, ...], base_image: str | None, make_base: bool):
-    """Build the images of the named pipelines (all when none are named)."""
-    import docker
+    """Build the images of the named pipelines (all when none are named), even
+    when they are up to date."""
+    from .analyses.execution import check_images
 
     pipelines, errors = discover()
     unknown = sorted(set(names) - set(pipelines))
     if unknown:
         raise click.UsageError(f"unknown pipeline(s): {', '.join(unknown)}")
-    client = docker.from_env()
-    base = base_image or current_app.config["PIPELINE_BASE_IMAGE"]
+    client = _docker_client()
+    if client is None:
+        raise click.ClickException("No Docker engine answers: nothing can be built.")
+    configured = current_app.config["PIPELINE_BASE_IMAGE"]
+    local_base = current_app.config["PIPELINE_LOCAL_BASE_IMAGE"]
+    base = base_image or configured
     try:
         if make_base:
-            click.echo(f"Making {LOCAL_BASE_IMAGE} with debootstrap…")
-            debootstrap_base_image(client, LOCAL_BASE_IMAGE)
-            base = LOCAL_BASE_IMAGE
+            click.echo(f"Making {local_base} with debootstrap (about 2 min)…")
+            debootstrap_base_image(client, local_base, say=click.echo)
+            base = local_base
         for name in names or list(pipelines):
             click.echo(f"Building {pipelines[name].image_tag} on {base}…")
-            image_id = build_pipeline_image(client, pipelines[name], base)
+            # Built on the stand-in for the configured base, it counts as current
+            # for `prepare`; built on another base by request, it does not.
+            meant_for = configured if make_base else base
+            image_id = build_pipeline_image(client, pipelines[name], base, meant_for)
             click.echo(f"  {image_id}")
     except ImageBuildError as exc:
         raise click.ClickException(str(exc)) from exc
+    finally:
+        client.close()
+    check_images()

@@ -110,6 +110,8 @@ class Defaults:
     # Pipelines: where their folders are, and the image their Dockerfiles build on.
     PIPELINES_DIR = str(PROJECT_ROOT / "backend" / "pipelines")
     PIPELINE_BASE_IMAGE = "python:3.12-slim"
+    # Stand-in base, made with debootstrap, where PIPELINE_BASE_IMAGE cannot be pulled.
+    PIPELINE_LOCAL_BASE_IMAGE = "labqueue/python-base:bookworm"
 
     # Running analyses.
     RUNNER = "auto"  # docker, local, or auto (docker when an engine answers)
@@ -124,4 +126,5 @@ class Defaults:
     MAX_ATTEMPTS = 2  # runs started again after their worker died
     HEARTBEAT_TIMEOUT_SECONDS = 60  # a running row silent this long lost its worker
     RECONCILE_SECONDS = 60  # how often the reconciler looks
+    IMAGE_CHECK_SECONDS = 60  # how often workers check that pipeline images exist
     DEFER_SECONDS = 10  # wait before retrying a run held back by MAX_RUNNING_PER_USER

@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from celery import shared_task
 from flask import current_app
 
-from .analyses.execution import Deferred, execute, reconcile
+from .analyses.execution import Deferred, check_images, execute, reconcile
 from .extensions import db
 from .models import User, utcnow
 
@@ -40,3 +40,9 @@ def run_analysis(self, analysis_id: int) -> str:
 def reconcile_analyses() -> dict:
     """Requeue or fail runs whose worker died, and remove orphan containers."""
     return reconcile()
+
+
+@shared_task(name="labqueue.check_images")
+def check_pipeline_images() -> dict:
+    """Record which pipelines' images this worker's runner has."""
+    return check_images()

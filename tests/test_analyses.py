@@ -9,11 +9,18 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from markupsafe import escape
 
 from frontend.analyses import execution
 from frontend.analyses.services import analysis_dir
 from frontend.extensions import db
-from frontend.models import Analysis, AnalysisState, PipelineSetting, utcnow
+from frontend.models import (
+    Analysis,
+    AnalysisState,
+    PipelineImage,
+    PipelineSetting,
+    utcnow,
+)
 from tests.conftest import Auth, csrf_token, upload
 
 DATA = Path(__file__).parent / "data"
@@ -281,6 +288,13 @@ def test_a_worker_failure_fails_the_run_and_mails_the_admins(
 
     class BrokenRunner:
         name = "broken"
+        sandboxed = True
+
+        def image_problem(self, image):
+            return None
+
+        def close(self):
+            pass
 
         def run(self, spec, hooks):
             raise RuntimeError("the engine vanished")
@@ -314,9 +328,15 @@ def test_a_worker_failure_fails_the_run_and_mails_the_admins(
             summary = db.session.get(Analysis, analysis.id).error_summary
     finally:
         remove_handlers()
-    assert "could not be carried out: the engine vanished" in summary
+    # The researcher reads plain words; the admins get the exception.
+    assert summary == (
+        "The run could not be carried out because of a problem on the server; the "
+        "administrators have been told."
+    )
     alert = smtp.wait_for("admins@example.org", "Labqueue error")
     assert "the engine vanished" in alert.get_content()
+    snapshot = Path(app.config["FAILED_ANALYSES_DIR"]) / str(analysis.id)
+    assert "the engine vanished" in (snapshot / "error.json").read_text()
     smtp.wait_for("ada@cs.ox.ac.uk", "seq-qc on Data failed")
 
 
@@ -400,3 +420,73 @@ def test_run_again_prefills_the_form(client, app, project):
     ).text
     assert 'value="17"' in page
     assert '<option selected value="expression.csv">' in page
+
+
+def record_image(app, pipeline: str, image: str, problem: str | None, runner="docker"):
+    """What a worker's image check writes (execution.note_image)."""
+    with app.app_context():
+        db.session.merge(
+            PipelineImage(
+                pipeline=pipeline,
+                image=image,
+                ready=problem is None,
+                problem=problem,
+                runner=runner,
+                host="worker-1",
+                checked_at=utcnow(),
+            )
+        )
+        db.session.commit()
+
+
+MISSING = "the image labqueue/seq-qc:1.0.0 is not on this host's Docker engine"
+
+
+def test_a_pipeline_whose_image_is_missing_is_unavailable(client, app, project):
+    record_image(app, "seq-qc", "labqueue/seq-qc:1.0.0", MISSING)
+    choose = client.get(f"/projects/{project}/run").text
+    card = choose.split('data-pipeline="seq-qc"')[1].split("data-pipeline=")[0]
+    assert "Unavailable" in card and "Set up a run" not in card
+    assert "is not on this host" not in choose  # the engine's story is for admins
+    other = choose.split('data-pipeline="table-profiler"')[1]
+    assert "Set up a run" in other and "Unavailable" not in other
+    form = client.get(f"/projects/{project}/run/seq-qc").text
+    assert "Sequence QC cannot run at the moment" in form
+    assert re.search(r'<input[^>]*disabled[^>]*value="Start the analysis"', form)
+
+
+def test_a_direct_post_for_an_unavailable_pipeline_is_refused(client, app, project):
+    upload(client, project, "reads.fastq.gz", (DATA / "reads.fastq.gz").read_bytes())
+    record_image(app, "seq-qc", "labqueue/seq-qc:1.0.0", MISSING)
+    response = post_run(client, project, "seq-qc", sequences="reads.fastq.gz")
+    assert response.status_code == 503
+    assert "cannot run at the moment" in response.text
+    assert "Nothing was submitted." in response.text
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(Analysis.id))) == 0
+
+
+def test_admins_see_why_a_pipeline_is_unavailable(
+    client, app, project, make_user, make_project
+):
+    admin = make_user(email="root@cs.ox.ac.uk", roles=("admin",))
+    theirs = make_project(admin, name="Admin's")
+    record_image(app, "seq-qc", "labqueue/seq-qc:1.0.0", MISSING)
+    Auth(client).logout()
+    Auth(client).login("root@cs.ox.ac.uk")
+    shown = str(escape(MISSING))
+    assert shown in client.get(f"/projects/{theirs}/run").text
+    assert shown in client.get(f"/projects/{theirs}/run/seq-qc").text
+
+
+def test_a_check_of_another_version_does_not_count(client, app, project):
+    record_image(app, "seq-qc", "labqueue/seq-qc:0.9.0", MISSING)
+    page = client.get(f"/projects/{project}/run/seq-qc").text
+    assert "cannot run at the moment" not in page
+
+
+def test_every_page_warns_when_runs_are_not_sandboxed(client, app, project):
+    assert "without a sandbox" not in client.get("/projects/").text
+    record_image(app, "seq-qc", "labqueue/seq-qc:1.0.0", None, runner="local")
+    for url in ("/projects/", f"/projects/{project}", "/analyses/", "/"):
+        assert "without a sandbox" in client.get(url).text, url

@@ -4,6 +4,7 @@ containers, the SMTP server. Each test starts its own worker on its own queue.""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import time
 import uuid
@@ -68,8 +69,8 @@ class Stack:
         self.workers: list[Worker] = []
         self.docker = images
 
-    def start_worker(self, concurrency: int = 1) -> Worker:
-        worker = Worker(self.config, concurrency)
+    def start_worker(self, concurrency: int = 1, beat: bool = False) -> Worker:
+        worker = Worker(self.config, concurrency, beat)
         self.workers.append(worker)
         worker.wait_ready()
         return worker
@@ -121,6 +122,7 @@ class Stack:
 
 @pytest.fixture
 def stack_factory(tmp_path, smtp, images):
+    smtp.clear()
     stacks = []
 
     def make(**overrides) -> Stack:
@@ -273,3 +275,98 @@ def test_user_concurrency_limit_queues_instead_of_refusing(stack_factory):
     assert done.started_at >= stack.analysis(first).finished_at
     with stack.app.app_context():
         assert db.session.get(User, stack.user_id).email == "ada@cs.ox.ac.uk"
+
+
+def own_sleeper(tmp_path: Path, docker) -> tuple[Path, str]:
+    """A pipelines folder holding the sleeper under an image tag of its own, built."""
+    from backend.images import build_pipeline_image
+    from backend.manifest import load_pipeline
+    from tests.conftest import BUSYBOX_IMAGE
+
+    root = tmp_path / "own-pipelines"
+    shutil.copytree(TEST_PIPELINES / "sleeper", root / "sleeper")
+    manifest = root / "sleeper" / "manifest.toml"
+    tag = f"labqueue-test/vanishing-{uuid.uuid4().hex[:8]}"
+    manifest.write_text(
+        manifest.read_text().replace('"labqueue-test/sleeper"', f'"{tag}"')
+    )
+    build_pipeline_image(docker, load_pipeline(root / "sleeper"), BUSYBOX_IMAGE)
+    return root, f"{tag}:1"
+
+
+def wait_for_page(client, url: str, text: str, present=True, timeout=30) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        page = client.get(url).text
+        if (text in page) == present:
+            return page
+        time.sleep(0.5)
+    raise AssertionError(f"{url}: {text!r} {'never' if present else 'still'} shown")
+
+
+def test_a_removed_image_makes_the_pipeline_unavailable(
+    stack_factory, images, tmp_path, smtp
+):
+    from backend.images import build_pipeline_image
+    from backend.manifest import load_pipeline
+    from tests.conftest import BUSYBOX_IMAGE
+
+    pipelines, tag = own_sleeper(tmp_path, images)
+    stack = stack_factory(
+        PIPELINES_DIR=str(pipelines),
+        IMAGE_CHECK_SECONDS=1,
+        CELERY_EXTRA={"beat_schedule_filename": str(tmp_path / "beat-schedule")},
+    )
+    stack.start_worker(beat=True)
+    form = f"/projects/{stack.project}/run/sleeper"
+    unavailable = "cannot run at the moment"
+    assert unavailable not in stack.client.get(form).text
+    try:
+        images.images.remove(tag, force=True)
+        # The workers' periodic check notices; the form says so and is disabled.
+        wait_for_page(stack.client, form, unavailable)
+        choose = stack.client.get(f"/projects/{stack.project}/run").text
+        assert "Unavailable" in choose and "Set up a run" not in choose
+        token = csrf_token(stack.client.get(form).text)
+        refused = stack.client.post(
+            form, data={"p_seconds": "0", "p_exit_code": "0", "csrf_token": token}
+        )
+        assert refused.status_code == 503
+        assert "Nothing was submitted." in refused.text
+        with stack.app.app_context():
+            assert db.session.scalar(db.select(db.func.count(Analysis.id))) == 0
+        alert = smtp.wait_for("admins@example.org", "Labqueue error")
+        assert f"the image {tag} is not on this host" in alert.get_content()
+    finally:
+        sleeper = load_pipeline(pipelines / "sleeper")
+        build_pipeline_image(images, sleeper, BUSYBOX_IMAGE)
+    # Back on the engine: offered again without a restart, and it runs.
+    wait_for_page(stack.client, form, unavailable, present=False)
+    analysis_id = stack.submit("sleeper", seconds="0", exit_code="0")
+    assert stack.wait(analysis_id, "succeeded", "failed").state.value == "succeeded"
+    images.images.remove(tag, force=True)
+
+
+def test_a_run_whose_image_vanished_fails_in_plain_words(
+    stack_factory, images, tmp_path, smtp
+):
+    pipelines, tag = own_sleeper(tmp_path, images)
+    stack = stack_factory(PIPELINES_DIR=str(pipelines))
+    stack.start_worker()  # checks the images at start: all there
+    images.images.remove(tag, force=True)  # behind the last check's back
+    analysis_id = stack.submit("sleeper", seconds="0", exit_code="0")
+    failed = stack.wait(analysis_id, "failed", "succeeded")
+    assert failed.error_summary == (
+        "This pipeline is not installed on the server at the moment, so the run "
+        "could not start; the administrators have been told."
+    )
+    page = stack.client.get(f"/analyses/{analysis_id}").text
+    for internal in ("http+docker", "localhost", "labqueue-", tag, "404"):
+        assert internal not in page, internal
+    alert = smtp.wait_for("admins@example.org", "Labqueue error")
+    assert tag in alert.get_content()
+    snapshot = Path(stack.config["FAILED_ANALYSES_DIR"]) / str(analysis_id)
+    assert tag in json.loads((snapshot / "error.json").read_text())["detail"]
+    # The worker's finding reached the web: the next researcher is told up front.
+    form = stack.client.get(f"/projects/{stack.project}/run/sleeper").text
+    assert "cannot run at the moment" in form

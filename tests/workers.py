@@ -29,7 +29,7 @@ def worker_env(config: dict) -> dict[str, str]:
 class Worker:
     """``celery -A frontend.make_celery worker`` in its own process group."""
 
-    def __init__(self, config: dict, concurrency: int = 1):
+    def __init__(self, config: dict, concurrency: int = 1, beat: bool = False):
         self.log = Path(config["LOG_DIR"]) / "worker.log"
         self.ready_before = self._ready_count()
         self.output_path = (
@@ -52,6 +52,7 @@ class Worker:
                 "--without-gossip",
                 "--hostname",
                 f"test-{uuid.uuid4().hex[:6]}@%h",
+                *(["--beat"] if beat else []),
             ],
             cwd=ROOT,
             env=worker_env(config),

@@ -23,6 +23,7 @@ from backend.manifest import load_pipeline
 from backend.params import build_argv
 from backend.runners import (
     DockerRunner,
+    EngineUnavailable,
     Hooks,
     LocalRunner,
     Outcome,
@@ -33,12 +34,22 @@ from backend.runners import (
 
 from ..extensions import db
 from ..links import external_url
-from ..models import Analysis, AnalysisState, ProjectFile, User
+from ..models import Analysis, AnalysisState, PipelineImage, ProjectFile, User
 from ..projects.services import files_dir
-from .services import analysis_dir, log_path, output_dir
+from .services import all_pipelines, analysis_dir, log_path, output_dir
 
 log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 2.0
+# What a researcher reads when the run could not start or broke down on our side;
+# the technical detail goes to the failure snapshot and to the admins.
+NOT_INSTALLED = (
+    "this pipeline is not installed on the server at the moment, so the run could "
+    "not start; the administrators have been told"
+)
+SYSTEM_FAILURE = (
+    "the run could not be carried out because of a problem on the server; the "
+    "administrators have been told"
+)
 
 
 class Deferred(Exception):
@@ -67,7 +78,7 @@ def make_runner():
         return LocalRunner()
     try:
         return DockerRunner(site=site_id())
-    except Exception as exc:  # the SDK raises several kinds when no engine answers
+    except EngineUnavailable as exc:
         if choice == "docker":
             raise
         log.warning(
@@ -193,24 +204,80 @@ class _DatabaseHooks(Hooks):
 def execute(analysis_id: int) -> str:
     """Run one analysis if it is queued; returns what happened, for the task log."""
     runner = make_runner()
+    try:
+        return _execute(analysis_id, runner)
+    finally:
+        runner.close()
+
+
+def _execute(analysis_id: int, runner) -> str:
     analysis = claim(analysis_id, runner.name)
     if analysis is None:
         return "nothing to do"
     hooks = _DatabaseHooks(analysis.id)
     failure = None
     try:
-        spec = build_spec(analysis, runner)
-        outcome = runner.run(spec, hooks)
+        # The web offered the pipeline from the last check; look again now.
+        problem = runner.image_problem(analysis.image)
+        if problem:
+            note_image(analysis.pipeline, analysis.image, runner, problem)
+            outcome = Outcome(None, NOT_INSTALLED, analysis.started_at, detail=problem)
+        else:
+            outcome = runner.run(build_spec(analysis, runner), hooks)
+            if outcome.detail:
+                log.error("Analysis %s did not start: %s", analysis.id, outcome.detail)
     except Exception as exc:  # a system failure, not the pipeline's: tell admins
         failure = exc
-        outcome = Outcome(
-            None, f"the run could not be carried out: {exc}", analysis.started_at
-        )
+        outcome = Outcome(None, SYSTEM_FAILURE, analysis.started_at, detail=repr(exc))
         log.exception("Analysis %s failed in the worker", analysis.id)
     finally:
         hooks.flush()
     record(analysis, outcome, failure)
     return analysis.state.value
+
+
+# --- Pipeline images ----------------------------------------------------------------
+
+
+def note_image(pipeline: str, image: str, runner, problem: str | None) -> None:
+    """Record what this worker found about ``pipeline``'s image. Admins hear (an
+    ERROR, mailed to ADMINS) when an image goes missing, not at every check."""
+    row = db.session.get(PipelineImage, pipeline)
+    was_ready = row.ready if row is not None and row.image == image else None
+    if row is None:
+        row = PipelineImage(pipeline=pipeline)
+        db.session.add(row)
+    if problem:
+        problem = (
+            f"{problem} (worker host {hostname()}). Build it there: "
+            f"flask --app frontend pipelines build {pipeline}"
+        )
+    row.image, row.ready, row.problem = image, problem is None, problem
+    row.runner, row.host, row.checked_at = runner.name, hostname(), now()
+    try:
+        db.session.commit()
+    except sa.exc.IntegrityError:  # another worker recorded it first: theirs stands
+        db.session.rollback()
+        return
+    if problem and was_ready is not False:
+        log.error("Pipeline %s cannot run: %s", pipeline, problem)
+    elif not problem and was_ready is False:
+        log.info("Pipeline %s can run again (%s)", pipeline, image)
+
+
+def check_images() -> dict[str, bool]:
+    """Check every pipeline's image on this worker's runner and record the result;
+    returns pipeline name → ready."""
+    runner = make_runner()
+    found = {}
+    try:
+        for pipeline in all_pipelines().values():
+            problem = runner.image_problem(pipeline.image_tag)
+            note_image(pipeline.name, pipeline.image_tag, runner, problem)
+            found[pipeline.name] = problem is None
+    finally:
+        runner.close()
+    return found
 
 
 def record(analysis: Analysis, outcome: Outcome, failure: Exception | None) -> None:
@@ -227,7 +294,8 @@ def record(analysis: Analysis, outcome: Outcome, failure: Exception | None) -> N
         analysis.error_summary = "Cancelled by request."
     else:
         analysis.state = AnalysisState.FAILED
-        analysis.error_summary = outcome.reason.capitalize() + "."
+        reason = outcome.reason or "the run failed"
+        analysis.error_summary = reason[0].upper() + reason[1:] + "."
     db.session.commit()
     if analysis.state == AnalysisState.FAILED:
         snapshot_failure(analysis, outcome, failure)
@@ -255,6 +323,7 @@ def snapshot_failure(analysis: Analysis, outcome: Outcome, failure) -> Path:
         "analysis": analysis.id,
         "pipeline": f"{analysis.pipeline} {analysis.pipeline_version}",
         "reason": outcome.reason,
+        "detail": outcome.detail,
         "exit_code": outcome.exit_code,
         "exception": repr(failure) if failure else None,
         "traceback": "".join(traceback.format_exception(failure)) if failure else None,
@@ -361,7 +430,7 @@ def reconcile() -> dict[str, list[int]]:
             notify(analysis)
     try:
         runner = DockerRunner(site=site_id())
-    except Exception:  # no engine: no containers to tidy
+    except EngineUnavailable:  # no engine: no containers to tidy
         return report
     alive = set(
         db.session.scalars(
@@ -370,8 +439,11 @@ def reconcile() -> dict[str, list[int]]:
             )
         )
     )
-    orphans = [aid for aid in runner.running_analyses() if aid not in alive]
-    runner.remove(orphans)
+    try:
+        orphans = [aid for aid in runner.running_analyses() if aid not in alive]
+        runner.remove(orphans)
+    finally:
+        runner.close()
     report["orphans"] = orphans
     if any(report.values()):
         log.warning("Reconciled analyses: %s", report)

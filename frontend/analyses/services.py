@@ -24,6 +24,7 @@ from ..models import (
     FINISHED_STATES,
     Analysis,
     AnalysisState,
+    PipelineImage,
     PipelineSetting,
     Project,
     ProjectFile,
@@ -36,6 +37,10 @@ from ..projects.services import project_dir
 
 class AnalysisError(Exception):
     """A request about an analysis that cannot be honoured, with the reason."""
+
+
+class PipelineUnavailable(AnalysisError):
+    """The pipeline cannot run at the moment (its image is missing)."""
 
 
 # --- Pipelines ----------------------------------------------------------------------
@@ -59,6 +64,53 @@ def enabled_pipelines() -> dict[str, Pipeline]:
     """The pipelines users are offered: all of them but those admins switched off."""
     off = disabled_pipelines()
     return {name: p for name, p in all_pipelines().items() if name not in off}
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a pipeline can run, as the workers last found; ``problem`` and
+    ``checked_at`` are for admins."""
+
+    ready: bool
+    problem: str | None = None
+    checked_at: object = None
+
+    def message(self, pipeline: Pipeline) -> str:
+        """What a researcher is told when it cannot run."""
+        return (
+            f"{pipeline.title} cannot run at the moment: it is not installed on the "
+            "server. The administrators have been told; please try again later."
+        )
+
+
+def availability(pipelines: dict[str, Pipeline]) -> dict[str, Availability]:
+    """For each of ``pipelines``: can it run? A pipeline no worker has checked yet
+    (or checked at another version) counts as ready: the worker checks again
+    before launching."""
+    rows = db.session.scalars(
+        sa.select(PipelineImage).where(PipelineImage.pipeline.in_(list(pipelines)))
+    )
+    found = {
+        row.pipeline: Availability(row.ready, row.problem, row.checked_at)
+        for row in rows
+        if row.image == pipelines[row.pipeline].image_tag
+    }
+    return {name: found.get(name, Availability(True)) for name in pipelines}
+
+
+def unsandboxed() -> bool:
+    """Whether analyses run without a sandbox here: the local runner is configured,
+    or the last worker to report uses it (RUNNER = "auto" without a Docker engine)."""
+    if current_app.config["RUNNER"] == "local":
+        return True
+    try:
+        latest = db.session.scalar(
+            sa.select(PipelineImage.runner).order_by(PipelineImage.checked_at.desc())
+        )
+    except sa.exc.SQLAlchemyError:  # an error page with the database down
+        db.session.rollback()
+        return False
+    return latest == "local"
 
 
 def get_pipeline_or_404(name: str) -> Pipeline:
@@ -107,8 +159,12 @@ def project_file_paths(project: Project) -> list[str]:
 def submit(user: User, project: Project, pipeline: Pipeline, values: dict) -> Analysis:
     """Check the values, record a queued analysis and send it to the workers.
 
-    Raises backend.params.ParamsInvalid with per-field messages.
+    Raises PipelineUnavailable when its image is missing, and
+    backend.params.ParamsInvalid with per-field messages.
     """
+    state = availability({pipeline.name: pipeline})[pipeline.name]
+    if not state.ready:
+        raise PipelineUnavailable(state.message(pipeline))
     params = validate_params(pipeline, values, project_file_paths(project))
     analysis = Analysis(
         owner=user,

@@ -22,15 +22,23 @@ from . import services as svc
 from .forms import form_values, run_form
 
 
+@bp.app_context_processor
+def sandbox_warning() -> dict:
+    """Every page can warn that analyses run without a sandbox (local runner)."""
+    return {"runs_unsandboxed": svc.unsandboxed}
+
+
 @bp.route("/projects/<int:project_id>/run")
 @auth_required()
 def choose(project_id: int):
     """The pipelines that can run on a project."""
     project = get_project_or_404(project_id)
+    pipelines = svc.enabled_pipelines()
     return render_template(
         "analyses/choose.html",
         project=project,
-        pipelines=svc.enabled_pipelines().values(),
+        pipelines=pipelines.values(),
+        availability=svc.availability(pipelines),
     )
 
 
@@ -44,11 +52,15 @@ def run(project_id: int, name: str):
     earlier = request.args.get("again", type=int)
     prefill = svc.get_analysis_or_404(earlier).params if earlier else None
     form = run_form(pipeline, files, prefill)
+    available = svc.availability({pipeline.name: pipeline})[pipeline.name]
+    refused = None
     if form.validate_on_submit():
         try:
             analysis = svc.submit(
                 current_user, project, pipeline, form_values(form, pipeline)
             )
+        except svc.PipelineUnavailable as exc:
+            refused = f"{exc} Nothing was submitted."
         except ParamsInvalid as invalid:
             for key, message in invalid.errors.items():
                 if key and f"p_{key}" in form:
@@ -67,7 +79,9 @@ def run(project_id: int, name: str):
         pipeline=pipeline,
         form=form,
         has_files=bool(files),
-    )
+        available=available,
+        refused=refused,
+    ), (503 if refused else 200)
 
 
 @bp.route("/analyses/<int:analysis_id>/run-elsewhere")
