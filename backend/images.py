@@ -13,6 +13,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterable
@@ -165,20 +166,28 @@ def choose_base(
         f"{base_image} cannot be pulled ({problem}). Making the local Debian base "
         f"{local_base} with debootstrap instead: about two minutes, once."
     )
-    if shutil.which("debootstrap") is None:
-        say("Installing debootstrap (apt-get install debootstrap)…")
-        install = subprocess.run(
-            ["apt-get", "install", "-y", "-q", "debootstrap"],  # noqa: S607
-            capture_output=True,
-            text=True,
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-        )
-        if install.returncode != 0:
-            detail = " ".join(install.stderr.split())[-300:]
-            why = f"installing debootstrap failed: {detail}"
-            raise NoBaseImage(base_image, problem, local_base, why)
+    try:
+        install_debootstrap(say)
+    except ImageBuildError as exc:
+        raise NoBaseImage(base_image, problem, local_base, str(exc)) from exc
     debootstrap_base_image(client, local_base, say=say)
     return local_base
+
+
+def install_debootstrap(say: Say) -> None:
+    """Install debootstrap with apt-get when it is missing (root)."""
+    if shutil.which("debootstrap") is not None:
+        return
+    say("Installing debootstrap (apt-get install debootstrap)…")
+    install = subprocess.run(
+        ["apt-get", "install", "-y", "-q", "debootstrap"],  # noqa: S607
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+    )
+    if install.returncode != 0:
+        detail = " ".join(install.stderr.split())[-300:]
+        raise ImageBuildError(f"installing debootstrap failed: {detail}")
 
 
 def ensure_images(
@@ -200,13 +209,13 @@ def ensure_images(
     return [p.name for p in stale]
 
 
-# debootstrap's step lines ("I: Retrieving …") name their phase in the first word.
+# debootstrap's step lines ("I: Retrieving …") name their phase in the first word;
+# a phase can come back (it downloads and checks package by package): each is told
+# once.
 _PHASES = {
     "Retrieving": "downloading packages",
-    "Validating": "checking packages",
     "Extracting": "unpacking the base system",
     "Installing": "installing the base system",
-    "Unpacking": "unpacking the remaining packages",
     "Configuring": "configuring packages",
     "Base": "done",
 }
@@ -238,7 +247,7 @@ def debootstrap_base_image(
             str(root),
             mirror,
         ]
-        tail, phase = [], None
+        tail, told = [], set()
         with subprocess.Popen(  # noqa: S603 (fixed arguments)
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         ) as process:
@@ -247,8 +256,8 @@ def debootstrap_base_image(
                 words = line.split()
                 is_step = line.startswith("I: ") and len(words) > 1
                 step = _PHASES.get(words[1]) if is_step else None
-                if say and step and step != phase:
-                    phase = step
+                if say and step and step not in told:
+                    told.add(step)
                     say(f"  debootstrap: {step}")
         if process.returncode != 0:
             raise ImageBuildError(f"debootstrap failed: {''.join(tail)[-2000:]}")
@@ -262,3 +271,36 @@ def debootstrap_base_image(
             str(archive), repository=repository, tag=version or "latest"
         )
     return client.images.get(tag).id
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m backend.images [TAG]``: make the local Debian base, and nothing
+    else (run it with sudo; it leaves the checkout alone)."""
+    import argparse
+
+    from .runners import EngineUnavailable, docker_client
+
+    parser = argparse.ArgumentParser(
+        prog="python -m backend.images",
+        description="Make the local Debian base image with debootstrap (needs root),"
+        " for machines that cannot pull the pipelines' base image.",
+    )
+    parser.add_argument("tag", nargs="?", default=LOCAL_BASE_IMAGE)
+    tag = parser.parse_args(argv).tag
+    blocker = local_base_blocker()
+    try:
+        if blocker:
+            raise ImageBuildError(blocker)
+        client = docker_client(timeout=300)
+        install_debootstrap(print)
+        print(f"Making {tag} with debootstrap (about two minutes)…")
+        debootstrap_base_image(client, tag, say=print)
+    except (ImageBuildError, EngineUnavailable) as exc:
+        print(f"{tag} was not made: {exc}.", file=sys.stderr)
+        return 1
+    print(f"Made {tag}. Now run: make run")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -74,8 +74,9 @@ The pipelines build on {base}, which this Docker engine does not have and cannot
 pull ({pull_error}); the stand-in, a local Debian base ({local_base}), cannot be
 made here: {local_error}.
 Do one of these, then run make run again:
-  - sudo make pipeline-images   (makes the local base with debootstrap, about two
-                                 minutes once, and builds the images on it);
+  - sudo .venv/bin/python -m backend.images {local_base}
+    (makes the local base with debootstrap, about two minutes, once; it touches
+    nothing else in this folder);
   - make the registry reachable, or docker load / docker pull {base} yourself;
   - set LABQUEUE_PIPELINE_BASE_IMAGE to a Python image this engine has;
   - or, on a development machine only, LABQUEUE_RUNNER=local to run pipelines

@@ -86,7 +86,8 @@ def test_prepare_stops_with_what_to_do_when_no_base_can_be_had(
     assert "Labqueue cannot get its pipeline images, so it was not started." in output
     assert "127.0.0.1:9/labqueue-test/base:1, which this Docker engine" in output
     assert "needs root, and this is user id 1000" in output
-    assert "sudo make pipeline-images" in output
+    make_base = "sudo .venv/bin/python -m backend.images labqueue-test/no-such-base:1"
+    assert make_base in output
     assert "LABQUEUE_PIPELINE_BASE_IMAGE" in output
     assert not backend.images.has_image(docker_client, tag)
     assert recorded(app) == {}
@@ -106,3 +107,10 @@ def test_prepare_without_an_engine(app, runner, pipelines_dir, monkeypatch):
     # The web hears that runs go to the local runner, and every page says so.
     assert recorded(app)["sleeper"].runner == "local"
     assert "without a sandbox" in app.test_client().get("/").text
+
+
+def test_making_the_base_by_hand_says_why_it_cannot(monkeypatch, capsys):
+    monkeypatch.setattr(backend.images.os, "geteuid", lambda: 1000)
+    assert backend.images.main(["labqueue-test/base:1"]) == 1
+    said = capsys.readouterr().err
+    assert "labqueue-test/base:1 was not made: making it needs root" in said
