@@ -14,9 +14,15 @@
 # Name in titles, the navbar and emails. Env: LABQUEUE_APP_NAME
 # APP_NAME = "Labqueue"
 
-# The address users reach the site at; links in emails sent by the worker use it.
+# The address users reach the site at (scheme://host[:port]). Every link in every
+# email is built from it, and requests addressed to another host are refused.
 # Env: LABQUEUE_SITE_URL
 # SITE_URL = "http://127.0.0.1:5055"
+
+# Further host names the site answers to (a list), besides SITE_URL's; by default
+# only SITE_URL's host, plus localhost and 127.0.0.1 when it is a loopback address.
+# Requests for any other Host get 400. Env: LABQUEUE_TRUSTED_HOSTS
+# TRUSTED_HOSTS = None
 
 # Signs sessions and forms; set a long random value in production. When unset, one is
 # generated once and kept in instance/secret_key. Env: LABQUEUE_SECRET_KEY
@@ -28,13 +34,22 @@
 
 # --- Projects and uploads ----------------------------------------------------------
 
-# Largest request body accepted, in bytes: the largest single file a user can upload.
-# Env: LABQUEUE_MAX_CONTENT_LENGTH
-# MAX_CONTENT_LENGTH = 5 * 1024**3
+# Largest single file a user can upload, in bytes (uploads are streamed to disk).
+# Env: LABQUEUE_MAX_UPLOAD_BYTES
+# MAX_UPLOAD_BYTES = 5 * 1024**3
+
+# Largest body of any other request (forms, JSON), in bytes. These are read into
+# memory, so keep it small. Env: LABQUEUE_MAX_CONTENT_LENGTH
+# MAX_CONTENT_LENGTH = 2 * 1024**2
 
 # Storage each user may fill, in bytes; admins can set a different one per user.
 # Env: LABQUEUE_STORAGE_QUOTA_BYTES
 # STORAGE_QUOTA_BYTES = 20 * 1024**3
+
+# An upload sets its size aside in the quota before it starts, so parallel uploads
+# cannot together pass it; space set aside by an upload whose web process died is
+# released after this many hours. Env: LABQUEUE_RESERVATION_HOURS
+# RESERVATION_HOURS = 24
 
 # Files one project may hold. Env: LABQUEUE_MAX_FILES_PER_PROJECT
 # MAX_FILES_PER_PROJECT = 50_000
@@ -131,12 +146,16 @@
 # How long a form stays valid, in seconds. Env: LABQUEUE_WTF_CSRF_TIME_LIMIT
 # WTF_CSRF_TIME_LIMIT = 8 * 3600
 
-# Cookie settings; set SESSION_COOKIE_SECURE = True behind HTTPS.
+# Cookie settings. The session and remember cookies are Secure (sent over HTTPS
+# only) exactly when SITE_URL starts with https, unless set here.
 # Env: LABQUEUE_SESSION_COOKIE_HTTPONLY, LABQUEUE_SESSION_COOKIE_SAMESITE,
-# LABQUEUE_REMEMBER_COOKIE_SAMESITE
+# LABQUEUE_REMEMBER_COOKIE_SAMESITE, LABQUEUE_SESSION_COOKIE_SECURE,
+# LABQUEUE_REMEMBER_COOKIE_SECURE
 # SESSION_COOKIE_HTTPONLY = True
 # SESSION_COOKIE_SAMESITE = "Lax"
 # REMEMBER_COOKIE_SAMESITE = "Lax"
+# SESSION_COOKIE_SECURE = None
+# REMEMBER_COOKIE_SECURE = None
 
 # --- Mail --------------------------------------------------------------------------
 

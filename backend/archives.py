@@ -2,9 +2,11 @@
 
 Every entry is checked before anything is written: no absolute paths, no ``..``, no
 links or device files, no duplicates, and limits on the number of entries, the
-total size and the compression ratio. Bytes are counted again while extracting,
-since headers can lie. Extraction goes into an empty folder the caller then moves
-into place; on any error the caller deletes that folder.
+total size and the compression ratio. The limits apply as the headers are read, so
+an archive of millions of headers or of huge declared sizes is refused after the
+first ones past a limit, not after reading them all. Bytes are counted again while
+extracting, since headers can lie. Extraction goes into an empty folder the caller
+then moves into place; on any error the caller deletes that folder.
 """
 
 from __future__ import annotations
@@ -94,8 +96,21 @@ class _Reader:
         raise NotImplementedError
 
 
+def _zip_entry_count(path: Path) -> int | None:
+    """The number of entries the zip's end record declares, read before the
+    central directory is parsed (ZipFile loads all of it at once)."""
+    with open(path, "rb") as handle:
+        record = zipfile._EndRecData(handle)  # the stdlib's own reader of that record
+    return record[zipfile._ECD_ENTRIES_TOTAL] if record else None
+
+
 class _ZipReader(_Reader):
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, limits: ArchiveLimits):
+        count = _zip_entry_count(path)
+        if count is not None and count > _header_limit(limits):
+            raise ArchiveRejected(
+                f"the archive has more than {limits.max_entries:,} entries"
+            )
         self.archive = zipfile.ZipFile(path)
 
     def members(self):
@@ -121,13 +136,14 @@ class _ZipReader(_Reader):
 
 
 class _TarReader(_Reader):
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, limits: ArchiveLimits):
         self.archive = tarfile.open(path, mode="r:*")
 
     def members(self):
-        # getmembers() reads every header first, so a truncated archive fails here,
-        # before anything is written.
-        for member in self.archive.getmembers():
+        # One header at a time (getmembers() would read them all before any limit
+        # could apply). The first pass, plan(), reads them all, so a truncated
+        # archive still fails before anything is written; later passes reuse them.
+        for member in self.archive:
             yield member.name, member
 
     def check_member(self, name, member: tarfile.TarInfo):
@@ -156,9 +172,10 @@ _DAMAGED = (
 )
 
 
-def _open(path: Path, kind: str) -> _Reader:
+def _open(path: Path, kind: str, limits: ArchiveLimits) -> _Reader:
     try:
-        return _ZipReader(path) if kind == "zip" else _TarReader(path)
+        reader = _ZipReader if kind == "zip" else _TarReader
+        return reader(path, limits)
     except _DAMAGED as exc:
         raise ArchiveRejected(f"the archive is damaged or truncated ({exc})") from exc
 
@@ -168,20 +185,37 @@ def _dropped(path: str) -> bool:
     return parts[-1] in DROPPED_NAMES or parts[0] in DROPPED_FOLDERS
 
 
+def _header_limit(limits: ArchiveLimits) -> int:
+    """Headers read at most: every kept entry, and as many again for the ones that
+    are skipped (macOS metadata twins, folders listed twice, "./")."""
+    return 2 * limits.max_entries + 1
+
+
+def _entry_name(raw_name: str) -> str:
+    """The entry's path without "./" parts and trailing "/": ``tar -C dir .``
+    writes "./a.txt"."""
+    return "/".join(part for part in raw_name.split("/") if part not in ("", "."))
+
+
 def plan(reader: _Reader, archive_size: int, limits: ArchiveLimits) -> Extracted:
     """Check every entry against the rules; nothing is written."""
     result = Extracted()
     files: set[str] = set()
     dirs: set[str] = set()
-    declared = 0
+    declared = headers = 0
     try:
         for raw_name, member in reader.members():
-            name = raw_name.rstrip("/")
+            headers += 1
+            if headers > _header_limit(limits):
+                raise ArchiveRejected(
+                    f"the archive has more than {limits.max_entries:,} entries"
+                )
             if raw_name.startswith("/") or (len(raw_name) > 1 and raw_name[1] == ":"):
                 raise ArchiveRejected("absolute paths are not allowed", raw_name)
-            if ".." in name.replace("\\", "/").split("/"):
+            if ".." in raw_name.replace("\\", "/").split("/"):
                 raise ArchiveRejected("paths with .. are not allowed", raw_name)
-            if name in ("", "."):
+            name = _entry_name(raw_name)
+            if not name:
                 continue
             is_dir, size = reader.check_member(raw_name, member)
             try:
@@ -215,6 +249,7 @@ def plan(reader: _Reader, archive_size: int, limits: ArchiveLimits) -> Extracted
                 )
             if declared > limits.max_total_bytes:
                 raise ArchiveRejected(_size_rule(limits.max_total_bytes), raw_name)
+            _check_ratio(declared, archive_size, limits, raw_name)
     except _DAMAGED as exc:
         raise ArchiveRejected(f"the archive is damaged or truncated ({exc})") from exc
     _check_ratio(declared, archive_size, limits, None)
@@ -240,7 +275,7 @@ def _check_ratio(total: int, archive_size: int, limits: ArchiveLimits, entry) ->
 def extract(archive: Path, dest: Path, limits: ArchiveLimits, kind: str) -> Extracted:
     """Check ``archive``, then extract it into the empty folder ``dest``."""
     archive_size = archive.stat().st_size
-    reader = _open(archive, kind)
+    reader = _open(archive, kind, limits)
     try:
         result = plan(reader, archive_size, limits)
         wanted = {e.path: e for e in result.entries}
@@ -250,9 +285,8 @@ def extract(archive: Path, dest: Path, limits: ArchiveLimits, kind: str) -> Extr
                 inside(dest, entry.path).mkdir(parents=True, exist_ok=True)
         written = 0
         for raw_name, member in reader.members():
-            name = raw_name.rstrip("/")
             try:
-                path = clean_relpath(name)
+                path = clean_relpath(_entry_name(raw_name))
             except UnsafeName:
                 continue  # only "." style entries get here; plan refused the rest
             entry = wanted.get(path)

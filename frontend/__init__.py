@@ -18,6 +18,7 @@ from .cli import register_cli
 from .errors import register_error_handlers
 from .extensions import csrf, db, mail, migrate, security
 from .formatting import human_size
+from .http import init_http
 from .logs import configure_logging
 from .models import Role, User
 from .settings import PROJECT_ROOT, Defaults
@@ -35,6 +36,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.from_prefixed_env("LABQUEUE")
     app.config.update(config or {})
     _complete_config(app)
+    init_http(app)
 
     db.init_app(app)
     # Batch mode lets Alembic alter tables on SQLite (it copies the table).
@@ -79,12 +81,24 @@ def _complete_config(app: Flask) -> None:
     """Fill in defaults that depend on paths, and create the folders they name."""
     config = app.config
     instance = Path(app.instance_path)
-    instance.mkdir(parents=True, exist_ok=True)
+    # Secrets, the SQLite database and the embedded broker live here: owner only.
+    instance.mkdir(mode=0o700, parents=True, exist_ok=True)
+    instance.chmod(0o700)
     for key in ("USER_DATA_DIR", "FAILED_ANALYSES_DIR", "LOG_DIR"):
         Path(config[key]).mkdir(parents=True, exist_ok=True)
 
     if not config.get("SQLALCHEMY_DATABASE_URI"):
-        config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{instance / 'labqueue.sqlite'}"
+        database = instance / "labqueue.sqlite"
+        # Created here so it is private from the start (SQLite gives its -wal and
+        # -shm files the same mode).
+        database.touch(mode=0o600, exist_ok=True)
+        config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{database}"
+    # Cookies only over HTTPS when the site is served over HTTPS; the one-year
+    # remember cookie follows the session cookie.
+    if config.get("SESSION_COOKIE_SECURE") is None:
+        config["SESSION_COOKIE_SECURE"] = config["SITE_URL"].startswith("https:")
+    if config.get("REMEMBER_COOKIE_SECURE") is None:
+        config["REMEMBER_COOKIE_SECURE"] = config["SESSION_COOKIE_SECURE"]
     for key in ("SECRET_KEY", "SECURITY_PASSWORD_SALT"):
         if not config.get(key):
             config[key] = _persisted_secret(instance / key.lower())

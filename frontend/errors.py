@@ -46,7 +46,7 @@ def register_error_handlers(app: Flask) -> None:
         if error.code is None or error.code < 400:
             return error
         if error.code == 413:
-            limit = app.config.get("MAX_CONTENT_LENGTH")
+            limit = request.max_content_length
             message = MESSAGES[413]
             if limit:
                 message += f" The limit is {human_size(limit)} per request."

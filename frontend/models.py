@@ -216,6 +216,11 @@ class Analysis(db.Model):
     progress_percent: Mapped[float] = mapped_column(default=0.0)
     progress_message: Mapped[str] = mapped_column(sa.String(255), default="")
     error_summary: Mapped[str | None] = mapped_column(sa.Text)
+    # Bytes of its folder (outputs and log): measured while it runs and at the end,
+    # and counted against the owner's storage quota.
+    output_bytes: Mapped[int] = mapped_column(
+        sa.BigInteger, default=0, server_default="0"
+    )
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     worker: Mapped[str | None] = mapped_column(sa.String(255))
     runner: Mapped[str | None] = mapped_column(sa.String(16))
@@ -261,3 +266,17 @@ class PipelineImage(db.Model):
 
     def __str__(self) -> str:
         return f"{self.image} ({'ready' if self.ready else 'missing'})"
+
+
+class StorageReservation(db.Model):
+    """Bytes set aside for an upload or extraction in progress, so that uploads sent
+    in parallel cannot together pass the owner's quota. Deleted when the upload
+    ends; one older than RESERVATION_HOURS (its web process died) no longer counts.
+    """
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("user.id", ondelete="CASCADE"), index=True
+    )
+    bytes: Mapped[int] = mapped_column(sa.BigInteger)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(), default=utcnow)

@@ -96,10 +96,18 @@ class Defaults:
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
     REMEMBER_COOKIE_SAMESITE = "Lax"
+    # None: secure exactly when SITE_URL is https (filled in by create_app).
+    SESSION_COOKIE_SECURE = None
+    REMEMBER_COOKIE_SECURE = None
+    # Host names the site answers to; None: SITE_URL's (see frontend/http.py).
+    TRUSTED_HOSTS = None
 
-    # Projects and uploads. MAX_CONTENT_LENGTH caps every request body.
-    MAX_CONTENT_LENGTH = 5 * 1024**3
+    # Request bodies: forms and JSON are read into memory, so they stay small; only
+    # views that stream a file to disk accept up to MAX_UPLOAD_BYTES.
+    MAX_CONTENT_LENGTH = 2 * 1024**2
+    MAX_UPLOAD_BYTES = 5 * 1024**3
     STORAGE_QUOTA_BYTES = 20 * 1024**3  # per user; admins can set one per user
+    RESERVATION_HOURS = 24  # quota set aside for an unfinished upload lapses after
     MAX_FILES_PER_PROJECT = 50_000
     ARCHIVE_MAX_ENTRIES = 10_000
     ARCHIVE_MAX_RATIO = 200

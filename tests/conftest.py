@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,9 +56,36 @@ def smtp() -> Iterator[SMTPServer]:
 
 
 @pytest.fixture
-def app(tmp_path: Path, smtp: SMTPServer) -> Iterator[Flask]:
+def database_url(request, tmp_path: Path) -> Iterator[str]:
+    """The test's database: a SQLite file, or a fresh PostgreSQL database when the
+    test is parametrized with "postgresql" (indirect) or LABQUEUE_TEST_DB says so
+    for the whole suite."""
+    kind = getattr(request, "param", os.environ.get("LABQUEUE_TEST_DB", "sqlite"))
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'labqueue.sqlite'}"
+        return
+    import sqlalchemy as sa
+
+    from tests.services import require_postgres
+
+    server = sa.create_engine(require_postgres(), isolation_level="AUTOCOMMIT")
+    name = f"labqueue_test_{uuid.uuid4().hex[:12]}"
+    with server.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield server.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with server.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        server.dispose()
+
+
+@pytest.fixture
+def app(tmp_path: Path, smtp: SMTPServer, database_url: str) -> Iterator[Flask]:
     smtp.clear()
-    app = create_app(base_config(tmp_path, smtp))
+    app = create_app(
+        {**base_config(tmp_path, smtp), "SQLALCHEMY_DATABASE_URI": database_url}
+    )
     with app.app_context():
         flask_migrate.upgrade()
     yield app
@@ -143,11 +172,14 @@ class LiveServer:
     """The app served over real HTTP on loopback, in a thread of the test process."""
 
     def __init__(self, app: Flask):
+        self.app = app
         self.server = make_server("127.0.0.1", 0, app, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self) -> LiveServer:
+        # Mail links are built from SITE_URL: they must lead here.
+        self.app.config["SITE_URL"] = self.url
         self.thread.start()
         return self
 

@@ -16,6 +16,11 @@ AMQP_URL = os.environ.get(
     "LABQUEUE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//"
 )
 CHROMIUM = os.environ.get("LABQUEUE_TEST_CHROMIUM", "/usr/bin/chromium")
+# A PostgreSQL role that may create databases; each test gets a database of its own.
+POSTGRES_URL = os.environ.get(
+    "LABQUEUE_TEST_POSTGRES_URL",
+    "postgresql+psycopg2://labqueue:labqueue@127.0.0.1:5432/postgres",
+)
 
 
 def in_ci() -> bool:
@@ -42,6 +47,12 @@ def require_rabbitmq() -> str:
     if not port_open(AMQP_URL, 5672):
         unavailable(f"no RabbitMQ at {AMQP_URL} (start it: rabbitmq-server -detached)")
     return AMQP_URL
+
+
+def require_postgres() -> str:
+    if not port_open(POSTGRES_URL, 5432):
+        unavailable(f"no PostgreSQL at {POSTGRES_URL} (see .ci/run)")
+    return POSTGRES_URL
 
 
 def require_chromium() -> str:

@@ -239,3 +239,108 @@ def test_form_without_csrf_token_is_refused_and_changes_nothing(client, app):
     )
     assert response.status_code in (200, 400)
     assert get_user(app, "ada@cs.ox.ac.uk") is None
+
+
+# --- Links in mail, host names, sessions ------------------------------------------
+
+SITE = "https://labqueue.uni.example"
+
+
+def all_links(smtp) -> list[str]:
+    import re
+
+    from tests.smtp import text_body
+
+    return [
+        link
+        for message in smtp.messages
+        for link in re.findall(r"https?://[^\s\"'<>]+", text_body(message))
+    ]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Host": "evil.example"},
+        {"Host": "labqueue.uni.example.evil.example"},
+        {"X-Forwarded-Host": "evil.example"},
+        {"X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "http"},
+    ],
+)
+def test_reset_mail_never_links_off_the_site(client, make_user, smtp, app, headers):
+    app.config["SITE_URL"] = SITE
+    make_user(email="ada@cs.ox.ac.uk")
+    # As a browser on the site sends it (CSRF checks the referrer over HTTPS).
+    site = {"Host": "labqueue.uni.example", "Referer": f"{SITE}/reset"}
+    token = csrf_token(client.get("/reset", headers=site).text)
+    response = client.post(
+        "/reset",
+        data={"email": "ada@cs.ox.ac.uk", "csrf_token": token},
+        headers={**site, **headers},
+    )
+    if "Host" in headers:  # a request for another host is refused outright
+        assert response.status_code == 400
+        assert smtp.sent_to("ada@cs.ox.ac.uk") == []
+    else:
+        smtp.wait_for("ada@cs.ox.ac.uk", "Reset your Labqueue password")
+    links = all_links(smtp)
+    assert all(link.startswith(SITE + "/") for link in links), links
+
+
+def test_confirmation_links_use_the_site_url_from_any_local_name(client, smtp, app):
+    # A developer's machine answers to localhost and 127.0.0.1 alike; the mail
+    # still names the configured address.
+    from tests.test_accounts import register
+
+    register(client, "ada@cs.ox.ac.uk")
+    message = smtp.wait_for("ada@cs.ox.ac.uk", "Confirm your Labqueue account")
+    assert link_in(message, "/confirm/").startswith("http://127.0.0.1:5055/confirm/")
+    assert client.get("/", headers={"Host": "evil.example"}).status_code == 400
+
+
+def test_a_copied_session_cookie_is_dead_after_logout(app, auth, make_user):
+    make_user(email="ada@cs.ox.ac.uk")
+    auth.login("ada@cs.ox.ac.uk")
+    thief = app.test_client()
+    for cookie in auth.client._cookies.values():
+        thief.set_cookie(cookie.key, cookie.value, domain=cookie.domain)
+    assert thief.get("/account/profile").status_code == 200  # the copy works
+    auth.logout()
+    assert thief.get("/account/profile").status_code == 302  # to the login page
+    assert auth.client.get("/account/profile").status_code == 302
+
+
+def test_remember_cookie_is_secure_like_the_session_cookie(app, client, make_user):
+    app.config.update(
+        SITE_URL=SITE, SESSION_COOKIE_SECURE=True, REMEMBER_COOKIE_SECURE=None
+    )
+    from frontend import _complete_config
+
+    _complete_config(app)
+    make_user(email="ada@cs.ox.ac.uk")
+    site = {"Host": "labqueue.uni.example", "Referer": f"{SITE}/login"}
+    token = csrf_token(client.get("/login", headers=site).text)
+    response = client.post(
+        "/login",
+        data={
+            "email": "ada@cs.ox.ac.uk",
+            "password": PASSWORD,
+            "remember": "y",
+            "csrf_token": token,
+        },
+        headers=site,
+    )
+    cookies = {c.split("=", 1)[0]: c for c in response.headers.getlist("Set-Cookie")}
+    assert "remember_token" in cookies, cookies
+    assert "; Secure" in cookies["remember_token"]
+    assert "; Secure" in cookies["session"]
+
+
+def test_cookies_are_secure_exactly_when_the_site_is_https(tmp_path, smtp):
+    from frontend import create_app
+    from tests.conftest import base_config
+
+    for site, secure in ((SITE, True), ("http://127.0.0.1:5055", False)):
+        app = create_app({**base_config(tmp_path, smtp), "SITE_URL": site})
+        assert app.config["SESSION_COOKIE_SECURE"] is secure
+        assert app.config["REMEMBER_COOKIE_SECURE"] is secure

@@ -60,6 +60,7 @@ class Stack:
             db.session.commit()
             self.user_id = user.id
         self.client = self.app.test_client()
+        self.client.environ_base["HTTP_HOST"] = "labqueue.test"  # the SITE_URL's
         Auth(self.client).login("ada@cs.ox.ac.uk")
         page = self.client.get("/projects/new")
         reply = self.client.post(

@@ -200,3 +200,115 @@ def test_truncated_tar_is_refused(tmp_path):
 def test_archive_names(name, kind, stem):
     assert archive_kind(name) == kind
     assert archive_stem(name) == stem
+
+
+# --- Bombs made of headers, and archives made by tar -C dir . ----------------------
+
+
+def header_bomb(path, count: int) -> None:
+    """A tar.gz of ``count`` empty files with distinct names, written header by
+    header (tarfile would take minutes for two million)."""
+    import zlib
+
+    header = bytearray(tarfile.TarInfo("0" * 7).tobuf(format=tarfile.USTAR_FORMAT))
+    header[148:156] = b" " * 8  # the checksum counts its own field as spaces
+    base = sum(header) - sum(b"0" * 7)
+    squeeze = zlib.compressobj(1, zlib.DEFLATED, 31)  # gzip framing
+    with open(path, "wb") as out:
+        block = bytearray()
+        for number in range(count):
+            name = b"%07d" % number
+            header[0:7] = name
+            header[148:156] = b"%06o\0 " % (base + sum(name))
+            block += header
+            if len(block) >= 4 * 1024**2:
+                out.write(squeeze.compress(bytes(block)))
+                block.clear()
+        out.write(squeeze.compress(bytes(block) + bytes(1024)))
+        out.write(squeeze.flush())
+
+
+def refusal_cost(archive, limits=LIMITS):
+    """The refusal, with the peak Python memory and the tar headers read for it."""
+    import tracemalloc
+
+    reads = []
+    original = tarfile.TarInfo.fromtarfile
+
+    def counting_read(tarfile_, archive):  # each call reads one header block
+        reads.append(1)
+        return original.__func__(tarfile_, archive)
+
+    tarfile.TarInfo.fromtarfile = classmethod(counting_read)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ArchiveRejected) as caught:
+            extract(archive, archive.parent / "dest", limits, "tar")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        tarfile.TarInfo.fromtarfile = original
+    return caught.value, peak, len(reads)
+
+
+def test_two_million_tar_headers_are_refused_after_the_limit(tmp_path):
+    archive = tmp_path / "headers.tar.gz"
+    header_bomb(archive, 2_000_000)
+    error, peak, headers = refusal_cost(archive)
+    assert "more than 10,000 entries" in str(error)
+    assert headers <= 2 * LIMITS.max_entries + 2  # not two million
+    assert peak < 100 * 1024**2, f"{peak / 1024**2:.0f} MiB"
+    assert not (tmp_path / "dest").exists()
+
+
+def test_a_huge_declared_member_is_refused_at_its_header(tmp_path):
+    import zlib
+
+    # 1 GiB of zeros in about 1 MiB of gzip: the ratio shows in the first header.
+    archive = tmp_path / "zeros.tar.gz"
+    info = tarfile.TarInfo("zeros.bin")
+    info.size = 1024**3
+    squeeze = zlib.compressobj(1, zlib.DEFLATED, 31)
+    with open(archive, "wb") as out:
+        out.write(squeeze.compress(info.tobuf(format=tarfile.USTAR_FORMAT)))
+        zeros = bytes(16 * 1024**2)
+        for _ in range(64):
+            out.write(squeeze.compress(zeros))
+        out.write(squeeze.compress(bytes(1024)) + squeeze.flush())
+    assert archive.stat().st_size < 8 * 1024**2
+    error, _peak, headers = refusal_cost(archive)
+    assert "expands more than 200 times its size" in str(error)
+    assert headers <= 1  # refused before skipping over the gigabyte
+
+
+def test_a_tar_made_with_tar_c_dir_dot_extracts(tmp_path):
+    import subprocess
+
+    source = tmp_path / "source"
+    (source / "sub").mkdir(parents=True)
+    (source / "a.txt").write_text("a\n")
+    (source / "sub" / "b.txt").write_text("b\n")
+    archive = tmp_path / "dot.tar.gz"
+    subprocess.run(["tar", "-C", str(source), "-czf", str(archive), "."], check=True)
+    assert "./a.txt" in tarfile.open(archive).getnames()
+    result = extract(archive, tmp_path / "out", LIMITS, "tar")
+    assert (tmp_path / "out" / "a.txt").read_text() == "a\n"
+    assert (tmp_path / "out" / "sub" / "b.txt").read_text() == "b\n"
+    assert {e.path for e in result.entries} == {"a.txt", "sub", "sub/b.txt"}
+
+
+def test_a_zip_declaring_too_many_entries_is_refused_before_reading_them(tmp_path):
+    archive = make_zip(tmp_path / "many.zip", [(f"{n}.txt", b"") for n in range(30)])
+    limits = ArchiveLimits(max_entries=10, max_total_bytes=1024**2, max_ratio=200)
+    opened = []
+    original = zipfile.ZipFile.__init__
+    zipfile.ZipFile.__init__ = lambda self, *a, **k: (
+        opened.append(1),
+        original(self, *a, **k),
+    )[1]
+    try:
+        error = rejected(tmp_path, archive, limits=limits)
+    finally:
+        zipfile.ZipFile.__init__ = original
+    assert "more than 10 entries" in str(error)
+    assert opened == []  # the central directory was never parsed

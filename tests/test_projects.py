@@ -7,6 +7,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from frontend.extensions import db
 from frontend.models import ProjectFile
@@ -170,7 +171,7 @@ def test_over_quota_upload_says_by_how_much_and_stores_nothing(
 
 
 def test_upload_larger_than_the_request_limit_is_refused(client, app, owner, project):
-    app.config["MAX_CONTENT_LENGTH"] = 1024
+    app.config["MAX_UPLOAD_BYTES"] = 1024
     response = upload(client, project, "big.bin", b"z" * 2048)
     assert response.status_code == 413
     assert "The limit is 1.0 KiB per request" in response.json["message"]
@@ -450,3 +451,58 @@ def test_folders_show_the_size_of_their_contents(client, app, project):
     upload(client, project, "reads/deep/b.fq", b"x" * 2048)
     row = client.get(f"/projects/{project}").text.split('data-name="reads"')[1]
     assert "3.0 KiB" in row.split("</tr>")[0]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_parallel_uploads_never_pass_the_quota(app, owner, project):
+    """Eight 8 MiB uploads at once against a 10 MiB quota, over real HTTP."""
+    import re
+    import threading
+
+    import requests
+
+    from tests.conftest import PASSWORD, LiveServer
+
+    app.config["STORAGE_QUOTA_BYTES"] = 10 * 1024**2
+    with LiveServer(app) as server:
+        session = requests.Session()
+        login = session.get(f"{server.url}/login").text
+        token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', login).group(1)
+        session.post(
+            f"{server.url}/login",
+            data={
+                "email": "ada@cs.ox.ac.uk",
+                "password": PASSWORD,
+                "csrf_token": token,
+            },
+        )
+        page = session.get(f"{server.url}/projects/{project}").text
+        header = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+        start, answers = threading.Barrier(8), []
+
+        def send(number: int) -> None:
+            start.wait()
+            reply = session.post(
+                f"{server.url}/projects/{project}/upload",
+                params={"path": f"part{number}.bin"},
+                data=b"x" * (8 * 1024**2),
+                headers={"X-CSRFToken": header, "Accept": "application/json"},
+            )
+            answers.append((reply.status_code, reply.json()["message"]))
+
+        threads = [threading.Thread(target=send, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        dashboard = session.get(f"{server.url}/projects/").text
+    stored = [message for code, message in answers if code == 200]
+    refused = [message for code, message in answers if code == 413]
+    assert len(stored) == 1 and len(refused) == 7, answers
+    assert all("storage quota is left" in message for message in refused)
+    assert len(disk_tree(app, owner, project)) == 1
+    assert "Using 8.0 MiB of your 10.0 MiB" in " ".join(dashboard.split())
+    with app.app_context():
+        from frontend.models import StorageReservation
+
+        assert db.session.scalar(sa.select(sa.func.count(StorageReservation.id))) == 0

@@ -123,3 +123,12 @@ def update_profile(
     user.last_name = last_name.strip()
     user.notify_by_email = notify_by_email
     db.session.commit()
+
+
+def end_every_session(sender, user: User | None = None, **extra) -> None:
+    """On logout, give the user a new fs_uniquifier: every session and remember
+    cookie issued before (a copied one too) stops working, on every device."""
+    if user is None or not getattr(user, "is_authenticated", False):
+        return
+    security.datastore.set_uniquifier(user)
+    db.session.commit()

@@ -13,6 +13,7 @@ import shutil
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import IO
 
@@ -33,7 +34,14 @@ from backend.files import UnsafeName, clean_name, clean_relpath, inside, numbere
 
 from ..extensions import db
 from ..formatting import human_size
-from ..models import Project, ProjectFile, User, utcnow
+from ..models import (
+    Analysis,
+    Project,
+    ProjectFile,
+    StorageReservation,
+    User,
+    utcnow,
+)
 
 CHUNK = 1024 * 1024
 CLASH_POLICIES = ("ask", "replace", "keep", "skip")
@@ -158,18 +166,106 @@ def project_totals(project: Project) -> tuple[int, int]:
     return count, size
 
 
-def storage_used(user: User) -> int:
-    return db.session.scalar(
-        sa.select(sa.func.coalesce(sa.func.sum(ProjectFile.size), 0))
+# --- Storage quota ------------------------------------------------------------------
+
+
+def _usage(user_id: int, leaving_out: int | None = None):
+    """SQL for the bytes a user takes: project files, analysis folders (outputs
+    and logs), and space set aside for uploads in progress (but ``leaving_out``)."""
+    total = sa.func.coalesce
+    files = (
+        sa.select(total(sa.func.sum(ProjectFile.size), 0))
         .join(Project)
-        .where(Project.owner_id == user.id)
+        .where(Project.owner_id == user_id)
+        .scalar_subquery()
     )
+    outputs = (
+        sa.select(total(sa.func.sum(Analysis.output_bytes), 0))
+        .where(Analysis.owner_id == user_id)
+        .scalar_subquery()
+    )
+    since = utcnow() - timedelta(hours=current_app.config["RESERVATION_HOURS"])
+    held = sa.select(total(sa.func.sum(StorageReservation.bytes), 0)).where(
+        StorageReservation.user_id == user_id, StorageReservation.created_at > since
+    )
+    if leaving_out is not None:
+        held = held.where(StorageReservation.id != leaving_out)
+    return files + outputs + held.scalar_subquery()
+
+
+def storage_used(user: User, leaving_out: int | None = None) -> int:
+    """Bytes ``user`` takes now, uploads in progress included."""
+    return db.session.scalar(sa.select(_usage(user.id, leaving_out)))
 
 
 def quota_for(user: User) -> int:
     if user.storage_quota is not None:
         return user.storage_quota
     return current_app.config["STORAGE_QUOTA_BYTES"]
+
+
+def _over_quota(user: User, amount: int, leaving_out: int | None = None):
+    quota, used = quota_for(user), storage_used(user, leaving_out)
+    return LimitExceeded(
+        f"This needs {human_size(amount)} but only "
+        f"{human_size(max(quota - used, 0))} of your {human_size(quota)} storage "
+        f"quota is left (over by {human_size(used + amount - quota)}). "
+        "Nothing was stored."
+    )
+
+
+def _lock_owner(user: User) -> None:
+    """Start a fresh transaction holding ``user``'s row: on PostgreSQL this orders
+    reservations one user at a time; SQLite has one writer at a time anyway, and
+    each reservation below is a single statement."""
+    db.session.commit()
+    db.session.execute(
+        sa.select(User.id).where(User.id == user.id).with_for_update()
+    )
+
+
+def reserve_space(user: User, amount: int) -> int:
+    """Set ``amount`` bytes aside for ``user`` if the quota has room for them, in
+    one atomic step; returns the reservation's id. Raises LimitExceeded."""
+    _lock_owner(user)
+    fits = _usage(user.id) + amount <= quota_for(user)
+    values = sa.select(
+        sa.literal(user.id), sa.literal(amount, sa.BigInteger), sa.literal(utcnow())
+    ).where(fits)
+    reservation = db.session.execute(
+        sa.insert(StorageReservation)
+        .from_select(["user_id", "bytes", "created_at"], values)
+        .returning(StorageReservation.id)
+    ).scalar()
+    db.session.commit()
+    if reservation is None:
+        raise _over_quota(user, amount)
+    return reservation
+
+
+def resize_reservation(user: User, reservation: int, amount: int) -> None:
+    """Make a reservation ``amount`` bytes if the quota has room (atomically)."""
+    _lock_owner(user)
+    changed = db.session.execute(
+        sa.update(StorageReservation)
+        .where(
+            StorageReservation.id == reservation,
+            _usage(user.id, leaving_out=reservation) + amount <= quota_for(user),
+        )
+        .values(bytes=amount)
+    ).rowcount
+    db.session.commit()
+    if not changed:
+        raise _over_quota(user, amount, leaving_out=reservation)
+
+
+def release_space(reservation: int) -> None:
+    """Give a reservation back (its upload ended, stored or not)."""
+    db.session.rollback()
+    db.session.execute(
+        sa.delete(StorageReservation).where(StorageReservation.id == reservation)
+    )
+    db.session.commit()
 
 
 SORT_COLUMNS = {
@@ -321,19 +417,8 @@ def _file_count(project: Project) -> int:
     return project_totals(project)[0]
 
 
-def _check_room(project: Project, new_bytes: int, new_files: int, freed: int = 0):
-    config = current_app.config
-    user = project.owner
-    quota = quota_for(user)
-    used = storage_used(user) - freed
-    if used + new_bytes > quota:
-        raise LimitExceeded(
-            f"This needs {human_size(new_bytes)} but only "
-            f"{human_size(max(quota - used, 0))} of your {human_size(quota)} storage "
-            f"quota is left (over by {human_size(used + new_bytes - quota)}). "
-            "Nothing was stored."
-        )
-    limit = config["MAX_FILES_PER_PROJECT"]
+def _check_file_count(project: Project, new_files: int) -> None:
+    limit = current_app.config["MAX_FILES_PER_PROJECT"]
     count = _file_count(project)
     if count + new_files > limit:
         raise LimitExceeded(
@@ -429,17 +514,20 @@ def upload(
         else:
             freed = _tree_size(project, existing)
 
-    _check_room(project, length, 0 if kind else 1, freed)
+    _check_file_count(project, 0 if kind else 1)
+    # Set aside before a byte is read: parallel uploads cannot pass the quota.
+    reservation = reserve_space(project.owner, max(length - freed, 0))
     staged = _staging(project) / uuid.uuid4().hex
     try:
         _receive(stream, staged, length)
         if kind:
             return _extract_into(
-                project, staged, kind, parent, target_name, existing, freed
+                project, staged, kind, parent, target_name, existing, reservation
             )
         return _place_file(project, staged, parent, target_name, existing, length)
     finally:
         staged.unlink(missing_ok=True)
+        release_space(reservation)
 
 
 def _tree_size(project: Project, entry: ProjectFile) -> int:
@@ -480,23 +568,31 @@ def _place_file(project, staged, parent, name, existing, size) -> UploadResult:
     return UploadResult(status, path, f"{verb} {path} ({human_size(size)}).")
 
 
-def _extract_into(project, archive, kind, parent, name, existing, freed):
+def _extract_into(project, archive, kind, parent, name, existing, reservation):
     config = current_app.config
-    quota = quota_for(project.owner)
+    owner = project.owner
+    # What replacing frees (the folder this archive replaces) is room too.
+    freed = _tree_size(project, existing) if existing is not None else 0
+    room = quota_for(owner) - storage_used(owner, leaving_out=reservation) + freed
     limits = ArchiveLimits(
         max_entries=min(
             config["ARCHIVE_MAX_ENTRIES"],
             config["MAX_FILES_PER_PROJECT"] - _file_count(project),
         ),
-        max_total_bytes=max(quota - storage_used(project.owner) + freed, 0),
+        max_total_bytes=max(room, 0),
         max_ratio=config["ARCHIVE_MAX_RATIO"],
     )
     out = _staging(project) / (uuid.uuid4().hex + ".d")
     try:
         result = extract(archive, out, limits, kind)
+        # The extracted bytes replace the archive's in the reservation.
+        resize_reservation(owner, reservation, max(result.total_bytes - freed, 0))
     except ArchiveRejected as exc:
         shutil.rmtree(out, ignore_errors=True)
         raise StorageError(f"The archive was not extracted: {exc}.") from exc
+    except LimitExceeded:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
     path = f"{parent}/{name}" if parent else name
     try:
         _ensure_folders(project, parent)

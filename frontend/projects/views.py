@@ -13,6 +13,7 @@ from flask_security import auth_required, current_user
 from backend.files import UnsafeName
 
 from ..downloads import INLINE_IMAGES, send_user_file, zip_response
+from ..http import streams_upload
 from . import bp
 from . import services as svc
 from .forms import ConfirmForm, NameForm, ProjectForm
@@ -92,7 +93,7 @@ def browse(project_id: int):
         total_bytes=size,
         name_form=NameForm(),
         confirm_form=ConfirmForm(),
-        max_upload=request.max_content_length,
+        max_upload=current_app.config["MAX_UPLOAD_BYTES"],
     )
 
 
@@ -157,13 +158,14 @@ def _json_error(exc: Exception, status: int):
 
 
 @bp.route("/<int:project_id>/upload", methods=["POST"])
+@streams_upload
 @auth_required()
 def upload(project_id: int):
     """Receive one file as the raw request body (sent by the upload page)."""
     project = svc.get_project_or_404(project_id)
     folder = _folder_arg(project)
     path = request.args.get("path", "")
-    # Bodies over MAX_CONTENT_LENGTH never get here: the 413 handler answers them.
+    # Bodies over MAX_UPLOAD_BYTES never get here: the 413 handler answers them.
     try:
         result = svc.upload(
             project,
