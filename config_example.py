@@ -238,7 +238,9 @@
 # Env: LABQUEUE_MAX_RUNNING_PER_USER
 # MAX_RUNNING_PER_USER = 2
 
-# Caps on what a pipeline's manifest may ask for.
+# Caps on what a pipeline's manifest may ask for. A run's outputs are also capped
+# by what its owner's storage quota leaves (outputs and logs count against it);
+# a run over a cap fails and its outputs are deleted.
 # Env: LABQUEUE_MAX_CPUS_PER_RUN, LABQUEUE_MAX_MEMORY_MB_PER_RUN,
 # LABQUEUE_MAX_PIDS_PER_RUN, LABQUEUE_MAX_RUN_MINUTES, LABQUEUE_MAX_OUTPUT_BYTES
 # MAX_CPUS_PER_RUN = 2.0
@@ -246,6 +248,10 @@
 # MAX_PIDS_PER_RUN = 512
 # MAX_RUN_MINUTES = 24 * 60
 # MAX_OUTPUT_BYTES = 10 * 1024**3
+
+# A run's log (what it prints) is kept up to this many bytes; a run whose log grows
+# past it is stopped and fails. Env: LABQUEUE_MAX_LOG_BYTES
+# MAX_LOG_BYTES = 50 * 1024**2
 
 # How often a run is started again after its worker died, before it fails with
 # "worker lost". Env: LABQUEUE_MAX_ATTEMPTS

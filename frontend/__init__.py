@@ -18,7 +18,7 @@ from .cli import register_cli
 from .errors import register_error_handlers
 from .extensions import csrf, db, mail, migrate, security
 from .formatting import human_size
-from .http import init_http
+from .http import init_http, trusted_hosts
 from .logs import configure_logging
 from .models import Role, User
 from .settings import PROJECT_ROOT, Defaults
@@ -88,11 +88,17 @@ def _complete_config(app: Flask) -> None:
         Path(config[key]).mkdir(parents=True, exist_ok=True)
 
     if not config.get("SQLALCHEMY_DATABASE_URI"):
-        database = instance / "labqueue.sqlite"
-        # Created here so it is private from the start (SQLite gives its -wal and
-        # -shm files the same mode).
+        config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{instance / 'labqueue.sqlite'}"
+    url = config["SQLALCHEMY_DATABASE_URI"]
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        # Created here so that it is private from the start (SQLite gives its -wal
+        # and -shm files the mode of the database).
+        database = Path(url.removeprefix("sqlite:///").split("?")[0])
+        database.parent.mkdir(parents=True, exist_ok=True)
         database.touch(mode=0o600, exist_ok=True)
-        config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{database}"
+    if config.get("TRUSTED_HOSTS"):
+        # Flask checks the list too, after SiteOnly made every request the site's.
+        config["TRUSTED_HOSTS"] = trusted_hosts(config)
     # Cookies only over HTTPS when the site is served over HTTPS; the one-year
     # remember cookie follows the session cookie.
     if config.get("SESSION_COOKIE_SECURE") is None:

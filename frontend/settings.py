@@ -130,7 +130,8 @@ class Defaults:
     MAX_MEMORY_MB_PER_RUN = 4096
     MAX_PIDS_PER_RUN = 512
     MAX_RUN_MINUTES = 24 * 60
-    MAX_OUTPUT_BYTES = 10 * 1024**3
+    MAX_OUTPUT_BYTES = 10 * 1024**3  # and never more than the owner's quota leaves
+    MAX_LOG_BYTES = 50 * 1024**2  # a run whose log grows past this is stopped
     MAX_ATTEMPTS = 2  # runs started again after their worker died
     HEARTBEAT_TIMEOUT_SECONDS = 60  # a running row silent this long lost its worker
     RECONCILE_SECONDS = 60  # how often the reconciler looks

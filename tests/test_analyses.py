@@ -490,3 +490,27 @@ def test_every_page_warns_when_runs_are_not_sandboxed(client, app, project):
     record_image(app, "seq-qc", "labqueue/seq-qc:1.0.0", None, runner="local")
     for url in ("/projects/", f"/projects/{project}", "/analyses/", "/"):
         assert "without a sandbox" in client.get(url).text, url
+
+
+def test_the_mail_subject_is_one_line_whatever_the_project_was_named(
+    app, project, smtp
+):
+    from frontend.models import Project
+
+    with app.app_context():
+        # A name from before names were checked.
+        db.session.get(Project, project).name = "two\nlines"
+        analysis = Analysis(
+            owner_id=db.session.get(Project, project).owner_id,
+            project_id=project,
+            pipeline="seq-qc",
+            pipeline_version="1.0.0",
+            image="i",
+            params={},
+            state=AnalysisState.SUCCEEDED,
+        )
+        db.session.add(analysis)
+        db.session.commit()
+        execution.notify(analysis)
+    mail = smtp.wait_for("ada@cs.ox.ac.uk", "seq-qc on two lines finished")
+    assert "\n" not in mail["Subject"]

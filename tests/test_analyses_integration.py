@@ -46,6 +46,7 @@ class Stack:
             "PIPELINES_DIR": str(TEST_PIPELINES),
             "HEARTBEAT_TIMEOUT_SECONDS": 4,
             "SITE_URL": "http://labqueue.test",
+            "TRUSTED_HOSTS": ["localhost"],  # the test client's host
             **overrides,
         }
         self.app = create_app(self.config)
@@ -60,7 +61,6 @@ class Stack:
             db.session.commit()
             self.user_id = user.id
         self.client = self.app.test_client()
-        self.client.environ_base["HTTP_HOST"] = "labqueue.test"  # the SITE_URL's
         Auth(self.client).login("ada@cs.ox.ac.uk")
         page = self.client.get("/projects/new")
         reply = self.client.post(
@@ -371,3 +371,31 @@ def test_a_run_whose_image_vanished_fails_in_plain_words(
     # The worker's finding reached the web: the next researcher is told up front.
     form = stack.client.get(f"/projects/{stack.project}/run/sleeper").text
     assert "cannot run at the moment" in form
+
+
+def test_outputs_count_against_the_quota_and_floods_leave_nothing(stack_factory):
+    MiB = 1024**2
+    stack = stack_factory(STORAGE_QUOTA_BYTES=3 * MiB, MAX_LOG_BYTES=1 * MiB)
+    stack.start_worker()
+    # More than the quota leaves: stopped, and nothing of it stays.
+    big = stack.wait(stack.submit("writer", mode="file", kib="5000"), "failed")
+    assert big.error_summary.startswith(
+        "The outputs grew past the 3 MiB limit (what your quota had left)"
+    ) or big.error_summary.startswith(
+        "An output file reached the 3 MiB limit (what your quota had left)"
+    ), big.error_summary
+    assert list(stack.output(big.id).iterdir()) == []
+    # Within it: kept, and counted, so an upload that no longer fits is refused.
+    kept = stack.wait(stack.submit("writer", mode="file", kib="2048"), "succeeded")
+    assert kept.output_bytes >= 2 * MiB
+    refused = upload(stack.client, stack.project, "more.bin", b"x" * (3 * MiB // 2))
+    assert refused.status_code == 413, refused.json
+    dashboard = " ".join(stack.client.get("/projects/").text.split())
+    assert "Using 2.0 MiB of your 3.0 MiB" in dashboard
+    # A stdout flood stops at the log cap; the log and its snapshot stay under it.
+    flood = stack.wait(stack.submit("writer", mode="stdout", kib="100000"), "failed")
+    assert flood.error_summary == "The log grew past the 1 MiB limit."
+    log = stack.output(flood.id).parent / "log.txt"
+    snapshot = Path(stack.config["FAILED_ANALYSES_DIR"]) / str(flood.id) / "log.txt"
+    assert log.stat().st_size < MiB + 200 and snapshot.stat().st_size < MiB + 200
+    assert stack.containers() == []

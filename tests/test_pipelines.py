@@ -108,3 +108,33 @@ def test_pipelines_check_reports_file_and_field(app, runner, tmp_path):
     result = runner.invoke(args=["pipelines", "check"])
     assert result.exit_code == 1
     assert f"{manifest}: command: {{count}} is not a parameter" in result.output
+
+
+def test_table_profiler_escapes_spreadsheet_formulas(tmp_path):
+    """Run the pipeline's own script (no container needed) on a hostile table."""
+    import subprocess
+    import sys
+
+    table = tmp_path / "=cmd.csv"
+    table.write_text(
+        '=HYPERLINK("http://x"),+SUM(A1),@name,amount\n'
+        "=1+1,-2,@x,-3.5\n"
+        "-bad,+4,\tcell,7\n"
+    )
+    script = PIPELINES_DIR / "table-profiler" / "profile_tables.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--out", str(tmp_path / "out"), str(table)],
+        capture_output=True,
+        text=True,
+        env={"MPLBACKEND": "Agg", "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 0, done.stderr
+    summary = rows(tmp_path / "out" / "summary.csv")
+    columns = {r["column"]: r for r in summary}
+    assert set(columns) == {'\'=HYPERLINK("http://x")', "'+SUM(A1)", "'@name", "amount"}
+    assert {r["table"] for r in summary} == {"'=cmd.csv"}
+    assert columns['\'=HYPERLINK("http://x")']["top"].startswith("'")
+    assert columns["amount"]["min"] == "-3.5"  # numbers are left alone
+    assert columns["'+SUM(A1)"]["type"] == "numeric"
+    missing = (tmp_path / "out" / "=cmd_missing.csv").read_text()
+    assert "'=HYPERLINK" in missing and "\n=" not in missing

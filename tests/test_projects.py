@@ -506,3 +506,23 @@ def test_parallel_uploads_never_pass_the_quota(app, owner, project):
         from frontend.models import StorageReservation
 
         assert db.session.scalar(sa.select(sa.func.count(StorageReservation.id))) == 0
+
+
+@pytest.mark.parametrize(
+    "name", ["two\nlines", "tab\there", "cr\rin the middle", "a\u2028b"]
+)
+def test_project_names_with_control_characters_are_refused(client, owner, name):
+    token = csrf_token(client.get("/projects/new").text)
+    response = client.post("/projects/new", data={"name": name, "csrf_token": token})
+    assert response.status_code == 200
+    assert "cannot contain line breaks" in response.text
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_sqlite_database_is_private(app, database_url):
+    database = Path(database_url.removeprefix("sqlite:///"))
+    for path in (database, database.with_name(database.name + "-wal")):
+        if path.exists():
+            assert path.stat().st_mode & 0o777 == 0o600, path
+    instance = Path(app.instance_path)
+    assert instance.stat().st_mode & 0o777 == 0o700

@@ -206,3 +206,104 @@ def test_sites_sharing_an_engine_leave_each_other_alone(docker_client, tmp_path)
     finally:
         theirs.remove([9107])
     assert 9107 not in theirs.running_analyses()
+
+
+# --- Caps: outputs (however written) and the log ------------------------------------
+
+MiB = 1024**2
+
+
+@pytest.mark.docker
+def test_an_output_burst_between_checks_still_fails(docker_client, tmp_path):
+    # 200 MiB written and gone in well under a second: no periodic check sees it.
+    script = "dd if=/dev/zero of=/data/output/burst.bin bs=1M count=200 2>&1"
+    spec = spec_for(
+        tmp_path, ["sh", "-c", script], analysis_id=9111, max_output_bytes=50 * MiB
+    )
+    outcome = DockerRunner(docker_client).run(spec, Recorder())
+    assert outcome.reason == (
+        "the outputs grew past the 50 MiB limit; the outputs were deleted"
+    )
+    assert list(spec.output_dir.iterdir()) == []
+
+
+@pytest.mark.docker
+def test_a_deleted_but_open_output_file_counts(docker_client, tmp_path):
+    script = (
+        "exec 3>/data/output/hidden.bin; rm /data/output/hidden.bin; "
+        "dd if=/dev/zero bs=1M count=100 >&3 2>/dev/null; echo written; sleep 60"
+    )
+    spec = spec_for(
+        tmp_path, ["sh", "-c", script], analysis_id=9112, max_output_bytes=50 * MiB
+    )
+    started = time.monotonic()
+    outcome = DockerRunner(docker_client).run(spec, Recorder())
+    assert outcome.reason == (
+        "the outputs grew past the 50 MiB limit; the outputs were deleted"
+    )
+    assert time.monotonic() - started < 50  # stopped, not slept out
+    assert "written" in spec.log_path.read_text()
+    assert list(spec.output_dir.iterdir()) == []
+
+
+@pytest.mark.docker
+def test_a_stdout_flood_is_cut_at_the_log_cap(docker_client, tmp_path):
+    script = "while true; do echo 'a line of output that never ends'; done"
+    spec = spec_for(
+        tmp_path, ["sh", "-c", script], analysis_id=9113, max_log_bytes=4 * MiB
+    )
+    outcome = DockerRunner(docker_client).run(spec, Recorder())
+    assert outcome.reason == "the log grew past the 4 MiB limit"
+    log = spec.log_path.read_bytes()
+    assert 4 * MiB <= len(log) < 4 * MiB + 200
+    assert log.rstrip().endswith(b"the run was stopped]")
+
+
+@pytest.mark.docker
+def test_a_32_mib_line_is_logged_whole_with_what_follows(docker_client, tmp_path):
+    script = (
+        "head -c 33554432 /dev/zero | tr '\\0' a; echo; "
+        "echo 'after the long line'; echo '##progress 100 done'"
+    )
+    spec = spec_for(tmp_path, ["sh", "-c", script], analysis_id=9114)
+    hooks = Recorder()
+    outcome = DockerRunner(docker_client).run(spec, hooks)
+    assert outcome.succeeded, outcome.reason
+    log = spec.log_path.read_bytes()
+    assert log.count(b"a") >= 32 * MiB
+    assert log.endswith(b"after the long line\n##progress 100 done\n")
+    assert hooks.progress == [(100.0, "done")]
+
+
+def test_the_log_pump_keeps_no_more_than_a_progress_line(tmp_path):
+    from backend.runners import PROGRESS_LINE_MAX, _LogPump
+
+    hooks = Recorder()
+    pump = _LogPump(tmp_path / "log.txt", hooks, 64 * MiB)
+    chunk = b"x" * 65536
+    for _ in range(512):  # a 32 MiB line, as a container's log stream delivers it
+        pump.feed(chunk)
+        assert len(pump.line) <= PROGRESS_LINE_MAX  # nothing grows with the line
+    pump.feed(b"\n##progress 40 ")
+    pump.feed(b"halfway\n")
+    pump.close()
+    assert hooks.progress == [(40.0, "halfway")]
+    assert (tmp_path / "log.txt").stat().st_size == 32 * MiB + 23
+
+
+def test_local_run_deleted_open_file_and_flood(tmp_path):
+    hidden = (
+        "import os,time\nf=open('hidden','wb')\nos.remove('hidden')\n"
+        "f.write(b'x'*3_000_000)\nf.flush()\ntime.sleep(30)"
+    )
+    spec = spec_for(tmp_path / "a", [PY, "-c", hidden], max_output_bytes=1_000_000)
+    outcome = LocalRunner().run(spec, Recorder())
+    # Python ignores SIGXFSZ: its write fails with "File too large" at the cap.
+    assert outcome.reason == (
+        "an output file reached the 1,000,000 bytes limit; the outputs were deleted"
+    )
+    flood = "while True: print('x' * 1000)"
+    spec = spec_for(tmp_path / "b", [PY, "-c", flood], max_log_bytes=100_000)
+    assert LocalRunner().run(spec, Recorder()).reason == (
+        "the log grew past the 100,000 bytes limit"
+    )

@@ -28,14 +28,16 @@ from backend.runners import (
     LocalRunner,
     Outcome,
     RunSpec,
+    folder_size,
     format_duration,
     now,
 )
 
 from ..extensions import db
+from ..formatting import human_size
 from ..links import external_url
 from ..models import Analysis, AnalysisState, PipelineImage, ProjectFile, User
-from ..projects.services import files_dir
+from ..projects.services import files_dir, quota_for, storage_used
 from .services import all_pipelines, analysis_dir, log_path, output_dir
 
 log = logging.getLogger(__name__)
@@ -134,6 +136,13 @@ def claim(analysis_id: int, runner_name: str) -> Analysis | None:
     return analysis
 
 
+def output_room(analysis: Analysis) -> int:
+    """Bytes the owner's quota leaves for this analysis' folder (what it already
+    holds, from an earlier attempt, is its own)."""
+    owner = analysis.owner
+    return quota_for(owner) - storage_used(owner) + analysis.output_bytes
+
+
 def build_spec(analysis: Analysis, runner) -> RunSpec:
     config = current_app.config
     pipeline = load_pipeline(Path(config["PIPELINES_DIR"]) / analysis.pipeline)
@@ -146,6 +155,7 @@ def build_spec(analysis: Analysis, runner) -> RunSpec:
     else:
         argv = build_argv(pipeline, analysis.params)
     resources = pipeline.resources
+    room, site_cap = output_room(analysis), config["MAX_OUTPUT_BYTES"]
     return RunSpec(
         analysis_id=analysis.id,
         argv=argv,
@@ -157,7 +167,9 @@ def build_spec(analysis: Analysis, runner) -> RunSpec:
         memory_mb=min(resources.memory_mb, config["MAX_MEMORY_MB_PER_RUN"]),
         pids=min(resources.pids, config["MAX_PIDS_PER_RUN"]),
         timeout_s=60 * min(resources.timeout_minutes, config["MAX_RUN_MINUTES"]),
-        max_output_bytes=config["MAX_OUTPUT_BYTES"],
+        max_output_bytes=min(site_cap, room),
+        output_limit_note="" if site_cap <= room else " (what your quota had left)",
+        max_log_bytes=config["MAX_LOG_BYTES"],
         user=config["PIPELINE_USER"],
     )
 
@@ -169,13 +181,22 @@ class _DatabaseHooks(Hooks):
     def __init__(self, analysis_id: int):
         self.analysis_id = analysis_id
         self.latest: tuple[float, str] | None = None
+        self.output_size: int | None = None
         self.lock = threading.Lock()
         self.last_write = 0.0
-        super().__init__(on_progress=self._note, should_cancel=self._tick)
+        super().__init__(
+            on_progress=self._note,
+            should_cancel=self._tick,
+            on_output_size=self._note_size,
+        )
 
     def _note(self, percent: float, message: str) -> None:
         with self.lock:
             self.latest = (percent, message[:255])
+
+    def _note_size(self, size: int) -> None:
+        # Outputs count against the quota while the run goes on, not only after.
+        self.output_size = size
 
     def _tick(self) -> bool:
         if time.monotonic() - self.last_write < HEARTBEAT_SECONDS:
@@ -188,6 +209,8 @@ class _DatabaseHooks(Hooks):
         with self.lock:
             if self.latest is not None:
                 values["progress_percent"], values["progress_message"] = self.latest
+        if self.output_size is not None:
+            values["output_bytes"] = self.output_size
         db.session.execute(
             sa.update(Analysis).where(Analysis.id == self.analysis_id).values(**values)
         )
@@ -219,7 +242,16 @@ def _execute(analysis_id: int, runner) -> str:
     try:
         # The web offered the pipeline from the last check; look again now.
         problem = runner.image_problem(analysis.image)
-        if problem:
+        if output_room(analysis) <= 0:
+            owner = analysis.owner
+            outcome = Outcome(
+                None,
+                f"your storage is full ({human_size(storage_used(owner))} of "
+                f"{human_size(quota_for(owner))}), so the run could not start; "
+                "delete files or old analyses, then run it again",
+                analysis.started_at,
+            )
+        elif problem:
             note_image(analysis.pipeline, analysis.image, runner, problem)
             outcome = Outcome(None, NOT_INSTALLED, analysis.started_at, detail=problem)
         else:
@@ -283,6 +315,7 @@ def check_images() -> dict[str, bool]:
 def record(analysis: Analysis, outcome: Outcome, failure: Exception | None) -> None:
     """Write the outcome on the row; snapshot and notify as needed."""
     db.session.refresh(analysis)
+    analysis.output_bytes = folder_size(analysis_dir(analysis))
     analysis.finished_at = outcome.finished_at
     analysis.exit_code = outcome.exit_code
     analysis.image_id = outcome.image_id or analysis.image_id
@@ -367,8 +400,10 @@ def notify(analysis: Analysis) -> None:
     body = render_template(
         "analyses/email/finished.txt", analysis=analysis, duration=duration, link=link
     )
+    # One line, whatever a project was called before names were checked.
+    subject = " ".join(f"{analysis.pipeline} on {analysis.project.name} {verb}".split())
     message = EmailMessage(
-        subject=f"{analysis.pipeline} on {analysis.project.name} {verb}",
+        subject=subject,
         body=body,
         to=[owner.email],
     )

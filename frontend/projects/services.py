@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import unicodedata
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -219,9 +220,7 @@ def _lock_owner(user: User) -> None:
     reservations one user at a time; SQLite has one writer at a time anyway, and
     each reservation below is a single statement."""
     db.session.commit()
-    db.session.execute(
-        sa.select(User.id).where(User.id == user.id).with_for_update()
-    )
+    db.session.execute(sa.select(User.id).where(User.id == user.id).with_for_update())
 
 
 def reserve_space(user: User, amount: int) -> int:
@@ -327,6 +326,11 @@ def _check_project_name(user: User, name: str, exclude: int | None = None) -> st
     name = name.strip()
     if not name:
         raise StorageError("Give the project a name.")
+    if any(unicodedata.category(char) in ("Cc", "Zl", "Zp") for char in name):
+        raise StorageError(
+            "A project name cannot contain line breaks, tabs or other control "
+            "characters."
+        )
     stmt = sa.select(Project.id).where(
         Project.owner_id == user.id, Project.name == name
     )

@@ -41,6 +41,23 @@ SUMMARY_FIELDS = [
 ]
 
 
+# A spreadsheet runs a cell starting with these as a formula.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def cell(value):
+    """What goes into an output CSV: text a spreadsheet would run as a formula gets
+    a leading apostrophe (OWASP's advice); numbers, negative ones too, stay as they
+    are."""
+    if (
+        isinstance(value, str)
+        and value.startswith(FORMULA_START)
+        and as_number(value) is None
+    ):
+        return "'" + value
+    return value
+
+
 def progress(percent: float, message: str) -> None:
     print(f"##progress {percent:.0f} {message}", flush=True)
 
@@ -220,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
             writer = csv.writer(handle)
             writer.writerow(["column", "missing", "missing_percent"])
             for row in table_summary:
-                writer.writerow([row["column"], row["missing"], row["missing_percent"]])
+                writer.writerow(
+                    [cell(row["column"]), row["missing"], row["missing_percent"]]
+                )
         done += 1
         numeric = numeric_columns(header, rows, table_summary)
         progress(100 * done / steps, f"plotting histograms of {path.name}")
@@ -232,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.out / "summary.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=SUMMARY_FIELDS)
         writer.writeheader()
-        writer.writerows(summary)
+        writer.writerows(
+            {key: cell(value) for key, value in row.items()} for row in summary
+        )
     progress(100, "done")
     return 0
 
