@@ -31,6 +31,7 @@ def test_compose_runs_the_services_on_shared_volumes():
         )
         assert env["LABQUEUE_CELERY_BROKER_URL"].startswith("amqp://")
     assert "/var/run/docker.sock:/var/run/docker.sock" in services["worker"]["volumes"]
+    assert services["worker"]["pid"] == "host"  # output caps read /proc
     assert services["worker"]["command"][:3] == ["celery", "-A", "frontend.make_celery"]
     assert services["beat"]["command"][3] == "beat"
 
