@@ -60,3 +60,8 @@ def app_with_user(config: dict, projects: int = 1):
     with client.session_transaction() as session:
         session["_user_id"], session["_fresh"] = uniquifier, True
     return app, user_id, ids, client
+
+
+def targets(*checks: tuple[str, bool]) -> list[dict]:
+    """Each target in words with whether this run met it, for the printed result."""
+    return [{"target": text, "met": bool(ok)} for text, ok in checks]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import docker
 
-from bench.common import app_with_user, bench_config, broker_url
+from bench.common import app_with_user, bench_config, broker_url, targets
 
 ROOT = Path(__file__).resolve().parent.parent
 PIPELINES = ROOT / "bench" / "pipelines"
@@ -84,8 +84,13 @@ def main() -> dict:
         "p50_ms": round(1000 * statistics.median(latencies)),
         "p95_ms": round(1000 * latencies[max(0, round(0.95 * len(latencies)) - 1)]),
         "max_ms": round(1000 * latencies[-1]),
-        "target": "p50 <= 1000 ms (the page itself polls every 1 s on top)",
     }
+    result["targets"] = targets(
+        (
+            "p50 <= 1000 ms (the page itself polls every 1 s on top)",
+            result["p50_ms"] <= 1000,
+        )
+    )
     print(json.dumps(result, indent=2))
     return result
 

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import requests
 
+from bench.common import targets
+
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "benchmark password"
 
@@ -222,8 +224,11 @@ def main() -> dict:
             "bare_wsgi_MBps": round(bare_rate, 1),
             "throughput_ratio": round(app_rate / bare_rate, 2),
             "app_worker_peak_growth_MiB": round(peak_growth_mib, 1),
-            "targets": "throughput_ratio >= 0.5, peak growth < 64 MiB",
         }
+        result["targets"] = targets(
+            ("throughput_ratio >= 0.5", result["throughput_ratio"] >= 0.5),
+            ("peak growth < 64 MiB", peak_growth_mib < 64),
+        )
     finally:
         for server in servers:
             server.stop()
