@@ -220,10 +220,10 @@
 
 # --- Running analyses --------------------------------------------------------------
 
-# Which runner executes pipelines: "docker", "local" (a plain subprocess, no sandbox:
-# development only), or "auto" (Docker when an engine answers, else local with a
-# warning). Env: LABQUEUE_RUNNER
-# RUNNER = "auto"
+# Which runner executes pipelines: "docker" (sandboxed containers), or "local"
+# (plain processes, no sandbox: development only; every page says so). There is no
+# fallback from one to the other. Env: LABQUEUE_RUNNER
+# RUNNER = "docker"
 
 # A short name for this site in container names and labels, so that sites sharing a
 # Docker engine leave each other's runs alone. Unset: derived from the database URL.
@@ -234,9 +234,16 @@
 # 65534:65534 (nobody) when the worker runs as root. Env: LABQUEUE_PIPELINE_USER
 # PIPELINE_USER = None
 
-# Analyses one user may have running at once; more wait in the queue.
-# Env: LABQUEUE_MAX_RUNNING_PER_USER
+# This worker host's name on the runs it starts and supervises (one watcher per
+# host). Unset: the machine's hostname. Give worker containers that share a Docker
+# engine the host's name. Env: LABQUEUE_WORKER_HOST
+# WORKER_HOST = None
+
+# Analyses one user may have running at once, and the whole site; more wait in the
+# queue, which is served first in, first out for each user, round robin across
+# users. 0 means no limit. Env: LABQUEUE_MAX_RUNNING_PER_USER, LABQUEUE_MAX_RUNNING
 # MAX_RUNNING_PER_USER = 2
+# MAX_RUNNING = 50
 
 # Caps on what a pipeline's manifest may ask for. A run's outputs are also capped
 # by what its owner's storage quota leaves (outputs and logs count against it);
@@ -253,23 +260,39 @@
 # past it is stopped and fails. Env: LABQUEUE_MAX_LOG_BYTES
 # MAX_LOG_BYTES = 50 * 1024**2
 
-# How often a run is started again after its worker died, before it fails with
+# How often a run is started again after its host was lost, before it fails with
 # "worker lost". Env: LABQUEUE_MAX_ATTEMPTS
 # MAX_ATTEMPTS = 2
 
-# A running analysis whose worker has not reported for this long is taken to have
-# lost it. Env: LABQUEUE_HEARTBEAT_TIMEOUT_SECONDS
+# A worker host whose watcher has not renewed its lease for this long is taken to
+# be gone: another host adopts its runs if its engine can see them, else they are
+# queued again. Env: LABQUEUE_HEARTBEAT_TIMEOUT_SECONDS
 # HEARTBEAT_TIMEOUT_SECONDS = 60
 
-# How often the reconciler (Celery beat) looks for such runs and orphan containers.
-# Env: LABQUEUE_RECONCILE_SECONDS
-# RECONCILE_SECONDS = 60
+# How often the reconciler (Celery beat) looks for runs of lost hosts, starts that
+# did not finish, and stray containers. Env: LABQUEUE_RECONCILE_SECONDS
+# RECONCILE_SECONDS = 30
+
+# How often the dispatcher (Celery beat) sends queued runs that are due, and how
+# long a run sent but not yet started waits before it is sent again (its message
+# may have been lost). Env: LABQUEUE_DISPATCH_SECONDS, LABQUEUE_REDISPATCH_SECONDS
+# DISPATCH_SECONDS = 5
+# REDISPATCH_SECONDS = 30
+
+# How often each host's watcher looks at its runs (log, progress, limits, ends).
+# Env: LABQUEUE_WATCH_SECONDS
+# WATCH_SECONDS = 0.5
+
+# A claimed run not launched after this long (its start task died) is looked for
+# and adopted, or queued again. Env: LABQUEUE_LAUNCH_GRACE_SECONDS
+# LAUNCH_GRACE_SECONDS = 60
 
 # How often workers check that each pipeline's image is on their Docker engine; a
 # pipeline whose image is missing is shown as unavailable and cannot be submitted.
 # Env: LABQUEUE_IMAGE_CHECK_SECONDS
 # IMAGE_CHECK_SECONDS = 60
 
-# Seconds before a run held back by MAX_RUNNING_PER_USER is tried again.
-# Env: LABQUEUE_DEFER_SECONDS
-# DEFER_SECONDS = 10
+# Mail the server did not take is tried again after this many seconds, doubling
+# each time (at most an hour). Admin → Mail shows what waits.
+# Env: LABQUEUE_MAIL_RETRY_SECONDS
+# MAIL_RETRY_SECONDS = 30

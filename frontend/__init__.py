@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask
 from flask_security import SQLAlchemyUserDatastore
 
-from . import accounts, analyses, main, projects
+from . import accounts, analyses, main, projects, settings
 from .accounts.forms import AcademicRegisterForm
 from .admin import init_admin
 from .celery_app import celery_init_app
@@ -35,6 +35,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app.config.from_pyfile(str(config_file))
     app.config.from_prefixed_env("LABQUEUE")
     app.config.update(config or {})
+    settings.check(app.config)
     _complete_config(app)
     init_http(app)
 

@@ -42,20 +42,16 @@ def celery_init_app(app: Flask) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         result_expires=3600,
-        # Reliability for long tasks. The database row is the source of truth and
-        # the broker only delivers "work on analysis N":
-        # - task_acks_late: the message is acknowledged when the task ends, so a
-        #   worker that dies mid-task does not lose it; tasks must be idempotent.
+        # The database row is the source of truth and the queue; the broker only
+        # carries short tasks ("start N", "dispatch"), none of which waits for a
+        # pipeline, so no delivery stays unacknowledged anywhere near RabbitMQ's
+        # consumer_timeout.
+        # - task_acks_late: acknowledged when the task ends, so a worker killed
+        #   mid-task does not lose it (the tasks are idempotent);
         # - worker_prefetch_multiplier=1: a worker holds one message beyond what it
-        #   runs, so queued work is not stuck behind a busy worker.
-        # - task_reject_on_worker_lost: a task whose worker process was killed is
+        #   runs;
+        # - task_reject_on_worker_lost: a task whose process was killed is
         #   requeued rather than acknowledged as if it had finished.
-        # RabbitMQ closes a channel whose delivery stays unacknowledged beyond its
-        # consumer_timeout (30 min by default) and redelivers the message. The run
-        # task can outlast it, so it is acknowledged on receipt instead (see
-        # tasks.run_analysis): its analysis row, claimed atomically and kept alive
-        # by a heartbeat, makes it safe, and the reconciler recovers runs whose
-        # worker died. See docs/architecture.md.
         task_acks_late=True,
         worker_prefetch_multiplier=1,
         task_reject_on_worker_lost=True,
@@ -67,6 +63,14 @@ def celery_init_app(app: Flask) -> Celery:
             "check-pipeline-images": {
                 "task": "labqueue.check_images",
                 "schedule": float(app.config["IMAGE_CHECK_SECONDS"]),
+            },
+            "dispatch-analyses": {
+                "task": "labqueue.dispatch",
+                "schedule": float(app.config["DISPATCH_SECONDS"]),
+            },
+            "flush-mail": {
+                "task": "labqueue.flush_mail",
+                "schedule": float(app.config["MAIL_RETRY_SECONDS"]),
             },
         },
         beat_schedule_filename=str(Path(app.instance_path) / "celerybeat-schedule"),

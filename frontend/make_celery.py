@@ -1,19 +1,30 @@
-"""Worker entry point: ``celery -A frontend.make_celery worker``."""
+"""Worker entry point: ``celery -A frontend.make_celery worker``.
+
+Besides running tasks, each worker's main process runs the watcher (one per host
+supervises that host's runs; see analyses/watcher.py).
+"""
 
 import os
 import warnings
 
 from celery.exceptions import SecurityWarning
-from celery.signals import after_setup_logger, worker_ready
+from celery.signals import (
+    after_setup_logger,
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+)
 from flask.logging import default_handler
 
 from . import create_app
+from .extensions import db
 from .logs import configure_logging
 
 flask_app = create_app({"LOG_FILE_NAME": "worker.log"})
 celery_app = flask_app.extensions["celery"]
 # Celery logs to the console itself; Flask's console handler would print twice.
 flask_app.logger.removeHandler(default_handler)
+watcher = None
 
 RUNS_AS_ROOT = os.geteuid() == 0
 if RUNS_AS_ROOT:
@@ -28,17 +39,29 @@ def log_to_file(logger, **kwargs):
     configure_logging(flask_app)
 
 
+@worker_process_init.connect
+def fresh_connections(**kwargs):
+    """A pool process forked from the main one must not share its database
+    connections (the watcher uses them)."""
+    with flask_app.app_context():
+        db.engine.dispose(close=False)
+
+
 @worker_ready.connect
 def announce_ready(sender, **kwargs):
-    """Repair what dead workers left, check pipeline images, then say plainly
-    that the worker is consuming."""
+    """Repair what dead workers left, check pipeline images, start the watcher,
+    then say plainly that the worker is consuming."""
+    global watcher
     broker = celery_app.conf.broker_url
     with flask_app.app_context():
-        from .analyses.execution import check_images, make_runner, reconcile
+        from .analyses.execution import check_images, reconcile
+        from .analyses.watcher import Watcher
 
         reconcile()
         check_images()
-        sandboxed = make_runner().sandboxed
+        sandboxed = flask_app.config["RUNNER"] != "local"
+        watcher = Watcher(flask_app)
+        watcher.start()
     if RUNS_AS_ROOT:
         flask_app.logger.warning(
             "This worker runs as root because it was started as root; it keeps root "
@@ -53,3 +76,11 @@ def announce_ready(sender, **kwargs):
     flask_app.logger.info(
         "Worker %s ready, consuming from %s", sender.hostname, broker.split("@")[-1]
     )
+
+
+@worker_shutdown.connect
+def stop_watching(**kwargs):
+    """Stop the watcher; the runs go on, and the next watcher on this host picks
+    them up."""
+    if watcher is not None:
+        watcher.stop()

@@ -180,12 +180,15 @@ FINISHED_STATES = (
 
 
 class Analysis(db.Model):
-    """One run of a pipeline on a project. This row, not the broker, is the truth:
-    queued → running → succeeded | failed | cancelled, and queued → cancelled."""
+    """One run of a pipeline on a project. This row, not the broker, is the truth
+    and the queue: queued → running → succeeded | failed | cancelled, and queued →
+    cancelled. A running row is claimed by a worker host (``worker``), launched
+    (``handle``) and supervised by that host's watcher, which finalizes it once."""
 
     __table_args__ = (
         sa.Index("ix_analysis_state_submitted", "state", "submitted_at"),
         sa.Index("ix_analysis_owner_submitted", "owner_id", "submitted_at"),
+        sa.Index("ix_analysis_state_worker", "state", "worker"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -222,11 +225,33 @@ class Analysis(db.Model):
         sa.BigInteger, default=0, server_default="0"
     )
     cancel_requested: Mapped[bool] = mapped_column(default=False)
-    worker: Mapped[str | None] = mapped_column(sa.String(255))
+    # Why the watcher is stopping it (cancel, timeout, a cap), kept so that a
+    # watcher restarted meanwhile reports it rightly.
+    stopping_reason: Mapped[str | None] = mapped_column(sa.String(255))
+    worker: Mapped[str | None] = mapped_column(sa.String(255))  # the host's id
     runner: Mapped[str | None] = mapped_column(sa.String(16))
+    # When the dispatcher last sent "start" for it (queued rows only).
+    dispatched_at: Mapped[datetime | None] = mapped_column(sa.DateTime())
+    # The runner's handle (backend.runners.Handle as a dict) once launched.
+    handle: Mapped[dict | None] = mapped_column(sa.JSON)
+    launched_at: Mapped[datetime | None] = mapped_column(sa.DateTime())
+    # Bytes of the runner's output already copied into log.txt.
+    log_offset: Mapped[int] = mapped_column(
+        sa.BigInteger, default=0, server_default="0"
+    )
+    # What it ran under: cpus, memory_mb, pids, timeout_s, max_output_bytes,
+    # output_limit_note, max_log_bytes.
+    limits: Mapped[dict | None] = mapped_column(sa.JSON)
+    peak_memory_bytes: Mapped[int | None] = mapped_column(sa.BigInteger)
+    cpu_seconds: Mapped[float | None]
+    # An admin's "queue again" makes a new analysis; this points at the earlier one.
+    retry_of_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("analysis.id", ondelete="SET NULL")
+    )
 
     owner: Mapped[User] = relationship()
     project: Mapped[Project] = relationship(back_populates="analyses")
+    retry_of: Mapped[Analysis | None] = relationship(remote_side=[id])
 
     @property
     def finished(self) -> bool:
@@ -280,3 +305,37 @@ class StorageReservation(db.Model):
     )
     bytes: Mapped[int] = mapped_column(sa.BigInteger)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(), default=utcnow)
+
+
+class WatcherLease(db.Model):
+    """One watcher per worker host supervises that host's runs: the one whose
+    token is here, renewed every tick. A lease not renewed for a while, or held by
+    a process that is gone from this host, is taken over."""
+
+    host: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    token: Mapped[str] = mapped_column(sa.String(64))
+    pid: Mapped[int]
+    renewed_at: Mapped[datetime] = mapped_column(sa.DateTime(), default=utcnow)
+
+
+class OutgoingMail(db.Model):
+    """A mail to send, written in the same transaction as what it tells; a task
+    sends it after the commit and a periodic one retries until the server takes
+    it, so an SMTP outage delays mail but loses none."""
+
+    __table_args__ = (sa.Index("ix_outgoing_mail_due", "sent_at", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    recipient: Mapped[str] = mapped_column(sa.String(255))
+    subject: Mapped[str] = mapped_column(sa.String(255))
+    body: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(), default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(sa.DateTime())
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    next_attempt_at: Mapped[datetime] = mapped_column(sa.DateTime(), default=utcnow)
+    # A sender holds a mail until then, so that two never send it at once.
+    claimed_until: Mapped[datetime | None] = mapped_column(sa.DateTime())
+
+    def __str__(self) -> str:
+        return f"{self.subject} → {self.recipient}"

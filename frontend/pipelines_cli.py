@@ -57,16 +57,13 @@ def check_command() -> None:
     click.echo(f"{len(pipelines)} pipeline(s) OK: {', '.join(pipelines)}")
 
 
-NO_ENGINE = """\
-WARNING: no Docker engine answers (DOCKER_HOST={host}). Analyses will run with the
-local runner, WITHOUT a sandbox: pipelines run as processes of this machine with
-your files and network. Every page says so. To run them in containers, start
-Docker (sudo dockerd &, or sudo systemctl start docker) and run make run again."""
-
 NEEDS_ENGINE = """\
-No Docker engine answers (DOCKER_HOST={host}), and RUNNER is "docker", so no
-analysis could run. Start Docker (sudo dockerd &, or sudo systemctl start docker),
-then run this again."""
+No Docker engine answers (DOCKER_HOST={host}), so no analysis could run, and
+Labqueue was not started. Analyses run in Docker containers. Either:
+  - start Docker (sudo dockerd &, or sudo systemctl start docker), then run this
+    again; or,
+  - on a development machine only, run them as plain processes WITHOUT a sandbox:
+    LABQUEUE_RUNNER=local make run   (every page then says so)."""
 
 NO_BASE = """\
 Labqueue cannot get its pipeline images, so it was not started.
@@ -101,11 +98,13 @@ def prepare_command() -> None:
     host = os.environ.get("DOCKER_HOST", "the default socket")
     client = None if config["RUNNER"] == "local" else _docker_client()
     if config["RUNNER"] == "local":
-        click.echo("RUNNER is local: pipelines run WITHOUT a sandbox; no images.")
+        click.echo(
+            "WARNING: RUNNER is local: pipelines run as plain processes, WITHOUT a "
+            "sandbox (every page says so). No images are needed.",
+            err=True,
+        )
     elif client is None:
-        if config["RUNNER"] == "docker":
-            raise click.ClickException(NEEDS_ENGINE.format(host=host))
-        click.echo(NO_ENGINE.format(host=host), err=True)
+        raise click.ClickException(NEEDS_ENGINE.format(host=host))
     else:
         try:
             built = ensure_images(

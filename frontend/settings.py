@@ -1,4 +1,4 @@
-"""Built-in configuration defaults.
+"""Built-in configuration defaults, and the check of what overrides them.
 
 Every key here can be overridden in ``config.py`` (see ``config_example.py``, where
 each key is documented) and then by an environment variable named ``LABQUEUE_<KEY>``.
@@ -6,7 +6,11 @@ Keys whose default depends on where the app lives (database file, data folders,
 embedded broker) are filled in by ``create_app`` when left as ``None``.
 """
 
+import json
+import os
 from pathlib import Path
+from types import UnionType
+from typing import get_args, get_origin, get_type_hints
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -17,11 +21,11 @@ class Defaults:
     SITE_URL = "http://127.0.0.1:5055"
 
     # Filled in by create_app: a key persisted under instance/ when none is given.
-    SECRET_KEY = None
-    SECURITY_PASSWORD_SALT = None
+    SECRET_KEY: str | None = None
+    SECURITY_PASSWORD_SALT: str | None = None
 
     # Database: SQLite file in instance/ unless a URL is given.
-    SQLALCHEMY_DATABASE_URI = None
+    SQLALCHEMY_DATABASE_URI: str | None = None
 
     # Data folders (created at start-up).
     USER_DATA_DIR = str(PROJECT_ROOT / "userData")
@@ -35,26 +39,26 @@ class Defaults:
 
     # Registration policy.
     ACADEMIC_EMAIL_ONLY = True
-    ACCESS_REQUEST_CONTACT = None  # falls back to the first of ADMINS
+    ACCESS_REQUEST_CONTACT: str | None = None  # falls back to the first of ADMINS
     ADMINS: list[str] = []
 
     # First admin, created by `flask create-admin` when given no arguments.
-    ADMIN_EMAIL = None
-    ADMIN_PASSWORD = None
+    ADMIN_EMAIL: str | None = None
+    ADMIN_PASSWORD: str | None = None
 
     # Mail. With no MAIL_SERVER, mail is written as files under logs/mail/.
-    MAIL_SERVER = None
+    MAIL_SERVER: str | None = None
     MAIL_PORT = 25
     MAIL_USE_TLS = False
     MAIL_USE_SSL = False
-    MAIL_USERNAME = None
-    MAIL_PASSWORD = None
+    MAIL_USERNAME: str | None = None
+    MAIL_PASSWORD: str | None = None
     MAIL_TIMEOUT = 30
     MAIL_DEFAULT_SENDER = "Labqueue <no-reply@labqueue.invalid>"
 
     # Celery. With no broker URL, the embedded SQLite-backed kombu transport.
-    CELERY_BROKER_URL = None
-    CELERY_RESULT_BACKEND = None
+    CELERY_BROKER_URL: str | None = None
+    CELERY_RESULT_BACKEND: str | None = None
     CELERY_QUEUE = "labqueue"
     CELERY_EXTRA: dict = {}  # further Celery settings by their Celery names
 
@@ -97,10 +101,10 @@ class Defaults:
     SESSION_COOKIE_SAMESITE = "Lax"
     REMEMBER_COOKIE_SAMESITE = "Lax"
     # None: secure exactly when SITE_URL is https (filled in by create_app).
-    SESSION_COOKIE_SECURE = None
-    REMEMBER_COOKIE_SECURE = None
+    SESSION_COOKIE_SECURE: bool | None = None
+    REMEMBER_COOKIE_SECURE: bool | None = None
     # Host names the site answers to; None: SITE_URL's (see frontend/http.py).
-    TRUSTED_HOSTS = None
+    TRUSTED_HOSTS: list | None = None
 
     # Request bodies: forms and JSON are read into memory, so they stay small; only
     # views that stream a file to disk accept up to MAX_UPLOAD_BYTES.
@@ -122,18 +126,88 @@ class Defaults:
     PIPELINE_LOCAL_BASE_IMAGE = "labqueue/python-base:bookworm"
 
     # Running analyses.
-    RUNNER = "auto"  # docker, local, or auto (docker when an engine answers)
-    SITE_ID = None  # names this site's containers; default: from the database URL
-    PIPELINE_USER = None  # "uid:gid" in containers; default: the worker's, or nobody
+    RUNNER = "docker"  # or "local": plain processes, no sandbox (development only)
+    # Names this site's containers; default: from the database URL.
+    SITE_ID: str | None = None
+    # This worker host's name on its runs; default: the hostname.
+    WORKER_HOST: str | None = None
+    # "uid:gid" in containers; default: the worker's, or nobody.
+    PIPELINE_USER: str | None = None
     MAX_RUNNING_PER_USER = 2  # more wait in the queue
+    MAX_RUNNING = 50  # runs at once on the whole site; more wait in the queue
     MAX_CPUS_PER_RUN = 2.0  # caps on what manifests ask for
     MAX_MEMORY_MB_PER_RUN = 4096
     MAX_PIDS_PER_RUN = 512
     MAX_RUN_MINUTES = 24 * 60
     MAX_OUTPUT_BYTES = 10 * 1024**3  # and never more than the owner's quota leaves
     MAX_LOG_BYTES = 50 * 1024**2  # a run whose log grows past this is stopped
-    MAX_ATTEMPTS = 2  # runs started again after their worker died
-    HEARTBEAT_TIMEOUT_SECONDS = 60  # a running row silent this long lost its worker
-    RECONCILE_SECONDS = 60  # how often the reconciler looks
+    MAX_ATTEMPTS = 2  # runs started again after their host was lost
+    HEARTBEAT_TIMEOUT_SECONDS = 60  # a host whose watcher is silent this long is gone
+    RECONCILE_SECONDS = 30  # how often the reconciler looks
     IMAGE_CHECK_SECONDS = 60  # how often workers check that pipeline images exist
-    DEFER_SECONDS = 10  # wait before retrying a run held back by MAX_RUNNING_PER_USER
+    DISPATCH_SECONDS = 5  # how often the dispatcher sends due queued runs
+    REDISPATCH_SECONDS = 30  # a run sent this long ago and still queued is sent again
+    WATCH_SECONDS = 0.5  # how often the watcher looks at its runs
+    LAUNCH_GRACE_SECONDS = 60  # a claimed run not launched by then is looked into
+    MAIL_RETRY_SECONDS = 30  # how often unsent mail is tried again
+
+
+# Keys whose value must be one of a few words.
+CHOICES = {"RUNNER": ("docker", "local")}
+KIND_NAMES = {
+    bool: "true or false",
+    int: "a number",
+    float: "a number",
+    str: "a string",
+    list: 'a JSON list, e.g. ["a", "b"]',
+    dict: 'a JSON object, e.g. {"key": "value"}',
+}
+
+
+class ConfigError(ValueError):
+    """A setting that does not fit its key's type; says which and what fits."""
+
+
+def _kind_of(key: str):
+    """The type a key takes: from its annotation, else from its default."""
+    hint = get_type_hints(Defaults).get(key)
+    if hint is not None:
+        options = get_args(hint) if get_origin(hint) is UnionType else (hint,)
+        kinds = [get_origin(option) or option for option in options]
+        return next((kind for kind in kinds if kind in KIND_NAMES), None)
+    default = getattr(Defaults, key)
+    return type(default) if type(default) in KIND_NAMES else None
+
+
+def _fits(value, kind) -> bool:
+    if value is None:
+        return True
+    if kind in (int, float):
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def check(config: dict, environ=None) -> None:
+    """Stop start-up on a setting that does not fit its key: a LABQUEUE_ variable
+    that did not parse as its key's type (a dict, a list, a number, a flag), or a
+    value outside a key's choices. A string key given digits by a variable keeps the
+    variable's text (a password of digits stays a string)."""
+    environ = os.environ if environ is None else environ
+    problems = []
+    for key in (k for k in vars(Defaults) if k.isupper()):
+        kind, value = _kind_of(key), config.get(key)
+        variable = f"LABQUEUE_{key}"
+        source = variable if variable in environ else f"{key} in config.py"
+        if kind is str and variable in environ and not isinstance(value, str):
+            config[key] = value = environ[variable]  # JSON made it a number
+        if kind is not None and not _fits(value, kind):
+            shown = environ.get(variable, json.dumps(value, default=str))
+            problems.append(f"{source}: expected {KIND_NAMES[kind]}, got {shown!r}")
+        elif key in CHOICES and value not in CHOICES[key]:
+            choices = " or ".join(f'"{c}"' for c in CHOICES[key])
+            problems.append(f"{source}: expected {choices}, got {value!r}")
+    if problems:
+        raise ConfigError(
+            "Labqueue's configuration has a value it cannot use:\n  "
+            + "\n  ".join(problems)
+        )

@@ -1,12 +1,17 @@
-"""Celery tasks: thin adapters that load rows by id and call services."""
+"""Celery tasks: thin adapters that take an id (or nothing) and call services.
+
+Every task is short: none waits for a pipeline (the watcher in each worker's main
+process follows runs), so none holds a RabbitMQ delivery near consumer_timeout.
+Tasks are sent by name (``send_task``), so the web side never imports this module.
+"""
 
 import socket
 
 import sqlalchemy as sa
 from celery import shared_task
-from flask import current_app
 
-from .analyses.execution import Deferred, check_images, execute, reconcile
+from . import outbox
+from .analyses.execution import check_images, dispatch, reconcile, start
 from .extensions import db
 from .models import User, utcnow
 
@@ -22,23 +27,21 @@ def ping() -> dict:
     }
 
 
-@shared_task(name="labqueue.run_analysis", bind=True, acks_late=False, max_retries=None)
-def run_analysis(self, analysis_id: int) -> str:
-    """Run analysis ``analysis_id`` if it is still queued.
+@shared_task(name="labqueue.start")
+def start_analysis(analysis_id: int) -> str:
+    """Claim analysis ``analysis_id`` and launch it; returns at once."""
+    return start(analysis_id)
 
-    Acknowledged on receipt, unlike the other tasks: a run can outlast RabbitMQ's
-    consumer_timeout, and the analysis row (claimed atomically, with a heartbeat)
-    is what makes it safe. A worker that dies mid-run is found by the reconciler.
-    """
-    try:
-        return execute(analysis_id)
-    except Deferred as wait:
-        raise self.retry(countdown=current_app.config["DEFER_SECONDS"]) from wait
+
+@shared_task(name="labqueue.dispatch")
+def dispatch_analyses() -> list[int]:
+    """Send "start" for queued analyses that are due, fairly, within the limits."""
+    return dispatch()
 
 
 @shared_task(name="labqueue.reconcile")
 def reconcile_analyses() -> dict:
-    """Requeue or fail runs whose worker died, and remove orphan containers."""
+    """Adopt, requeue or fail runs whose start or host was lost; remove strays."""
     return reconcile()
 
 
@@ -46,3 +49,15 @@ def reconcile_analyses() -> dict:
 def check_pipeline_images() -> dict:
     """Record which pipelines' images this worker's runner has."""
     return check_images()
+
+
+@shared_task(name="labqueue.send_mail")
+def send_mail(mail_id: int) -> bool:
+    """Send one mail of the outbox (a failure is retried by the flush)."""
+    return outbox.send(mail_id)
+
+
+@shared_task(name="labqueue.flush_mail")
+def flush_mail() -> int:
+    """Send every mail of the outbox that is due."""
+    return outbox.flush()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from markupsafe import escape
 
+from frontend import outbox
 from frontend.analyses import execution
 from frontend.analyses.services import analysis_dir
 from frontend.extensions import db
@@ -127,8 +128,8 @@ def test_cancel_a_queued_analysis(client, app, project):
     client.post(f"/analyses/{analysis_id}/cancel", data={"csrf_token": token})
     with app.app_context():
         assert db.session.get(Analysis, analysis_id).state == AnalysisState.CANCELLED
-        # The task, delivered later, finds nothing to do.
-        assert execution.execute(analysis_id) == "nothing to do"
+        # A start, delivered later, finds nothing to do.
+        assert execution.start(analysis_id) == "nothing to do"
     again = client.post(
         f"/analyses/{analysis_id}/cancel",
         data={"csrf_token": token},
@@ -164,42 +165,45 @@ def make_analysis(app, project, **fields) -> int:
         return analysis.id
 
 
-def test_reconciler_requeues_then_gives_up_on_lost_workers(app, project, smtp):
+def test_reconciler_requeues_then_gives_up_on_runs_of_lost_hosts(app, project, smtp):
+    from frontend.models import WatcherLease
+
     stale = utcnow() - timedelta(minutes=5)
-    retry = make_analysis(
-        app,
-        project,
-        state=AnalysisState.RUNNING,
-        attempt=1,
-        heartbeat_at=stale,
-        started_at=stale,
-    )
-    lost = make_analysis(
-        app,
-        project,
-        state=AnalysisState.RUNNING,
-        attempt=2,
-        heartbeat_at=stale,
-        started_at=stale,
-    )
-    fresh = make_analysis(
-        app,
-        project,
-        state=AnalysisState.RUNNING,
-        attempt=1,
-        heartbeat_at=utcnow(),
-        started_at=stale,
+    gone = {"runner": "docker", "job_id": "0" * 64, "host": "gone", "work_dir": ""}
+    retry, lost, fresh, starting, stuck = (
+        make_analysis(
+            app,
+            project,
+            state=AnalysisState.RUNNING,
+            started_at=started,
+            worker=host,
+            handle=handle,
+            attempt=attempt,
+        )
+        for host, handle, attempt, started in (
+            ("gone-host", gone, 1, stale),
+            ("gone-host", gone, 2, stale),
+            ("live-host", gone, 1, stale),
+            ("gone-host", None, 1, utcnow()),  # just claimed: its start goes on
+            ("gone-host", None, 1, stale),  # claimed long ago, never launched
+        )
     )
     with app.app_context():
+        db.session.add(WatcherLease(host="live-host", token="t", pid=1))
+        db.session.commit()
         report = execution.reconcile()
         states = {a.id: a for a in db.session.scalars(db.select(Analysis))}
-        assert report["requeued"] == [retry] and report["lost"] == [lost]
+        assert sorted(report["requeued"]) == [retry, stuck]
+        assert report["lost"] == [lost]
         assert states[retry].state == AnalysisState.QUEUED
+        assert states[retry].handle is None and states[retry].dispatched_at is None
         assert states[lost].state == AnalysisState.FAILED
         assert "Worker lost" in states[lost].error_summary
-        assert states[fresh].state == AnalysisState.RUNNING
+        assert states[fresh].state == states[starting].state == AnalysisState.RUNNING
+        outbox.flush()
     snapshot = Path(app.config["FAILED_ANALYSES_DIR"]) / str(lost)
-    assert json.loads((snapshot / "error.json").read_text())["reason"] == "worker lost"
+    error = json.loads((snapshot / "error.json").read_text())
+    assert error["reason"].startswith("worker lost")
     smtp.wait_for("ada@cs.ox.ac.uk", "seq-qc on Data failed")
 
 
@@ -209,7 +213,9 @@ def test_no_email_when_the_user_turned_them_off(app, project, smtp):
         analysis = db.session.get(Analysis, analysis_id)
         analysis.owner.notify_by_email = False
         db.session.commit()
-        execution.notify(analysis)
+        assert execution.notification(analysis) is None
+        db.session.commit()
+        outbox.flush()
     assert smtp.sent_to("ada@cs.ox.ac.uk") == []
 
 
@@ -258,7 +264,14 @@ def test_admin_sees_failures_and_can_queue_again(client, app, project, make_user
         },
     )
     with app.app_context():
-        assert db.session.get(Analysis, failed).state == AnalysisState.QUEUED
+        # A new analysis runs; the failed one keeps its outcome.
+        earlier = db.session.get(Analysis, failed)
+        again = db.session.scalar(db.select(Analysis).filter_by(retry_of_id=failed))
+        assert earlier.state == AnalysisState.FAILED
+        assert earlier.error_summary == "The pipeline exited with code 2."
+        assert again.state == AnalysisState.QUEUED and again.params == earlier.params
+    page = client.get(f"/analyses/{failed}").text
+    assert f'href="/analyses/{again.id}"' in page and "(this one)" in page
 
 
 def test_queue_shows_how_long_runs_have_been_going(client, app, project):
@@ -288,7 +301,6 @@ def test_a_worker_failure_fails_the_run_and_mails_the_admins(
 
     class BrokenRunner:
         name = "broken"
-        sandboxed = True
 
         def image_problem(self, image):
             return None
@@ -296,10 +308,11 @@ def test_a_worker_failure_fails_the_run_and_mails_the_admins(
         def close(self):
             pass
 
-        def run(self, spec, hooks):
+        def launch(self, spec):
             raise RuntimeError("the engine vanished")
 
     monkeypatch.setattr(execution, "make_runner", BrokenRunner)
+    monkeypatch.setattr(execution, "build_spec", lambda analysis, runner: None)
     try:
         with app.app_context():
             flask_migrate.upgrade()
@@ -324,8 +337,10 @@ def test_a_worker_failure_fails_the_run_and_mails_the_admins(
             )
             db.session.add(analysis)
             db.session.commit()
-            assert execution.execute(analysis.id) == "failed"
-            summary = db.session.get(Analysis, analysis.id).error_summary
+            analysis_id = analysis.id
+            assert execution.start(analysis_id) == "failed"
+            summary = db.session.get(Analysis, analysis_id).error_summary
+            outbox.flush()
     finally:
         remove_handlers()
     # The researcher reads plain words; the admins get the exception.
@@ -335,7 +350,7 @@ def test_a_worker_failure_fails_the_run_and_mails_the_admins(
     )
     alert = smtp.wait_for("admins@example.org", "Labqueue error")
     assert "the engine vanished" in alert.get_content()
-    snapshot = Path(app.config["FAILED_ANALYSES_DIR"]) / str(analysis.id)
+    snapshot = Path(app.config["FAILED_ANALYSES_DIR"]) / str(analysis_id)
     assert "the engine vanished" in (snapshot / "error.json").read_text()
     smtp.wait_for("ada@cs.ox.ac.uk", "seq-qc on Data failed")
 
@@ -511,6 +526,8 @@ def test_the_mail_subject_is_one_line_whatever_the_project_was_named(
         )
         db.session.add(analysis)
         db.session.commit()
-        execution.notify(analysis)
+        execution.notification(analysis)
+        db.session.commit()
+        outbox.flush()
     mail = smtp.wait_for("ada@cs.ox.ac.uk", "seq-qc on two lines finished")
     assert "\n" not in mail["Subject"]

@@ -122,11 +122,12 @@ class Stack:
 
 
 @pytest.fixture
-def stack_factory(tmp_path, smtp, images):
+def stack_factory(tmp_path, smtp, images, database_url):
     smtp.clear()
     stacks = []
 
     def make(**overrides) -> Stack:
+        overrides.setdefault("SQLALCHEMY_DATABASE_URI", database_url)
         stack = Stack(tmp_path, smtp, images, **overrides)
         stacks.append(stack)
         return stack
@@ -198,7 +199,7 @@ def test_timeout_kills_the_run(stack_factory):
 
 
 def test_cancel_running_and_queued(stack_factory):
-    stack = stack_factory(MAX_RUNNING_PER_USER=1, DEFER_SECONDS=1)
+    stack = stack_factory(MAX_RUNNING_PER_USER=1)
     stack.start_worker(concurrency=2)
     first = stack.submit("sleeper", seconds="120", exit_code="0")
     stack.wait(first, "running")
@@ -229,44 +230,55 @@ def test_killed_worker_run_ends_and_leaves_no_container(stack_factory):
     time.sleep(1)
     worker.kill()  # kill -9: the row says running, the container goes on
     assert stack.analysis(analysis_id).state.value == "running"
-    time.sleep(stack.config["HEARTBEAT_TIMEOUT_SECONDS"] + 1)
-    stack.start_worker()  # reconciles at start: requeue, then re-attach
+    stack.start_worker()  # its watcher takes the dead one's place at once
     done = stack.wait(analysis_id, "succeeded", "failed", timeout=90)
     assert done.state.value == "succeeded", done.error_summary
-    assert done.attempt == 2
-    # Re-attached to the container the dead worker started: it ran once.
+    assert done.attempt == 1
+    # Followed to its end where the dead watcher left it: it ran once, and its
+    # log holds each line once.
     assert (stack.output(analysis_id) / "runs.txt").read_text() == "run\n"
+    log = (stack.output(analysis_id).parent / "log.txt").read_text()
+    assert log.count("sleeping") == 1 and log.count("woke up") == 1
     assert stack.containers() == []
 
 
-def test_a_run_longer_than_consumer_timeout_completes_once(stack_factory):
-    def consumer_timeout(ms: int) -> None:
-        subprocess.run(
-            [
-                "rabbitmqctl",
-                "eval",
-                f"application:set_env(rabbit, consumer_timeout, {ms}).",
-            ],
-            check=True,
-            capture_output=True,
-        )
+def consumer_timeout(ms: int) -> None:
+    subprocess.run(
+        [
+            "rabbitmqctl",
+            "eval",
+            f"application:set_env(rabbit, consumer_timeout, {ms}).",
+        ],
+        check=True,
+        capture_output=True,
+    )
 
-    consumer_timeout(3000)
+
+def test_consumer_timeout_never_ends_a_worker_with_long_runs_and_a_queue(
+    stack_factory,
+):
+    """Two 75 s runs hold both slots and ten wait behind them, on a node whose
+    consumer_timeout is 5 s: no delivery waits unacknowledged, because the queue
+    is the database and no task waits for a run."""
+    consumer_timeout(5000)
     try:
-        stack = stack_factory()
-        stack.start_worker()  # its channels open under the lowered timeout
-        analysis_id = stack.submit("sleeper", seconds="10", exit_code="0")
-        done = stack.wait(analysis_id, "succeeded", "failed", timeout=90)
-        time.sleep(3)
+        stack = stack_factory(MAX_RUNNING=2)
+        worker = stack.start_worker()  # its channels open under the lowered timeout
+        ids = [stack.submit("sleeper", seconds="75", exit_code="0") for _ in "ab"]
+        ids += [stack.submit("sleeper", seconds="1", exit_code="0") for _ in range(10)]
+        for analysis_id in ids:
+            done = stack.wait(analysis_id, "succeeded", "failed", timeout=240)
+            assert done.state.value == "succeeded" and done.attempt == 1
+            assert (stack.output(analysis_id) / "runs.txt").read_text() == "run\n"
+        assert worker.process.poll() is None, "the worker died"
+        said = worker.output_path.read_text() + worker.log.read_text()
+        assert "PRECONDITION_FAILED" not in said and "Unrecoverable" not in said
     finally:
         consumer_timeout(1_800_000)
-    assert done.state.value == "succeeded"
-    assert done.attempt == 1
-    assert (stack.output(analysis_id) / "runs.txt").read_text() == "run\n"
 
 
 def test_user_concurrency_limit_queues_instead_of_refusing(stack_factory):
-    stack = stack_factory(MAX_RUNNING_PER_USER=1, DEFER_SECONDS=1)
+    stack = stack_factory(MAX_RUNNING_PER_USER=1)
     stack.start_worker(concurrency=2)
     first = stack.submit("sleeper", seconds="3", exit_code="0")
     second = stack.submit("sleeper", seconds="0", exit_code="0")
@@ -398,4 +410,176 @@ def test_outputs_count_against_the_quota_and_floods_leave_nothing(stack_factory)
     log = stack.output(flood.id).parent / "log.txt"
     snapshot = Path(stack.config["FAILED_ANALYSES_DIR"]) / str(flood.id) / "log.txt"
     assert log.stat().st_size < MiB + 200 and snapshot.stat().st_size < MiB + 200
+    assert stack.containers() == []
+
+
+# --- Chaos: workers killed, the broker away, SMTP away; and scale ------------------
+
+
+def running_count(stack) -> int:
+    with stack.app.app_context():
+        return db.session.scalar(
+            db.select(db.func.count(Analysis.id)).where(Analysis.state == "running")
+        )
+
+
+def test_workers_killed_0_to_50_ms_after_submit_lose_nothing(stack_factory):
+    stack = stack_factory()
+    worker = stack.start_worker()
+    ids = []
+    for trial in range(20):
+        analysis_id = stack.submit("sleeper", seconds="1", exit_code="0")
+        time.sleep(0.05 * trial / 19)  # 0 to 50 ms after the submit
+        worker.kill()
+        ids.append(analysis_id)
+        worker = stack.start_worker()
+    for analysis_id in ids:
+        done = stack.wait(analysis_id, "succeeded", "failed", timeout=120)
+        assert done.state.value == "succeeded", (analysis_id, done.error_summary)
+        # One container start each, whatever the moment of the kill.
+        assert (stack.output(analysis_id) / "runs.txt").read_text() == "run\n"
+    with stack.app.app_context():
+        stuck = db.session.scalar(
+            db.select(db.func.count(Analysis.id)).where(
+                Analysis.state.in_(["queued", "running"])
+            )
+        )
+    assert stuck == 0
+    assert stack.containers() == []  # no orphans
+
+
+def test_a_worker_killed_mid_run_many_times_loses_nothing(stack_factory):
+    stack = stack_factory()
+    worker = stack.start_worker()
+    ids = [stack.submit("sleeper", seconds="4", exit_code="0") for _ in range(4)]
+    for _ in range(6):
+        time.sleep(1.5)
+        worker.kill()
+        worker = stack.start_worker()
+    for analysis_id in ids:
+        done = stack.wait(analysis_id, "succeeded", "failed", timeout=120)
+        assert done.state.value == "succeeded", done.error_summary
+        assert (stack.output(analysis_id) / "runs.txt").read_text() == "run\n"
+    assert stack.containers() == []
+
+
+def rabbitmq(action: str) -> None:
+    subprocess.run(["rabbitmqctl", action], check=True, capture_output=True)
+
+
+def test_submitting_while_the_broker_is_away(stack_factory, tmp_path):
+    from datetime import UTC, datetime
+
+    period = 5
+    stack = stack_factory(
+        DISPATCH_SECONDS=period,
+        CELERY_EXTRA={"beat_schedule_filename": str(tmp_path / "beat-schedule")},
+    )
+    stack.start_worker(beat=True)
+    rabbitmq("stop_app")
+    try:
+        url = f"/projects/{stack.project}/run/sleeper"
+        token = csrf_token(stack.client.get(url).text)
+        reply = stack.client.post(
+            url, data={"p_seconds": "0", "p_exit_code": "0", "csrf_token": token}
+        )
+        assert reply.status_code == 302  # no 500: the row is the queue
+        analysis_id = int(reply.headers["Location"].rsplit("/", 1)[1])
+        page = stack.client.get(f"/analyses/{analysis_id}").text
+        assert "Queued" in page and "position 1 in the queue" in page
+        time.sleep(2)
+    finally:
+        rabbitmq("start_app")
+        back = datetime.now(UTC).replace(tzinfo=None)
+    done = stack.wait(analysis_id, "succeeded", "failed", timeout=90)
+    assert done.state.value == "succeeded"
+    assert (done.started_at - back).total_seconds() <= 2 * period
+
+
+def test_mail_waits_for_the_mail_server_and_arrives_once(stack_factory, tmp_path):
+    from tests.smtp import SMTPServer
+
+    later = SMTPServer()  # its port is free until it starts: the server is "down"
+    stack = stack_factory(
+        MAIL_PORT=later.port,
+        MAIL_RETRY_SECONDS=1,
+        CELERY_EXTRA={"beat_schedule_filename": str(tmp_path / "beat-schedule")},
+    )
+    stack.start_worker(beat=True)
+    analysis_id = stack.submit("sleeper", seconds="0", exit_code="0")
+    stack.wait(analysis_id, "succeeded")
+    from frontend.models import OutgoingMail
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with stack.app.app_context():
+            mail = db.session.scalar(db.select(OutgoingMail))
+            if mail is not None and mail.attempts >= 1:
+                break
+        time.sleep(0.5)
+    assert mail.sent_at is None and "Connection refused" in mail.last_error
+    later.start()
+    try:
+        later.wait_for("ada@cs.ox.ac.uk", "sleeper on Data finished", timeout=60)
+        time.sleep(5)  # more flushes: nothing is sent twice
+        assert len(later.sent_to("ada@cs.ox.ac.uk")) == 1
+    finally:
+        later.stop()
+    with stack.app.app_context():
+        assert db.session.get(OutgoingMail, mail.id).sent_at is not None
+
+
+def test_a_container_killed_from_outside_fails_in_plain_words(stack_factory):
+    stack = stack_factory()
+    stack.start_worker()
+    analysis_id = stack.submit("sleeper", seconds="60", exit_code="0")
+    stack.wait(analysis_id, "running")
+    deadline = time.monotonic() + 30
+    while not stack.containers() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2.5)  # the watcher samples usage every second
+    stack.containers()[0].kill()
+    done = stack.wait(analysis_id, "failed", "succeeded", timeout=60)
+    assert done.error_summary == "It was stopped from outside (killed)."
+    assert done.peak_memory_bytes and done.cpu_seconds is not None
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_two_workers_claim_within_the_limits(stack_factory):
+    stack = stack_factory(MAX_RUNNING=3, MAX_RUNNING_PER_USER=3)
+    stack.start_worker()
+    stack.start_worker()
+    ids = [stack.submit("sleeper", seconds="2", exit_code="0") for _ in range(12)]
+    peak, deadline = 0, time.monotonic() + 180
+    while time.monotonic() < deadline:
+        peak = max(peak, running_count(stack))
+        if all(stack.analysis(i).finished for i in ids):
+            break
+        time.sleep(0.1)
+    assert 1 < peak <= 3
+    for analysis_id in ids:
+        done = stack.analysis(analysis_id)
+        assert done.state.value == "succeeded" and done.attempt == 1
+        assert (stack.output(analysis_id) / "runs.txt").read_text() == "run\n"
+
+
+def test_one_worker_supervises_200_runs_at_once(stack_factory):
+    stack = stack_factory(MAX_RUNNING=200, MAX_RUNNING_PER_USER=200)
+    stack.start_worker(concurrency=2)
+    ids = [stack.submit("sleeper", seconds="90", exit_code="0") for _ in range(200)]
+    peak, deadline = 0, time.monotonic() + 400
+    while time.monotonic() < deadline:
+        with stack.app.app_context():
+            launched = db.session.scalar(
+                db.select(db.func.count(Analysis.id)).where(
+                    Analysis.state == "running", Analysis.handle.is_not(None)
+                )
+            )
+        peak = max(peak, launched)
+        if all(stack.analysis(i).finished for i in ids):
+            break
+        time.sleep(1)
+    assert peak == 200
+    states = [stack.analysis(i).state.value for i in ids]
+    assert states.count("succeeded") == 200, sorted(set(states))
     assert stack.containers() == []

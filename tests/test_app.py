@@ -135,12 +135,44 @@ def test_create_admin_refuses_a_short_password(runner):
     assert "shorter than the minimum" in result.output
 
 
-def test_migrations_match_the_models(app, runner):
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_migrations_from_empty_match_the_models(app, runner):
+    # The app fixture ran every migration on an empty database.
     result = runner.invoke(args=["db", "check"])
     assert result.exit_code == 0, result.output
     with app.app_context():
         tables = set(db.inspect(db.engine).get_table_names())
-    assert {"user", "role", "roles_users", "domain_rule"} <= tables
+    assert {"user", "analysis", "watcher_lease", "outgoing_mail"} <= tables
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("LABQUEUE_CELERY_EXTRA", "{broken", 'a JSON object, e.g. {"key": "value"}'),
+        (
+            "LABQUEUE_TRUSTED_HOSTS",
+            "labqueue.uni.example",
+            'a JSON list, e.g. ["a", "b"]',
+        ),
+        ("LABQUEUE_MAX_RUNNING", "lots", "a number"),
+        ("LABQUEUE_ACADEMIC_EMAIL_ONLY", "yes", "true or false"),
+        ("LABQUEUE_RUNNER", "auto", '"docker" or "local"'),
+    ],
+)
+def test_a_setting_that_does_not_parse_stops_start_up(
+    tmp_path, smtp, monkeypatch, variable, value, expected
+):
+    from frontend.settings import ConfigError
+
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as stopped:
+        create_app(base_config(tmp_path, smtp))
+    assert f"{variable}: expected {expected}, got {value!r}" in str(stopped.value)
+
+
+def test_a_string_setting_of_digits_stays_a_string(tmp_path, smtp, monkeypatch):
+    monkeypatch.setenv("LABQUEUE_MAIL_PASSWORD", "123456")
+    assert create_app(base_config(tmp_path, smtp)).config["MAIL_PASSWORD"] == "123456"
 
 
 def test_every_setting_is_documented_in_config_example():

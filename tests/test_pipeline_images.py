@@ -98,13 +98,14 @@ def test_prepare_without_an_engine(app, runner, pipelines_dir, monkeypatch):
     refused = runner.invoke(args=["pipelines", "prepare"])
     assert refused.exit_code == 1
     said = " ".join(refused.output.split())
-    assert 'RUNNER is "docker", so no analysis could run' in said
+    assert "No Docker engine answers" in said and "was not started" in said
+    assert "LABQUEUE_RUNNER=local make run" in said
+    assert recorded(app) == {}  # no silent fallback to the local runner
 
-    app.config["RUNNER"] = "auto"
-    fallback = runner.invoke(args=["pipelines", "prepare"])
-    assert fallback.exit_code == 0, fallback.output
-    assert "WITHOUT a sandbox" in fallback.output
-    # The web hears that runs go to the local runner, and every page says so.
+    app.config["RUNNER"] = "local"  # only when asked for
+    local = runner.invoke(args=["pipelines", "prepare"])
+    assert local.exit_code == 0, local.output
+    assert "WITHOUT a sandbox" in local.output
     assert recorded(app)["sleeper"].runner == "local"
     assert "without a sandbox" in app.test_client().get("/").text
 

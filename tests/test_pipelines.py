@@ -10,7 +10,8 @@ import pytest
 
 from backend.manifest import PIPELINES_DIR, load_pipeline
 from backend.params import build_argv, validate_params
-from backend.runners import DockerRunner, Hooks, RunSpec
+from backend.runners import DockerRunner, RunSpec
+from backend.supervision import run_to_end
 
 DATA = Path(__file__).parent / "data"
 
@@ -33,12 +34,9 @@ def run(client, tmp_path, name, values, analysis_id):
         pids=pipeline.resources.pids,
         timeout_s=300,
     )
-    seen = []
-    outcome = DockerRunner(client).run(
-        spec, Hooks(on_progress=lambda p, m: seen.append(p))
-    )
-    assert outcome.succeeded, spec.log_path.read_text()
-    return spec.output_dir, seen
+    ending, watch = run_to_end(DockerRunner(client), spec)
+    assert ending.reason is None, spec.log_path.read_text()
+    return spec.output_dir, watch.log.progress
 
 
 def rows(path: Path) -> list[dict]:
@@ -52,7 +50,7 @@ def is_png(path: Path) -> bool:
 
 @pytest.mark.docker
 def test_table_profiler_on_an_expression_table(images, tmp_path):
-    out, seen = run(
+    out, progress = run(
         images,
         tmp_path,
         "table-profiler",
@@ -67,12 +65,12 @@ def test_table_profiler_on_an_expression_table(images, tmp_path):
     assert is_png(out / "expression_histograms.png")
     assert is_png(out / "expression_correlation.png")
     assert (out / "expression_correlation.svg").read_text().startswith("<?xml")
-    assert seen[-1] == 100
+    assert progress[0] == 100
 
 
 @pytest.mark.docker
 def test_seq_qc_on_fastq_and_fasta(images, tmp_path):
-    out, seen = run(
+    out, progress = run(
         images,
         tmp_path,
         "seq-qc",
@@ -88,7 +86,7 @@ def test_seq_qc_on_fastq_and_fasta(images, tmp_path):
     for name in ("reads_lengths", "reads_gc", "reads_quality", "contigs_lengths"):
         assert is_png(out / f"{name}.png"), name
     assert not (out / "contigs_quality.png").exists()  # FASTA has no qualities
-    assert seen[-1] == 100
+    assert progress[0] == 100
 
 
 def test_pipelines_cli_check_and_list(runner):

@@ -1,7 +1,9 @@
-"""Runners: the pipeline contract, locally and in real Docker containers."""
+"""Runners: the pipeline contract and the launch-and-watch interface, with plain
+processes and with real Docker containers."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import threading
 import time
@@ -9,8 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from backend.runners import DockerRunner, Hooks, LocalRunner, RunSpec
+from backend.runners import DockerRunner, LocalRunner, RunSpec, now
+from backend.supervision import PROGRESS_LINE_MAX, LogCopy, RunWatch, run_to_end
 from tests.conftest import BUSYBOX_IMAGE
+
+PY = sys.executable
+MiB = 1024**2
 
 
 def spec_for(tmp_path: Path, argv: list[str], **kw) -> RunSpec:
@@ -28,81 +34,116 @@ def spec_for(tmp_path: Path, argv: list[str], **kw) -> RunSpec:
     )
 
 
-class Recorder(Hooks):
-    def __init__(self, cancel_after: float | None = None):
-        self.progress: list[tuple[float, str]] = []
-        self.started = time.monotonic()
-        self.cancel_after = cancel_after
-        super().__init__(
-            on_progress=lambda p, m: self.progress.append((p, m)),
-            should_cancel=self._cancel,
-        )
-
-    def _cancel(self) -> bool:
-        return (
-            self.cancel_after is not None
-            and time.monotonic() - self.started > self.cancel_after
-        )
+def cancel_after(seconds: float):
+    started = time.monotonic()
+    return lambda: time.monotonic() - started > seconds
 
 
 # --- Local runner -------------------------------------------------------------------
 
-PY = sys.executable
 
-
-def test_local_run_records_progress_log_and_outputs(tmp_path):
+def test_local_run_records_progress_log_outputs_and_usage(tmp_path):
     script = (
         "import sys\nprint('##progress 25 reading', flush=True)\n"
         "print('plain line')\nopen('result.txt','w').write(sys.argv[1])\n"
         "print('##progress 100 done')"
     )
     spec = spec_for(tmp_path, [PY, "-c", script, "value"])
-    hooks = Recorder()
-    outcome = LocalRunner().run(spec, hooks)
-    assert outcome.succeeded
-    assert hooks.progress == [(25.0, "reading"), (100.0, "done")]
-    assert "plain line" in spec.log_path.read_text()
+    ending, watch = run_to_end(LocalRunner(), spec)
+    assert ending.reason is None and ending.exit_code == 0
+    assert watch.log.progress == (100.0, "done")
+    assert "##progress 25 reading\nplain line\n" in spec.log_path.read_text()
     assert (spec.output_dir / "result.txt").read_text() == "value"
+    assert watch.usage.peak_memory_bytes > 1 * MiB and watch.usage.cpu_seconds > 0
 
 
 def test_local_run_failure_timeout_and_cancel(tmp_path):
-    failed = LocalRunner().run(
-        spec_for(tmp_path / "a", [PY, "-c", "raise SystemExit(3)"]), Recorder()
-    )
-    assert failed.exit_code == 3 and "exited with code 3" in failed.reason
+    runner = LocalRunner()
+    failed, _ = run_to_end(runner, spec_for(tmp_path / "a", [PY, "-c", "exit(3)"]))
+    assert failed.exit_code == 3 and failed.reason == "the pipeline exited with code 3"
     slow = [PY, "-c", "import time; time.sleep(30)"]
-    timed = LocalRunner().run(spec_for(tmp_path / "b", slow, timeout_s=1), Recorder())
+    timed, _ = run_to_end(runner, spec_for(tmp_path / "b", slow, timeout_s=1))
     assert timed.reason == "timed out after 1 s"
-    cancelled = LocalRunner().run(spec_for(tmp_path / "c", slow), Recorder(0.5))
+    cancelled, _ = run_to_end(runner, spec_for(tmp_path / "c", slow), cancel_after(0.5))
     assert cancelled.reason == "cancelled"
 
 
-def test_local_run_output_cap(tmp_path):
-    script = "import time\nopen('big','wb').write(b'x'*3_000_000)\ntime.sleep(10)"
-    spec = spec_for(tmp_path, [PY, "-c", script], max_output_bytes=1_000_000)
-    outcome = LocalRunner().run(spec, Recorder())
-    assert "outputs grew past" in outcome.reason
+def test_a_local_run_outlives_its_launcher_and_is_launched_once(tmp_path):
+    script = "open('runs.txt','a').write('run\\n'); import time; time.sleep(2)"
+    spec = spec_for(tmp_path, [PY, "-c", script])
+    # Launched by another process that exits at once, as a start task does.
+    paths = ", ".join(
+        f"pathlib.Path({str(p)!r})"
+        for p in (spec.input_dir, spec.output_dir, spec.log_path)
+    )
+    launcher = (
+        "import sys, pathlib; sys.path.insert(0, '.');"
+        "from backend.runners import LocalRunner, RunSpec;"
+        f"spec = RunSpec(1, {spec.argv!r}, 'x', {paths});"
+        "print(LocalRunner().launch(spec).job_id)"
+    )
+    job = subprocess.run(
+        [PY, "-c", launcher],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parent.parent,
+    ).stdout.strip()
+    runner = LocalRunner()
+    handle = runner.launch(spec)  # a redelivered start: finds the first
+    assert handle.job_id == job
+    assert runner.poll(handle).state == "running"
+    watch = RunWatch(runner, handle, spec, now())
+    while not (status := runner.poll(handle)).ended:
+        time.sleep(0.2)
+    assert watch.finish(status).reason is None
+    assert (spec.output_dir / "runs.txt").read_text() == "run\n"
+
+
+def test_local_run_output_cap_deleted_open_file_and_flood(tmp_path):
+    big = "import time\nopen('big','wb').write(b'x'*3_000_000)\ntime.sleep(10)"
+    spec = spec_for(tmp_path / "a", [PY, "-c", big], max_output_bytes=1_000_000)
+    ending, _ = run_to_end(LocalRunner(), spec)
+    # Python ignores SIGXFSZ: its write fails with "File too large" at the cap.
+    assert ending.reason == (
+        "an output file reached the 1,000,000 bytes limit; the outputs were deleted"
+    )
+    assert list(spec.output_dir.iterdir()) == []
+    hidden = (  # two files, each under the cap, together over it, both deleted
+        "import os,time\nfs=[open(n,'wb') for n in 'ab']\n"
+        "[os.remove(n) for n in 'ab']\n"
+        "[(f.write(b'x'*300_000), f.flush()) for f in fs]\ntime.sleep(30)"
+    )
+    spec = spec_for(tmp_path / "b", [PY, "-c", hidden], max_output_bytes=500_000)
+    ending, _ = run_to_end(LocalRunner(), spec)
+    assert ending.reason == (
+        "the outputs grew past the 500,000 bytes limit; the outputs were deleted"
+    )
+    flood = "while True: print('x' * 1000)"
+    spec = spec_for(tmp_path / "c", [PY, "-c", flood], max_log_bytes=100_000)
+    ending, _ = run_to_end(LocalRunner(), spec)
+    assert ending.reason == "the log grew past the 100,000 bytes limit"
 
 
 # --- Docker runner ------------------------------------------------------------------
 
 
 @pytest.mark.docker
-def test_container_run_streams_log_progress_and_outputs(docker_client, tmp_path):
+def test_container_run_streams_log_progress_outputs_and_usage(docker_client, tmp_path):
     script = (
         "echo '##progress 50 half way'; echo from the container; "
-        "cat /data/input/data.txt > /data/output/copy.txt; "
+        "cat /data/input/data.txt > /data/output/copy.txt; sleep 1.5; "
         "echo '##progress 100 done'"
     )
     spec = spec_for(tmp_path, ["sh", "-c", script], analysis_id=9101)
-    hooks = Recorder()
-    outcome = DockerRunner(docker_client).run(spec, hooks)
-    assert outcome.succeeded, outcome.reason
-    assert hooks.progress == [(50.0, "half way"), (100.0, "done")]
+    runner = DockerRunner(docker_client)
+    ending, watch = run_to_end(runner, spec)
+    assert ending.reason is None, ending
+    assert watch.log.progress == (100.0, "done")
     assert "from the container" in spec.log_path.read_text()
     assert (spec.output_dir / "copy.txt").read_text() == "hello\n"
-    assert outcome.image_id.startswith("sha256:")
-    assert DockerRunner(docker_client).running_analyses().get(9101) is None
+    assert watch.usage.peak_memory_bytes > 0 and watch.usage.cpu_seconds > 0
+    assert 9101 not in dict(runner.jobs())  # cleaned up
 
 
 @pytest.mark.docker
@@ -111,25 +152,11 @@ def test_sandbox_as_docker_inspect_reports_it(docker_client, tmp_path):
         tmp_path, ["sleep", "30"], analysis_id=9102, cpus=0.5, memory_mb=128, pids=32
     )
     runner = DockerRunner(docker_client)
-    seen = {}
-
-    def inspect_then_cancel():
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not seen:
-            try:
-                container = docker_client.containers.get(runner.container_name(9102))
-                if container.status == "running":
-                    seen.update(container.attrs)
-            except Exception:  # noqa: S110 (not created yet)
-                pass
-            time.sleep(0.2)
-
-    watcher = threading.Thread(target=inspect_then_cancel)
-    watcher.start()
-    hooks = Recorder()
-    hooks.should_cancel = lambda: bool(seen)
-    outcome = runner.run(spec, hooks)
-    watcher.join()
+    handle = runner.launch(spec)
+    try:
+        seen = docker_client.api.inspect_container(handle.job_id)
+    finally:
+        runner.cleanup(handle)
     host = seen["HostConfig"]
     assert host["NetworkMode"] == "none"
     assert host["ReadonlyRootfs"] is True
@@ -141,7 +168,6 @@ def test_sandbox_as_docker_inspect_reports_it(docker_client, tmp_path):
     assert seen["Config"]["User"] == "65534:65534"
     mounts = {m["Destination"]: m["RW"] for m in seen["Mounts"]}
     assert mounts == {"/data/input": False, "/data/output": True}
-    assert outcome.reason == "cancelled"
 
 
 @pytest.mark.docker
@@ -151,44 +177,97 @@ def test_pipeline_cannot_write_inputs_or_root_or_see_a_network(docker_client, tm
         "id -u; echo ok > /tmp/t && cat /tmp/t"
     )
     spec = spec_for(tmp_path, ["sh", "-c", script], analysis_id=9103)
-    outcome = DockerRunner(docker_client).run(spec, Recorder())
+    ending, _ = run_to_end(DockerRunner(docker_client), spec)
     log = spec.log_path.read_text()
     assert "touch: /data/input/x: Read-only file system" in log
     assert "touch: /etc/x: Read-only file system" in log
     assert log.split("\n")[2:4] == ["lo", "65534"]
     assert "ok" in log  # /tmp is writable
     assert not (tmp_path / "input" / "x").exists()
-    assert outcome.exit_code == 0
+    assert ending.exit_code == 0
 
 
 @pytest.mark.docker
-def test_container_timeout_and_failure(docker_client, tmp_path):
+def test_container_timeout_failure_and_out_of_memory(docker_client, tmp_path):
     runner = DockerRunner(docker_client)
-    timed = runner.run(
-        spec_for(tmp_path / "a", ["sleep", "30"], analysis_id=9104, timeout_s=1),
-        Recorder(),
+    timed, _ = run_to_end(
+        runner, spec_for(tmp_path / "a", ["sleep", "30"], analysis_id=9104, timeout_s=1)
     )
     assert timed.reason == "timed out after 1 s"
-    failed = runner.run(
-        spec_for(tmp_path / "b", ["sh", "-c", "exit 4"], analysis_id=9105), Recorder()
+    failed, _ = run_to_end(
+        runner, spec_for(tmp_path / "b", ["sh", "-c", "exit 4"], analysis_id=9105)
     )
-    assert failed.exit_code == 4 and "exited with code 4" in failed.reason
+    assert failed.exit_code == 4 and failed.reason == "the pipeline exited with code 4"
+    hungry = ["sh", "-c", "x=a; while true; do x=$x$x; done"]
+    oom, _ = run_to_end(
+        runner, spec_for(tmp_path / "c", hungry, analysis_id=9106, memory_mb=16)
+    )
+    assert oom.reason == "it ran out of its 16 MiB memory limit"
 
 
 @pytest.mark.docker
-def test_a_redelivered_run_reattaches_instead_of_starting_twice(
-    docker_client, tmp_path
-):
-    script = "echo first; sleep 2; echo '##progress 100 done'"
-    spec = spec_for(tmp_path, ["sh", "-c", script], analysis_id=9106)
+def test_a_container_killed_or_removed_from_outside_says_so(docker_client, tmp_path):
     runner = DockerRunner(docker_client)
-    runner.create(spec).start()  # the run a dead worker left behind
-    hooks = Recorder()
-    outcome = runner.run(spec, hooks)
-    assert outcome.succeeded
-    assert spec.log_path.read_text().count("first") == 1
-    assert hooks.progress == [(100.0, "done")]
-    assert 9106 not in runner.running_analyses()
+    for number, (act, reason) in enumerate(
+        [
+            (
+                lambda c: docker_client.api.kill(c),
+                "it was stopped from outside (killed)",
+            ),
+            (
+                lambda c: docker_client.api.remove_container(c, force=True),
+                "the run disappeared: it was removed from outside the queue",
+            ),
+        ]
+    ):
+        spec = spec_for(tmp_path / str(number), ["sleep", "30"], analysis_id=9107)
+        handle = runner.launch(spec)
+        threading.Timer(1, act, args=[handle.job_id]).start()
+        watch = RunWatch(runner, handle, spec, now())
+        while not (status := runner.poll(handle)).ended:
+            watch.copy_log()
+            time.sleep(0.2)
+        assert watch.finish(status).reason == reason
+        runner.cleanup(handle)
+
+
+@pytest.mark.docker
+def test_launching_twice_starts_one_container(docker_client, tmp_path):
+    script = "echo run >> /data/output/runs.txt; echo first; sleep 2"
+    spec = spec_for(tmp_path, ["sh", "-c", script], analysis_id=9108)
+    runner = DockerRunner(docker_client)
+    first = runner.launch(spec)
+    again = DockerRunner(docker_client).launch(spec)  # a redelivered start task
+    assert again.job_id == first.job_id
+    assert [job for aid, job in runner.jobs() if aid == 9108] == [first.job_id]
+    ending, _ = run_to_end(runner, spec)  # finds it once more, and follows it
+    assert ending.reason is None
+    assert (spec.output_dir / "runs.txt").read_text() == "run\n"
+
+
+@pytest.mark.docker
+def test_a_new_watcher_goes_on_from_the_recorded_offset(docker_client, tmp_path):
+    script = "for i in 1 2 3 4 5 6; do echo line $i; sleep 0.5; done"
+    spec = spec_for(tmp_path, ["sh", "-c", script], analysis_id=9109)
+    first = DockerRunner(docker_client)
+    handle = first.launch(spec)
+    watch = RunWatch(first, handle, spec, now())
+    while b"line 2" not in spec.log_path.read_bytes():
+        watch.copy_log()
+        time.sleep(0.1)
+    offset = watch.offset  # what the database holds when the watcher dies
+    watch.log.close()
+    with spec.log_path.open("ab") as log:
+        log.write(b"half a line the old watcher wrote")
+    first.release(handle)
+    second = DockerRunner(docker_client)
+    watch = RunWatch(second, handle, spec, now(), log_offset=offset)
+    while not (status := second.poll(handle)).ended:
+        watch.copy_log()
+        time.sleep(0.1)
+    assert watch.finish(status).reason is None
+    second.cleanup(handle)
+    assert spec.log_path.read_text() == "".join(f"line {i}\n" for i in range(1, 7))
 
 
 @pytest.mark.docker
@@ -197,32 +276,43 @@ def test_sites_sharing_an_engine_leave_each_other_alone(docker_client, tmp_path)
         DockerRunner(docker_client, "ours"),
         DockerRunner(docker_client, "theirs"),
     )
-    spec = spec_for(tmp_path, ["sleep", "30"], analysis_id=9107)
-    theirs.create(spec)
+    handle = theirs.launch(spec_for(tmp_path, ["sleep", "30"], analysis_id=9110))
     try:
-        assert 9107 not in ours.running_analyses()
-        ours.remove([9107])
-        assert 9107 in theirs.running_analyses()
+        assert 9110 not in dict(ours.jobs())
+        assert 9110 in dict(theirs.jobs())
     finally:
-        theirs.remove([9107])
-    assert 9107 not in theirs.running_analyses()
+        theirs.cleanup(handle)
+    assert 9110 not in dict(theirs.jobs())
 
 
 # --- Caps: outputs (however written) and the log ------------------------------------
 
-MiB = 1024**2
-
 
 @pytest.mark.docker
 def test_an_output_burst_between_checks_still_fails(docker_client, tmp_path):
-    # 200 MiB written and gone in well under a second: no periodic check sees it.
-    script = "dd if=/dev/zero of=/data/output/burst.bin bs=1M count=200 2>&1"
+    # 200 files of 1 MiB written in a burst, then the run ends before a periodic
+    # check can see them; and a single file past the cap is stopped at it.
+    script = (
+        "for i in $(seq 200); do head -c 1048576 /dev/zero > /data/output/f$i; done"
+    )
     spec = spec_for(
         tmp_path, ["sh", "-c", script], analysis_id=9111, max_output_bytes=50 * MiB
     )
-    outcome = DockerRunner(docker_client).run(spec, Recorder())
-    assert outcome.reason == (
+    ending, _ = run_to_end(DockerRunner(docker_client), spec)
+    assert ending.reason == (
         "the outputs grew past the 50 MiB limit; the outputs were deleted"
+    )
+    assert list(spec.output_dir.iterdir()) == []
+    one_file = "dd if=/dev/zero of=/data/output/big.bin bs=1M count=200 2>&1"
+    spec = spec_for(
+        tmp_path / "one",
+        ["sh", "-c", one_file],
+        analysis_id=9115,
+        max_output_bytes=50 * MiB,
+    )
+    ending, _ = run_to_end(DockerRunner(docker_client), spec)
+    assert ending.reason == (
+        "an output file reached the 50 MiB limit; the outputs were deleted"
     )
     assert list(spec.output_dir.iterdir()) == []
 
@@ -237,8 +327,8 @@ def test_a_deleted_but_open_output_file_counts(docker_client, tmp_path):
         tmp_path, ["sh", "-c", script], analysis_id=9112, max_output_bytes=50 * MiB
     )
     started = time.monotonic()
-    outcome = DockerRunner(docker_client).run(spec, Recorder())
-    assert outcome.reason == (
+    ending, _ = run_to_end(DockerRunner(docker_client), spec)
+    assert ending.reason == (
         "the outputs grew past the 50 MiB limit; the outputs were deleted"
     )
     assert time.monotonic() - started < 50  # stopped, not slept out
@@ -252,8 +342,8 @@ def test_a_stdout_flood_is_cut_at_the_log_cap(docker_client, tmp_path):
     spec = spec_for(
         tmp_path, ["sh", "-c", script], analysis_id=9113, max_log_bytes=4 * MiB
     )
-    outcome = DockerRunner(docker_client).run(spec, Recorder())
-    assert outcome.reason == "the log grew past the 4 MiB limit"
+    ending, _ = run_to_end(DockerRunner(docker_client), spec)
+    assert ending.reason == "the log grew past the 4 MiB limit"
     log = spec.log_path.read_bytes()
     assert 4 * MiB <= len(log) < 4 * MiB + 200
     assert log.rstrip().endswith(b"the run was stopped]")
@@ -266,44 +356,22 @@ def test_a_32_mib_line_is_logged_whole_with_what_follows(docker_client, tmp_path
         "echo 'after the long line'; echo '##progress 100 done'"
     )
     spec = spec_for(tmp_path, ["sh", "-c", script], analysis_id=9114)
-    hooks = Recorder()
-    outcome = DockerRunner(docker_client).run(spec, hooks)
-    assert outcome.succeeded, outcome.reason
+    ending, watch = run_to_end(DockerRunner(docker_client), spec)
+    assert ending.reason is None, ending
     log = spec.log_path.read_bytes()
     assert log.count(b"a") >= 32 * MiB
     assert log.endswith(b"after the long line\n##progress 100 done\n")
-    assert hooks.progress == [(100.0, "done")]
+    assert watch.log.progress == (100.0, "done")
 
 
-def test_the_log_pump_keeps_no_more_than_a_progress_line(tmp_path):
-    from backend.runners import PROGRESS_LINE_MAX, _LogPump
-
-    hooks = Recorder()
-    pump = _LogPump(tmp_path / "log.txt", hooks, 64 * MiB)
+def test_the_log_copy_keeps_no_more_than_a_progress_line(tmp_path):
+    log = LogCopy(tmp_path / "log.txt", 64 * MiB)
     chunk = b"x" * 65536
     for _ in range(512):  # a 32 MiB line, as a container's log stream delivers it
-        pump.feed(chunk)
-        assert len(pump.line) <= PROGRESS_LINE_MAX  # nothing grows with the line
-    pump.feed(b"\n##progress 40 ")
-    pump.feed(b"halfway\n")
-    pump.close()
-    assert hooks.progress == [(40.0, "halfway")]
+        log.feed(chunk)
+        assert len(log.line) <= PROGRESS_LINE_MAX  # nothing grows with the line
+    log.feed(b"\n##progress 40 ")
+    log.feed(b"halfway\n")
+    log.close()
+    assert log.progress == (40.0, "halfway")
     assert (tmp_path / "log.txt").stat().st_size == 32 * MiB + 23
-
-
-def test_local_run_deleted_open_file_and_flood(tmp_path):
-    hidden = (
-        "import os,time\nf=open('hidden','wb')\nos.remove('hidden')\n"
-        "f.write(b'x'*3_000_000)\nf.flush()\ntime.sleep(30)"
-    )
-    spec = spec_for(tmp_path / "a", [PY, "-c", hidden], max_output_bytes=1_000_000)
-    outcome = LocalRunner().run(spec, Recorder())
-    # Python ignores SIGXFSZ: its write fails with "File too large" at the cap.
-    assert outcome.reason == (
-        "an output file reached the 1,000,000 bytes limit; the outputs were deleted"
-    )
-    flood = "while True: print('x' * 1000)"
-    spec = spec_for(tmp_path / "b", [PY, "-c", flood], max_log_bytes=100_000)
-    assert LocalRunner().run(spec, Recorder()).reason == (
-        "the log grew past the 100,000 bytes limit"
-    )

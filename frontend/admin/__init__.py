@@ -12,13 +12,19 @@ from wtforms.validators import Email as EmailSyntax
 from wtforms.validators import ValidationError
 
 from ..accounts.services import email_domain
-from ..analyses.execution import delete_analysis
-from ..analyses.services import AnalysisError, all_pipelines, cancel, requeue
+from ..analyses.services import (
+    AnalysisError,
+    all_pipelines,
+    cancel,
+    requeue,
+)
+from ..analyses.services import delete as delete_analysis
 from ..extensions import db
 from ..formatting import human_size
 from ..models import (
     Analysis,
     DomainRule,
+    OutgoingMail,
     PipelineSetting,
     Project,
     Role,
@@ -50,7 +56,14 @@ class LabqueueIndexView(AdminOnlyMixin, AdminIndexView):
         unconfirmed = db.session.scalar(
             db.select(db.func.count(User.id)).where(User.confirmed_at.is_(None))
         )
-        return self.render("admin/index.html", users=users, unconfirmed=unconfirmed)
+        unsent = db.session.scalar(
+            db.select(db.func.count(OutgoingMail.id)).where(
+                OutgoingMail.sent_at.is_(None)
+            )
+        )
+        return self.render(
+            "admin/index.html", users=users, unconfirmed=unconfirmed, unsent=unsent
+        )
 
 
 class SecureModelView(AdminOnlyMixin, ModelView):
@@ -175,12 +188,33 @@ class AnalysisView(SecureModelView):
         "submitted_at",
         "finished_at",
         "attempt",
+        "peak_memory_bytes",
+        "cpu_seconds",
+        "output_bytes",
         "error_summary",
     )
-    column_filters = ("state", "pipeline", "owner.email", "submitted_at")
+    column_filters = ("state", "pipeline", "owner.email", "submitted_at", "worker")
     column_searchable_list = ("pipeline", "owner.email")
     column_default_sort = ("submitted_at", True)
-    column_labels = {"owner.email": "User", "error_summary": "Failure"}
+    column_labels = {
+        "owner.email": "User",
+        "error_summary": "Failure",
+        "peak_memory_bytes": "Peak memory",
+        "cpu_seconds": "CPU time",
+        "output_bytes": "Outputs and log",
+        "retry_of": "Queued again from",
+    }
+    column_formatters = {
+        "peak_memory_bytes": lambda v, c, model, n: (
+            human_size(model.peak_memory_bytes)
+            if model.peak_memory_bytes is not None
+            else ""
+        ),
+        "cpu_seconds": lambda v, c, model, n: (
+            f"{model.cpu_seconds:,.1f} s" if model.cpu_seconds is not None else ""
+        ),
+        "output_bytes": lambda v, c, model, n: human_size(model.output_bytes or 0),
+    }
     column_details_list = (
         "id",
         "pipeline",
@@ -196,8 +230,14 @@ class AnalysisView(SecureModelView):
         "finished_at",
         "exit_code",
         "attempt",
+        "retry_of",
         "worker",
         "runner",
+        "handle",
+        "limits",
+        "peak_memory_bytes",
+        "cpu_seconds",
+        "output_bytes",
         "progress_percent",
         "progress_message",
         "error_summary",
@@ -232,13 +272,40 @@ class AnalysisView(SecureModelView):
 
     @action("requeue", "Queue again", "Run the selected analyses again?")
     def action_requeue(self, ids: list[str]) -> None:
-        """Queue finished analyses again."""
-        flash(f"{self._each(ids, requeue)} analysis(es) queued again.", "success")
+        """Queue finished analyses again, each as a new analysis; the earlier
+        ones keep their logs and outcomes."""
+        flash(
+            f"{self._each(ids, requeue)} analysis(es) queued again as new ones.",
+            "success",
+        )
 
     @action("remove", "Delete with outputs", "Delete the analyses and their outputs?")
     def action_remove(self, ids: list[str]) -> None:
         """Delete analyses with their folders."""
         flash(f"{self._each(ids, delete_analysis)} analysis(es) deleted.", "success")
+
+
+class OutgoingMailView(SecureModelView):
+    """Mail the site sends through its outbox: what waits, and why."""
+
+    column_list = (
+        "id",
+        "recipient",
+        "subject",
+        "created_at",
+        "sent_at",
+        "attempts",
+        "next_attempt_at",
+        "last_error",
+    )
+    column_filters = ("sent_at", "recipient", "created_at")
+    column_searchable_list = ("recipient", "subject")
+    column_default_sort = ("created_at", True)
+    column_labels = {"sent_at": "Sent", "last_error": "Last error"}
+    can_create = False
+    can_edit = False
+    can_delete = False
+    can_view_details = True
 
 
 class PipelineSettingView(SecureModelView):
@@ -298,6 +365,9 @@ def init_admin(app: Flask) -> Admin:
         PipelineSettingView(
             PipelineSetting, db, name="Pipelines", endpoint="admin_pipelines"
         )
+    )
+    admin.add_view(
+        OutgoingMailView(OutgoingMail, db, name="Mail", endpoint="admin_mail")
     )
     admin.add_view(RoleView(Role, db, name="Roles", endpoint="admin_roles"))
     admin.add_view(

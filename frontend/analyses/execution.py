@@ -1,5 +1,15 @@
-"""The worker side of analyses: claim a queued row, run it, record the outcome,
-and recover rows whose worker died. Called by the Celery tasks in frontend/tasks.py.
+"""The worker side of analyses, launch and watch:
+
+- ``dispatch`` sends "start" for queued rows that are due, in the fair order, within
+  the per-user and site-wide limits (the database is the queue of record; a lost
+  message is sent again);
+- ``start`` claims a row atomically and launches it through the runner, recording
+  the handle, and returns at once: no task ever waits for a pipeline;
+- the watcher (``watcher.py``) follows launched runs and calls ``finalize``, which
+  records the ending exactly once, with its mail in the same transaction;
+- ``reconcile`` repairs what a lost host or a dead start left.
+
+Called by the Celery tasks in frontend/tasks.py and by the watcher.
 """
 
 from __future__ import annotations
@@ -9,25 +19,24 @@ import json
 import logging
 import shutil
 import socket
-import threading
-import time
 import traceback
 from datetime import timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
 from flask import current_app, render_template
-from flask_mailman import EmailMessage
 
 from backend.manifest import load_pipeline
 from backend.params import build_argv
 from backend.runners import (
+    COULD_NOT_START,
     DockerRunner,
     EngineUnavailable,
-    Hooks,
+    Handle,
+    LaunchFailed,
     LocalRunner,
-    Outcome,
     RunSpec,
+    Usage,
     folder_size,
     format_duration,
     now,
@@ -36,12 +45,19 @@ from backend.runners import (
 from ..extensions import db
 from ..formatting import human_size
 from ..links import external_url
-from ..models import Analysis, AnalysisState, PipelineImage, ProjectFile, User
+from ..models import (
+    Analysis,
+    AnalysisState,
+    PipelineImage,
+    ProjectFile,
+    WatcherLease,
+)
+from ..outbox import queue_mail, send_after_commit
 from ..projects.services import files_dir, quota_for, storage_used
+from .queueing import fair_order, request_dispatch
 from .services import all_pipelines, analysis_dir, log_path, output_dir
 
 log = logging.getLogger(__name__)
-HEARTBEAT_SECONDS = 2.0
 # What a researcher reads when the run could not start or broke down on our side;
 # the technical detail goes to the failure snapshot and to the admins.
 NOT_INSTALLED = (
@@ -52,14 +68,14 @@ SYSTEM_FAILURE = (
     "the run could not be carried out because of a problem on the server; the "
     "administrators have been told"
 )
+# Claims take this PostgreSQL advisory lock, so that two claims never both pass a
+# limit (SQLite has one writer at a time anyway).
+CLAIM_LOCK = 0x4C61627175  # "Labqu"
 
 
-class Deferred(Exception):
-    """The analysis must wait (the user's concurrency limit); try again later."""
-
-
-def hostname() -> str:
-    return socket.gethostname()
+def host_id() -> str:
+    """This worker host's name on its runs: WORKER_HOST, or the hostname."""
+    return current_app.config.get("WORKER_HOST") or socket.gethostname()
 
 
 def site_id() -> str:
@@ -72,45 +88,124 @@ def site_id() -> str:
     return hashlib.sha256(url.encode()).hexdigest()[:12]
 
 
-def make_runner():
-    """The configured runner: Docker, or the local one when asked or when no engine
-    answers under RUNNER = "auto" (with a warning, since it cannot sandbox)."""
-    choice = current_app.config["RUNNER"]
-    if choice == "local":
-        return LocalRunner()
-    try:
-        return DockerRunner(site=site_id())
-    except EngineUnavailable as exc:
-        if choice == "docker":
-            raise
-        log.warning(
-            "No Docker engine (%s): using the local runner, WITHOUT a sandbox", exc
-        )
-        return LocalRunner()
+def make_runner(name: str | None = None):
+    """The runner called ``name`` (default: RUNNER). Docker raises
+    EngineUnavailable when no engine answers: never a silent fallback."""
+    name = name or current_app.config["RUNNER"]
+    if name == "local":
+        return LocalRunner(host=host_id())
+    return DockerRunner(site=site_id(), host=host_id())
+
+
+# --- Dispatch -----------------------------------------------------------------------
+
+
+def dispatch() -> list[int]:
+    """Send "start" for queued analyses that are due, in the fair order, while the
+    per-user and site-wide limits leave room; returns the ids sent.
+
+    A row sent less than REDISPATCH_SECONDS ago and not yet claimed counts as busy
+    (its message is on its way); after that it is due again, so a lost message
+    delays a run, never loses it.
+    """
+    config = current_app.config
+    cutoff = now() - timedelta(seconds=config["REDISPATCH_SECONDS"])
+    in_flight = sa.and_(
+        Analysis.state == AnalysisState.QUEUED, Analysis.dispatched_at >= cutoff
+    )
+    busy = dict(
+        db.session.execute(
+            sa.select(Analysis.owner_id, sa.func.count(Analysis.id))
+            .where(sa.or_(Analysis.state == AnalysisState.RUNNING, in_flight))
+            .group_by(Analysis.owner_id)
+        ).all()
+    )
+    per_user, site_limit = config["MAX_RUNNING_PER_USER"], config["MAX_RUNNING"]
+    room = site_limit - sum(busy.values()) if site_limit else 1_000_000
+    order = fair_order()
+    due = db.session.execute(
+        sa.select(order.c.id, order.c.owner_id)
+        .where(sa.or_(order.c.dispatched_at.is_(None), order.c.dispatched_at < cutoff))
+        .order_by(order.c.position)
+        .limit(max(room, 0) + 5000)  # room, and some for users at their limit
+    ).all()
+    chosen = []
+    for analysis_id, owner in due:
+        if room <= 0:
+            break
+        if per_user and busy.get(owner, 0) >= per_user:
+            continue
+        chosen.append(analysis_id)
+        busy[owner] = busy.get(owner, 0) + 1
+        room -= 1
+    db.session.rollback()
+    celery = current_app.extensions["celery"]
+    sent = []
+    for analysis_id in chosen:
+        marked = db.session.execute(
+            sa.update(Analysis)
+            .where(
+                Analysis.id == analysis_id,
+                Analysis.state == AnalysisState.QUEUED,
+                sa.or_(
+                    Analysis.dispatched_at.is_(None), Analysis.dispatched_at < cutoff
+                ),
+            )
+            .values(dispatched_at=now())
+        ).rowcount
+        if not marked:  # claimed, cancelled or sent by another dispatcher meanwhile
+            db.session.rollback()
+            continue
+        try:
+            celery.send_task("labqueue.start", args=[analysis_id], retry=False)
+        except Exception as exc:  # the broker is away: it stays due
+            db.session.rollback()
+            log.warning("Dispatcher could not send start for %s: %s", analysis_id, exc)
+            break
+        db.session.commit()
+        sent.append(analysis_id)
+    return sent
+
+
+# --- Start: claim, then launch ------------------------------------------------------
+
+
+def _serialize_claims() -> None:
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(sa.select(sa.func.pg_advisory_xact_lock(CLAIM_LOCK)))
+
+
+def _running_count(*conditions):
+    return (
+        sa.select(sa.func.count(Analysis.id))
+        .where(Analysis.state == AnalysisState.RUNNING, *conditions)
+        .scalar_subquery()
+    )
 
 
 def claim(analysis_id: int, runner_name: str) -> Analysis | None:
-    """Move a queued analysis to running, exactly once across all workers."""
+    """Make a queued analysis this host's running one, exactly once across all
+    workers, within the per-user and site-wide limits. A row this host claimed and
+    has not launched (its start task died and came again) is returned as well."""
     analysis = db.session.get(Analysis, analysis_id)
-    if analysis is None or analysis.state != AnalysisState.QUEUED:
-        return None  # finished, cancelled, deleted, or another worker has it
-    limit = current_app.config["MAX_RUNNING_PER_USER"]
-    # Two workers may claim runs of one user at the same moment: the owner's row is
-    # locked (PostgreSQL, MySQL) and the limit is checked inside the UPDATE itself.
-    db.session.execute(
-        sa.select(User.id).where(User.id == analysis.owner_id).with_for_update()
-    )
+    if analysis is None:
+        return None
+    if (
+        analysis.state == AnalysisState.RUNNING
+        and analysis.handle is None
+        and analysis.worker == host_id()
+    ):
+        return analysis
+    if analysis.state != AnalysisState.QUEUED:
+        return None
+    config = current_app.config
+    _serialize_claims()
     conditions = [Analysis.id == analysis_id, Analysis.state == AnalysisState.QUEUED]
-    if limit:
-        running = (
-            sa.select(sa.func.count(Analysis.id))
-            .where(
-                Analysis.owner_id == analysis.owner_id,
-                Analysis.state == AnalysisState.RUNNING,
-            )
-            .scalar_subquery()
-        )
-        conditions.append(running < limit)
+    if config["MAX_RUNNING_PER_USER"]:
+        mine = _running_count(Analysis.owner_id == analysis.owner_id)
+        conditions.append(mine < config["MAX_RUNNING_PER_USER"])
+    if config["MAX_RUNNING"]:
+        conditions.append(_running_count() < config["MAX_RUNNING"])
     stamp = now()
     claimed = db.session.execute(
         sa.update(Analysis)
@@ -120,18 +215,27 @@ def claim(analysis_id: int, runner_name: str) -> Analysis | None:
             started_at=stamp,
             heartbeat_at=stamp,
             attempt=Analysis.attempt + 1,
-            worker=hostname(),
+            worker=host_id(),
             runner=runner_name,
+            handle=None,
+            launched_at=None,
+            log_offset=0,
+            stopping_reason=None,
+            dispatched_at=None,
             progress_percent=0.0,
             progress_message="starting",
         )
     ).rowcount
-    db.session.commit()
     if not claimed:
-        db.session.refresh(analysis)
-        if limit and analysis.state == AnalysisState.QUEUED:
-            raise Deferred(f"user {analysis.owner_id} already runs {limit} analyses")
+        # Held back by a limit (or taken): due again at the next dispatch.
+        db.session.execute(
+            sa.update(Analysis)
+            .where(Analysis.id == analysis_id, Analysis.state == AnalysisState.QUEUED)
+            .values(dispatched_at=None)
+        )
+        db.session.commit()
         return None
+    db.session.commit()
     db.session.refresh(analysis)
     return analysis
 
@@ -144,6 +248,8 @@ def output_room(analysis: Analysis) -> int:
 
 
 def build_spec(analysis: Analysis, runner) -> RunSpec:
+    """The run to launch: argv from the manifest, limits from it capped by the
+    configuration and by what the owner's quota leaves."""
     config = current_app.config
     pipeline = load_pipeline(Path(config["PIPELINES_DIR"]) / analysis.pipeline)
     inputs, outputs = files_dir(analysis.project), output_dir(analysis)
@@ -156,184 +262,209 @@ def build_spec(analysis: Analysis, runner) -> RunSpec:
         argv = build_argv(pipeline, analysis.params)
     resources = pipeline.resources
     room, site_cap = output_room(analysis), config["MAX_OUTPUT_BYTES"]
-    return RunSpec(
-        analysis_id=analysis.id,
+    return spec_for(
+        analysis,
         argv=argv,
-        image=analysis.image,
-        input_dir=inputs,
-        output_dir=outputs,
-        log_path=log_path(analysis),
-        cpus=min(resources.cpus, config["MAX_CPUS_PER_RUN"]),
-        memory_mb=min(resources.memory_mb, config["MAX_MEMORY_MB_PER_RUN"]),
-        pids=min(resources.pids, config["MAX_PIDS_PER_RUN"]),
-        timeout_s=60 * min(resources.timeout_minutes, config["MAX_RUN_MINUTES"]),
-        max_output_bytes=min(site_cap, room),
-        output_limit_note="" if site_cap <= room else " (what your quota had left)",
-        max_log_bytes=config["MAX_LOG_BYTES"],
-        user=config["PIPELINE_USER"],
+        limits={
+            "cpus": min(resources.cpus, config["MAX_CPUS_PER_RUN"]),
+            "memory_mb": min(resources.memory_mb, config["MAX_MEMORY_MB_PER_RUN"]),
+            "pids": min(resources.pids, config["MAX_PIDS_PER_RUN"]),
+            "timeout_s": 60 * min(resources.timeout_minutes, config["MAX_RUN_MINUTES"]),
+            "max_output_bytes": max(min(site_cap, room), 0),
+            "output_limit_note": ""
+            if site_cap <= room
+            else " (what your quota had left)",
+            "max_log_bytes": config["MAX_LOG_BYTES"],
+        },
     )
 
 
-class _DatabaseHooks(Hooks):
-    """Progress is noted by the log thread and written, with a heartbeat, from the
-    runner's own loop, which also reads cancellation requests."""
-
-    def __init__(self, analysis_id: int):
-        self.analysis_id = analysis_id
-        self.latest: tuple[float, str] | None = None
-        self.output_size: int | None = None
-        self.lock = threading.Lock()
-        self.last_write = 0.0
-        super().__init__(
-            on_progress=self._note,
-            should_cancel=self._tick,
-            on_output_size=self._note_size,
-        )
-
-    def _note(self, percent: float, message: str) -> None:
-        with self.lock:
-            self.latest = (percent, message[:255])
-
-    def _note_size(self, size: int) -> None:
-        # Outputs count against the quota while the run goes on, not only after.
-        self.output_size = size
-
-    def _tick(self) -> bool:
-        if time.monotonic() - self.last_write < HEARTBEAT_SECONDS:
-            return False
-        self.last_write = time.monotonic()
-        return self.flush()
-
-    def flush(self) -> bool:
-        values = {"heartbeat_at": now()}
-        with self.lock:
-            if self.latest is not None:
-                values["progress_percent"], values["progress_message"] = self.latest
-        if self.output_size is not None:
-            values["output_bytes"] = self.output_size
-        db.session.execute(
-            sa.update(Analysis).where(Analysis.id == self.analysis_id).values(**values)
-        )
-        db.session.commit()
-        return bool(
-            db.session.scalar(
-                sa.select(Analysis.cancel_requested).where(
-                    Analysis.id == self.analysis_id
-                )
-            )
-        )
+def spec_for(analysis: Analysis, argv=(), limits: dict | None = None) -> RunSpec:
+    """The run's description from its row (the watcher needs no argv)."""
+    folder = analysis_dir(analysis)
+    return RunSpec(
+        analysis_id=analysis.id,
+        argv=list(argv),
+        image=analysis.image,
+        input_dir=files_dir(analysis.project),
+        output_dir=output_dir(analysis),
+        log_path=log_path(analysis),
+        work_dir=folder / "run",
+        attempt=analysis.attempt,
+        user=current_app.config["PIPELINE_USER"],
+        **(limits if limits is not None else analysis.limits or {}),
+    )
 
 
-def execute(analysis_id: int) -> str:
-    """Run one analysis if it is queued; returns what happened, for the task log."""
-    runner = make_runner()
-    try:
-        return _execute(analysis_id, runner)
-    finally:
-        runner.close()
-
-
-def _execute(analysis_id: int, runner) -> str:
-    analysis = claim(analysis_id, runner.name)
+def _startable(analysis: Analysis | None) -> bool:
     if analysis is None:
+        return False
+    if analysis.state == AnalysisState.QUEUED:
+        return True
+    # Claimed here, not launched: its start task died and came again.
+    return (
+        analysis.state == AnalysisState.RUNNING
+        and analysis.handle is None
+        and analysis.worker == host_id()
+    )
+
+
+def start(analysis_id: int) -> str:
+    """Claim the analysis and launch it; returns what happened, for the task log."""
+    if not _startable(db.session.get(Analysis, analysis_id)):
         return "nothing to do"
-    hooks = _DatabaseHooks(analysis.id)
-    failure = None
     try:
-        # The web offered the pipeline from the last check; look again now.
-        problem = runner.image_problem(analysis.image)
-        if output_room(analysis) <= 0:
-            owner = analysis.owner
-            outcome = Outcome(
-                None,
-                f"your storage is full ({human_size(storage_used(owner))} of "
-                f"{human_size(quota_for(owner))}), so the run could not start; "
-                "delete files or old analyses, then run it again",
-                analysis.started_at,
-            )
-        elif problem:
-            note_image(analysis.pipeline, analysis.image, runner, problem)
-            outcome = Outcome(None, NOT_INSTALLED, analysis.started_at, detail=problem)
-        else:
-            outcome = runner.run(build_spec(analysis, runner), hooks)
-            if outcome.detail:
-                log.error("Analysis %s did not start: %s", analysis.id, outcome.detail)
-    except Exception as exc:  # a system failure, not the pipeline's: tell admins
-        failure = exc
-        outcome = Outcome(None, SYSTEM_FAILURE, analysis.started_at, detail=repr(exc))
-        log.exception("Analysis %s failed in the worker", analysis.id)
-    finally:
-        hooks.flush()
-    record(analysis, outcome, failure)
-    return analysis.state.value
-
-
-# --- Pipeline images ----------------------------------------------------------------
-
-
-def note_image(pipeline: str, image: str, runner, problem: str | None) -> None:
-    """Record what this worker found about ``pipeline``'s image. Admins hear (an
-    ERROR, mailed to ADMINS) when an image goes missing, not at every check."""
-    row = db.session.get(PipelineImage, pipeline)
-    was_ready = row.ready if row is not None and row.image == image else None
-    if row is None:
-        row = PipelineImage(pipeline=pipeline)
-        db.session.add(row)
-    if problem:
-        problem = (
-            f"{problem} (worker host {hostname()}). Build it there: "
-            f"flask --app frontend pipelines build {pipeline}"
-        )
-    row.image, row.ready, row.problem = image, problem is None, problem
-    row.runner, row.host, row.checked_at = runner.name, hostname(), now()
+        runner = make_runner()
+    except EngineUnavailable as exc:
+        # Nothing is claimed: the row stays queued, and the admins are told.
+        log.error("Analysis %s cannot start here: %s", analysis_id, exc)
+        return "no engine"
     try:
-        db.session.commit()
-    except sa.exc.IntegrityError:  # another worker recorded it first: theirs stands
-        db.session.rollback()
-        return
-    if problem and was_ready is not False:
-        log.error("Pipeline %s cannot run: %s", pipeline, problem)
-    elif not problem and was_ready is False:
-        log.info("Pipeline %s can run again (%s)", pipeline, image)
-
-
-def check_images() -> dict[str, bool]:
-    """Check every pipeline's image on this worker's runner and record the result;
-    returns pipeline name → ready."""
-    runner = make_runner()
-    found = {}
-    try:
-        for pipeline in all_pipelines().values():
-            problem = runner.image_problem(pipeline.image_tag)
-            note_image(pipeline.name, pipeline.image_tag, runner, problem)
-            found[pipeline.name] = problem is None
+        analysis = claim(analysis_id, runner.name)
+        if analysis is None:
+            return "nothing to do"
+        return _launch(analysis, runner)
     finally:
         runner.close()
-    return found
 
 
-def record(analysis: Analysis, outcome: Outcome, failure: Exception | None) -> None:
-    """Write the outcome on the row; snapshot and notify as needed."""
-    db.session.refresh(analysis)
-    analysis.output_bytes = folder_size(analysis_dir(analysis))
-    analysis.finished_at = outcome.finished_at
-    analysis.exit_code = outcome.exit_code
-    analysis.image_id = outcome.image_id or analysis.image_id
-    if outcome.succeeded:
-        analysis.state = AnalysisState.SUCCEEDED
-        analysis.progress_percent = 100.0
-    elif outcome.reason == "cancelled":
-        analysis.state = AnalysisState.CANCELLED
-        analysis.error_summary = "Cancelled by request."
-    else:
-        analysis.state = AnalysisState.FAILED
-        reason = outcome.reason or "the run failed"
-        analysis.error_summary = reason[0].upper() + reason[1:] + "."
+def _launch(analysis: Analysis, runner) -> str:
+    owner = analysis.owner
+    if output_room(analysis) <= 0:
+        finalize(
+            analysis,
+            f"your storage is full ({human_size(storage_used(owner))} of "
+            f"{human_size(quota_for(owner))}), so the run could not start; "
+            "delete files or old analyses, then run it again",
+        )
+        return "failed"
+    problem = runner.image_problem(analysis.image)
+    if problem:
+        note_image(analysis.pipeline, analysis.image, runner, problem)
+        finalize(analysis, NOT_INSTALLED, detail=problem)
+        return "failed"
+    try:
+        spec = build_spec(analysis, runner)
+        handle = runner.launch(spec)
+    except LaunchFailed as exc:
+        log.error("Analysis %s did not start: %s", analysis.id, exc)
+        finalize(analysis, COULD_NOT_START, detail=str(exc))
+        return "failed"
+    except Exception as exc:  # a system failure, not the pipeline's: tell admins
+        log.exception("Analysis %s could not be launched", analysis.id)
+        finalize(analysis, SYSTEM_FAILURE, detail=repr(exc), failure=exc)
+        return "failed"
+    record_launch(analysis, handle, spec, runner.image_id(analysis.image))
+    return "launched"
+
+
+def limits_of(spec: RunSpec) -> dict:
+    return {
+        "cpus": spec.cpus,
+        "memory_mb": spec.memory_mb,
+        "pids": spec.pids,
+        "timeout_s": spec.timeout_s,
+        "max_output_bytes": spec.max_output_bytes,
+        "output_limit_note": spec.output_limit_note,
+        "max_log_bytes": spec.max_log_bytes,
+    }
+
+
+def record_launch(
+    analysis: Analysis, handle: Handle, spec: RunSpec, image_id: str | None = None
+) -> None:
+    """Keep the handle on the row: from now on this host's watcher follows it."""
+    stamp = now()
+    db.session.execute(
+        sa.update(Analysis)
+        .where(Analysis.id == analysis.id, Analysis.state == AnalysisState.RUNNING)
+        .values(
+            handle=handle.as_dict(),
+            launched_at=stamp,
+            heartbeat_at=stamp,
+            limits=limits_of(spec),
+            image_id=image_id,
+            progress_message="running",
+        )
+    )
     db.session.commit()
-    if analysis.state == AnalysisState.FAILED:
-        snapshot_failure(analysis, outcome, failure)
-    if analysis.state != AnalysisState.CANCELLED:
-        notify(analysis)
+
+
+# --- Finalize -----------------------------------------------------------------------
+
+
+def finalize(
+    analysis: Analysis,
+    reason: str | None,
+    *,
+    exit_code: int | None = None,
+    usage: Usage | None = None,
+    detail: str | None = None,
+    failure: Exception | None = None,
+) -> bool:
+    """Record how a running analysis ended, exactly once: of two callers (two
+    watchers seeing one exit), the second finds it no longer running and does
+    nothing. Its mail is written in the same transaction; a failure is
+    snapshotted; the slot it frees is offered to the queue."""
+    usage = usage or Usage()
+    if reason is None:
+        state, summary = AnalysisState.SUCCEEDED, None
+    elif reason == "cancelled":
+        state, summary = AnalysisState.CANCELLED, "Cancelled by request."
+    else:
+        state, summary = AnalysisState.FAILED, reason[0].upper() + reason[1:] + "."
+    values = {
+        "state": state,
+        "finished_at": now(),
+        "exit_code": exit_code,
+        "error_summary": summary,
+        "output_bytes": folder_size(analysis_dir(analysis)),
+        "peak_memory_bytes": usage.peak_memory_bytes,
+        "cpu_seconds": usage.cpu_seconds,
+    }
+    if state == AnalysisState.SUCCEEDED:
+        values["progress_percent"] = 100.0
+    done = db.session.execute(
+        sa.update(Analysis)
+        .where(
+            Analysis.id == analysis.id,
+            Analysis.state == AnalysisState.RUNNING,
+            Analysis.attempt == analysis.attempt,
+        )
+        .values(**values)
+    ).rowcount
+    if not done:
+        db.session.rollback()
+        return False
+    db.session.refresh(analysis)
+    mail = notification(analysis) if state != AnalysisState.CANCELLED else None
+    db.session.commit()
+    if state == AnalysisState.FAILED:
+        snapshot_failure(analysis, reason, exit_code, detail, failure)
+    if mail is not None:
+        send_after_commit([mail.id])
+    request_dispatch()
+    return True
+
+
+def notification(analysis: Analysis):
+    """The owner's mail about how the analysis ended (in the outbox), unless they
+    turned these mails off."""
+    owner = analysis.owner
+    if not owner.notify_by_email:
+        return None
+    duration = None
+    if analysis.started_at and analysis.finished_at:
+        seconds = (analysis.finished_at - analysis.started_at).total_seconds()
+        duration = format_duration(seconds)
+    link = external_url("analyses.detail", analysis_id=analysis.id)
+    verb = "finished" if analysis.state == AnalysisState.SUCCEEDED else "failed"
+    body = render_template(
+        "analyses/email/finished.txt", analysis=analysis, duration=duration, link=link
+    )
+    return queue_mail(
+        owner.email, f"{analysis.pipeline} on {analysis.project.name} {verb}", body
+    )
 
 
 def _sha256(path: Path) -> str:
@@ -344,7 +475,13 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def snapshot_failure(analysis: Analysis, outcome: Outcome, failure) -> Path:
+def snapshot_failure(
+    analysis: Analysis,
+    reason: str | None,
+    exit_code: int | None = None,
+    detail: str | None = None,
+    failure: Exception | None = None,
+) -> Path:
     """Keep what is needed to understand a failed run in FAILED_ANALYSES_DIR/<id>/."""
     target = Path(current_app.config["FAILED_ANALYSES_DIR"]) / str(analysis.id)
     target.mkdir(parents=True, exist_ok=True)
@@ -355,9 +492,9 @@ def snapshot_failure(analysis: Analysis, outcome: Outcome, failure) -> Path:
     error = {
         "analysis": analysis.id,
         "pipeline": f"{analysis.pipeline} {analysis.pipeline_version}",
-        "reason": outcome.reason,
-        "detail": outcome.detail,
-        "exit_code": outcome.exit_code,
+        "reason": reason,
+        "detail": detail,
+        "exit_code": exit_code,
         "exception": repr(failure) if failure else None,
         "traceback": "".join(traceback.format_exception(failure)) if failure else None,
         "started_at": started.isoformat() if started else None,
@@ -370,6 +507,10 @@ def snapshot_failure(analysis: Analysis, outcome: Outcome, failure) -> Path:
         "worker": analysis.worker,
         "attempt": analysis.attempt,
         "runner": analysis.runner,
+        "handle": analysis.handle,
+        "limits": analysis.limits,
+        "peak_memory_bytes": analysis.peak_memory_bytes,
+        "cpu_seconds": analysis.cpu_seconds,
     }
     (target / "error.json").write_text(json.dumps(error, indent=2))
     files = files_dir(analysis.project)
@@ -386,103 +527,214 @@ def snapshot_failure(analysis: Analysis, outcome: Outcome, failure) -> Path:
     return target
 
 
-def notify(analysis: Analysis) -> None:
-    """Email the owner that the analysis ended, unless they turned that off."""
-    owner = analysis.owner
-    if not owner.notify_by_email:
-        return
-    duration = None
-    if analysis.started_at and analysis.finished_at:
-        seconds = (analysis.finished_at - analysis.started_at).total_seconds()
-        duration = format_duration(seconds)
-    link = external_url("analyses.detail", analysis_id=analysis.id)
-    verb = "finished" if analysis.state == AnalysisState.SUCCEEDED else "failed"
-    body = render_template(
-        "analyses/email/finished.txt", analysis=analysis, duration=duration, link=link
-    )
-    # One line, whatever a project was called before names were checked.
-    subject = " ".join(f"{analysis.pipeline} on {analysis.project.name} {verb}".split())
-    message = EmailMessage(
-        subject=subject,
-        body=body,
-        to=[owner.email],
-    )
+# --- Pipeline images ----------------------------------------------------------------
+
+
+def note_image(pipeline: str, image: str, runner, problem: str | None) -> None:
+    """Record what this worker found about ``pipeline``'s image. Admins hear (an
+    ERROR, mailed to ADMINS) when an image goes missing, not at every check."""
+    row = db.session.get(PipelineImage, pipeline)
+    was_ready = row.ready if row is not None and row.image == image else None
+    if row is None:
+        row = PipelineImage(pipeline=pipeline)
+        db.session.add(row)
+    if problem:
+        problem = (
+            f"{problem} (worker host {host_id()}). Build it there: "
+            f"flask --app frontend pipelines build {pipeline}"
+        )
+    row.image, row.ready, row.problem = image, problem is None, problem
+    row.runner, row.host, row.checked_at = runner.name, host_id(), now()
     try:
-        message.send()
-    except Exception:  # mail trouble must not turn a finished run into a failure
-        log.exception("Could not email the outcome of analysis %s", analysis.id)
+        db.session.commit()
+    except sa.exc.IntegrityError:  # another worker recorded it first: theirs stands
+        db.session.rollback()
+        return
+    if problem and was_ready is not False:
+        log.error("Pipeline %s cannot run: %s", pipeline, problem)
+    elif not problem and was_ready is False:
+        log.info("Pipeline %s can run again (%s)", pipeline, image)
+
+
+class _NoEngine:
+    """Stands for the Docker runner when no engine answers: nothing can run."""
+
+    name = "docker"
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+    def image_problem(self, image: str) -> str:
+        return f"no Docker engine answers on this host ({self.reason})"
+
+    def close(self) -> None:
+        pass
+
+
+def check_images() -> dict[str, bool]:
+    """Check every pipeline's image on this worker's runner and record the result;
+    returns pipeline name → ready."""
+    try:
+        runner = make_runner()
+    except EngineUnavailable as exc:
+        runner = _NoEngine(str(exc))
+    found = {}
+    try:
+        for pipeline in all_pipelines().values():
+            problem = runner.image_problem(pipeline.image_tag)
+            note_image(pipeline.name, pipeline.image_tag, runner, problem)
+            found[pipeline.name] = problem is None
+    finally:
+        runner.close()
+    return found
 
 
 # --- Recovery -----------------------------------------------------------------------
 
 
-def reconcile() -> dict[str, list[int]]:
-    """Repair what dead workers left: running rows without a heartbeat go back to
-    the queue (or fail with "worker lost" after MAX_ATTEMPTS), and containers whose
-    analysis is not running or queued are removed."""
-    config = current_app.config
-    stale_before = now() - timedelta(seconds=config["HEARTBEAT_TIMEOUT_SECONDS"])
-    report: dict[str, list[int]] = {"requeued": [], "lost": [], "orphans": []}
-    stale = db.session.scalars(
-        sa.select(Analysis).where(
-            Analysis.state == AnalysisState.RUNNING,
-            sa.or_(
-                Analysis.heartbeat_at < stale_before, Analysis.heartbeat_at.is_(None)
-            ),
-        )
-    ).all()
-    for analysis in stale:
-        if analysis.attempt < config["MAX_ATTEMPTS"]:
-            moved = db.session.execute(
-                sa.update(Analysis)
-                .where(
-                    Analysis.id == analysis.id,
-                    Analysis.state == AnalysisState.RUNNING,
-                    Analysis.heartbeat_at == analysis.heartbeat_at,
-                )
-                .values(
-                    state=AnalysisState.QUEUED,
-                    worker=None,
-                    progress_message="waiting again: its worker stopped",
-                )
-            ).rowcount
-            db.session.commit()
-            if moved:
-                from .services import enqueue
-
-                report["requeued"].append(analysis.id)
-                enqueue(analysis)
-        else:
-            analysis.state = AnalysisState.FAILED
-            analysis.finished_at = now()
-            analysis.error_summary = (
-                f"Worker lost: the worker running it stopped {analysis.attempt} times."
-            )
-            db.session.commit()
-            report["lost"].append(analysis.id)
-            outcome = Outcome(None, "worker lost", analysis.started_at, now())
-            snapshot_failure(analysis, outcome, None)
-            notify(analysis)
-    try:
-        runner = DockerRunner(site=site_id())
-    except EngineUnavailable:  # no engine: no containers to tidy
-        return report
-    alive = set(
+def live_hosts() -> set[str]:
+    """Hosts whose watcher renewed its lease lately."""
+    since = now() - timedelta(seconds=current_app.config["HEARTBEAT_TIMEOUT_SECONDS"])
+    return set(
         db.session.scalars(
-            sa.select(Analysis.id).where(
-                Analysis.state.in_([AnalysisState.RUNNING, AnalysisState.QUEUED])
-            )
+            sa.select(WatcherLease.host).where(WatcherLease.renewed_at >= since)
         )
     )
+
+
+def _back_to_queue(analysis: Analysis, message: str) -> bool:
+    moved = db.session.execute(
+        sa.update(Analysis)
+        .where(
+            Analysis.id == analysis.id,
+            Analysis.state == AnalysisState.RUNNING,
+            Analysis.attempt == analysis.attempt,
+        )
+        .values(
+            state=AnalysisState.QUEUED,
+            worker=None,
+            handle=None,
+            launched_at=None,
+            dispatched_at=None,
+            progress_message=message,
+        )
+    ).rowcount
+    db.session.commit()
+    return bool(moved)
+
+
+def reconcile() -> dict[str, list[int]]:
+    """Repair what dead starts and lost hosts left, and remove stray containers.
+
+    - A row claimed but never launched, after LAUNCH_GRACE_SECONDS: its run is
+      adopted if this host's runner finds it, else it goes back to the queue.
+    - A launched row whose host's watcher is silent (HEARTBEAT_TIMEOUT_SECONDS): its
+      run is adopted if this host's runner can see it, else queued again (or,
+      after MAX_ATTEMPTS, failed with "worker lost").
+    - Containers of this site that no running row owns are removed.
+    """
+    config = current_app.config
+    report: dict[str, list[int]] = {
+        "adopted": [],
+        "requeued": [],
+        "lost": [],
+        "orphans": [],
+    }
     try:
-        orphans = [aid for aid in runner.running_analyses() if aid not in alive]
-        runner.remove(orphans)
+        runner = make_runner()
+    except EngineUnavailable:
+        runner = None
+    try:
+        alive = live_hosts()
+        grace = now() - timedelta(seconds=config["LAUNCH_GRACE_SECONDS"])
+        running = db.session.scalars(
+            sa.select(Analysis).where(Analysis.state == AnalysisState.RUNNING)
+        ).all()
+        for analysis in running:
+            if analysis.handle is None:
+                if analysis.started_at and analysis.started_at > grace:
+                    continue  # its start is under way
+                _recover_unlaunched(analysis, runner, report)
+            elif analysis.worker not in alive:
+                _recover_from_lost_host(analysis, runner, report)
+        if runner is not None:
+            report["orphans"] = _remove_orphans(runner)
     finally:
-        runner.close()
-    report["orphans"] = orphans
+        if runner is not None:
+            runner.close()
     if any(report.values()):
         log.warning("Reconciled analyses: %s", report)
     return report
+
+
+def _recover_unlaunched(analysis: Analysis, runner, report) -> None:
+    spec = spec_for(analysis, limits={})
+    found = runner.find(spec) if runner is not None else None
+    if found is not None:
+        db.session.execute(
+            sa.update(Analysis)
+            .where(Analysis.id == analysis.id, Analysis.state == AnalysisState.RUNNING)
+            .values(worker=host_id(), handle=found.as_dict(), launched_at=now())
+        )
+        db.session.commit()
+        report["adopted"].append(analysis.id)
+    elif _back_to_queue(analysis, "waiting again: its start did not finish"):
+        report["requeued"].append(analysis.id)
+        request_dispatch()
+
+
+def _recover_from_lost_host(analysis: Analysis, runner, report) -> None:
+    handle = Handle.from_dict(analysis.handle)
+    visible = (
+        runner is not None
+        and handle.runner == runner.name
+        and (runner.name != "local" or handle.host == host_id())
+        and runner.poll(handle).state != "missing"
+    )
+    if visible:  # it still runs (or ended) where this host can see it: watch it
+        adopted = db.session.execute(
+            sa.update(Analysis)
+            .where(
+                Analysis.id == analysis.id,
+                Analysis.state == AnalysisState.RUNNING,
+                Analysis.worker == analysis.worker,
+            )
+            .values(worker=host_id())
+        ).rowcount
+        db.session.commit()
+        if adopted:
+            report["adopted"].append(analysis.id)
+    elif analysis.attempt < current_app.config["MAX_ATTEMPTS"]:
+        if _back_to_queue(analysis, "waiting again: its worker host was lost"):
+            report["requeued"].append(analysis.id)
+            request_dispatch()
+    elif finalize(
+        analysis,
+        f"worker lost: the host running it stopped {analysis.attempt} times",
+        detail=f"last host: {analysis.worker}",
+    ):
+        report["lost"].append(analysis.id)
+
+
+def _remove_orphans(runner) -> list[int]:
+    owned = {
+        (analysis_id, (handle or {}).get("job_id"))
+        for analysis_id, handle in db.session.execute(
+            sa.select(Analysis.id, Analysis.handle).where(
+                Analysis.state == AnalysisState.RUNNING
+            )
+        )
+    }
+    running_ids = {analysis_id for analysis_id, _job in owned}
+    orphans = []
+    for analysis_id, job_id in runner.jobs():
+        if (analysis_id, job_id) in owned:
+            continue
+        if analysis_id in running_ids and (analysis_id, None) in owned:
+            continue  # being launched: its handle is not recorded yet
+        runner.cleanup(Handle(runner.name, job_id))
+        orphans.append(analysis_id)
+    return orphans
 
 
 def delete_analysis(analysis: Analysis) -> None:

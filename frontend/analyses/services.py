@@ -16,7 +16,7 @@ from flask_security import current_user
 
 from backend.manifest import Pipeline, discover
 from backend.params import validate_params
-from backend.runners import format_duration
+from backend.runners import format_duration, mib
 
 from ..downloads import INLINE_IMAGES, suffix_of
 from ..extensions import db
@@ -33,6 +33,7 @@ from ..models import (
 )
 from ..projects.preview import TABLES, make_preview
 from ..projects.services import project_dir
+from .queueing import fair_order, request_dispatch
 
 
 class AnalysisError(Exception):
@@ -99,8 +100,8 @@ def availability(pipelines: dict[str, Pipeline]) -> dict[str, Availability]:
 
 
 def unsandboxed() -> bool:
-    """Whether analyses run without a sandbox here: the local runner is configured,
-    or the last worker to report uses it (RUNNER = "auto" without a Docker engine)."""
+    """Whether analyses run without a sandbox here: the local runner is configured
+    here, or by the last worker to report."""
     if current_app.config["RUNNER"] == "local":
         return True
     try:
@@ -177,17 +178,16 @@ def submit(user: User, project: Project, pipeline: Pipeline, values: dict) -> An
     )
     db.session.add(analysis)
     db.session.commit()
-    folder = analysis_dir(analysis)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "params.json").write_text(json.dumps(params, indent=2))
-    enqueue(analysis)
+    _write_params(analysis)
+    # The row is the queue: if the broker is away, the dispatcher sends it later.
+    request_dispatch()
     return analysis
 
 
-def enqueue(analysis: Analysis) -> None:
-    from ..tasks import run_analysis
-
-    run_analysis.delay(analysis.id)
+def _write_params(analysis: Analysis) -> None:
+    folder = analysis_dir(analysis)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "params.json").write_text(json.dumps(analysis.params, indent=2))
 
 
 def cancel(analysis: Analysis) -> str:
@@ -209,18 +209,46 @@ def cancel(analysis: Analysis) -> str:
     raise AnalysisError(f"The analysis has already {analysis.state.value}.")
 
 
-def requeue(analysis: Analysis) -> None:
-    """Run a finished analysis again from the start (admins)."""
+def requeue(analysis: Analysis) -> Analysis:
+    """Run a finished analysis again (admins): a new analysis with the same
+    pipeline, image and parameters, and a folder of its own; the earlier one, its
+    log, outputs and outcome stay as they were."""
     if not analysis.finished:
         raise AnalysisError("Only a finished analysis can be queued again.")
-    analysis.state = AnalysisState.QUEUED
-    analysis.started_at = analysis.finished_at = analysis.exit_code = None
-    analysis.error_summary = None
-    analysis.cancel_requested = False
-    analysis.progress_percent, analysis.progress_message = 0.0, ""
-    analysis.submitted_at = utcnow()
+    again = Analysis(
+        owner_id=analysis.owner_id,
+        project_id=analysis.project_id,
+        pipeline=analysis.pipeline,
+        pipeline_version=analysis.pipeline_version,
+        image=analysis.image,
+        params=analysis.params,
+        state=AnalysisState.QUEUED,
+        retry_of_id=analysis.id,
+    )
+    db.session.add(again)
     db.session.commit()
-    enqueue(analysis)
+    _write_params(again)
+    request_dispatch()
+    return again
+
+
+def attempts(analysis: Analysis) -> list[Analysis]:
+    """The runs of this analysis' chain ("queue again" makes a new one), oldest
+    first: this one, the ones it repeats and the ones that repeat it."""
+    first = analysis
+    while first.retry_of is not None:
+        first = first.retry_of
+    chain, ids = [first], {first.id}
+    while True:
+        following = db.session.scalar(
+            sa.select(Analysis).where(
+                Analysis.retry_of_id == chain[-1].id, Analysis.id.not_in(ids)
+            )
+        )
+        if following is None:
+            return chain
+        chain.append(following)
+        ids.add(following.id)
 
 
 # --- History ------------------------------------------------------------------------
@@ -278,16 +306,7 @@ def queue_for(user: User, everyone: bool = False, recent: int = 20) -> QueueView
     def mine(stmt):
         return stmt if everyone else stmt.where(Analysis.owner_id == user.id)
 
-    position = (
-        sa.func.row_number()
-        .over(order_by=(Analysis.submitted_at, Analysis.id))
-        .label("position")
-    )
-    ranked = (
-        sa.select(Analysis.id, position)
-        .where(Analysis.state == AnalysisState.QUEUED)
-        .subquery()
-    )
+    ranked = fair_order()
     queued = db.session.execute(
         mine(
             sa.select(Analysis, ranked.c.position)
@@ -314,22 +333,14 @@ def queue_for(user: User, everyone: bool = False, recent: int = 20) -> QueueView
 
 
 def queue_position(analysis: Analysis) -> int | None:
-    """1 for the next analysis to start; None unless queued."""
+    """1 for the next analysis to start, in the dispatcher's fair order; None
+    unless queued."""
     if analysis.state != AnalysisState.QUEUED:
         return None
-    ahead = db.session.scalar(
-        sa.select(sa.func.count(Analysis.id)).where(
-            Analysis.state == AnalysisState.QUEUED,
-            sa.or_(
-                Analysis.submitted_at < analysis.submitted_at,
-                sa.and_(
-                    Analysis.submitted_at == analysis.submitted_at,
-                    Analysis.id < analysis.id,
-                ),
-            ),
-        )
+    order = fair_order()
+    return db.session.scalar(
+        sa.select(order.c.position).where(order.c.id == analysis.id)
     )
-    return ahead + 1
 
 
 LOG_CHUNK = 64 * 1024
@@ -432,3 +443,51 @@ def output_files(analysis: Analysis) -> list[tuple[str, int]]:
             continue
         found.append((path.relative_to(root).as_posix(), path.stat().st_size))
     return found
+
+
+@dataclass
+class ResourceLine:
+    label: str
+    used: str
+    limit: str
+
+
+def resources(analysis: Analysis) -> list[ResourceLine]:
+    """What the run used next to the limits it ran under, for its page."""
+    limits = analysis.limits or {}
+    lines = []
+    if analysis.peak_memory_bytes is not None or limits.get("memory_mb"):
+        used = (
+            mib(analysis.peak_memory_bytes)
+            if analysis.peak_memory_bytes is not None
+            else "—"
+        )
+        limit = f"{limits['memory_mb']:,} MiB" if limits.get("memory_mb") else "—"
+        lines.append(ResourceLine("Peak memory", used, limit))
+    if analysis.cpu_seconds is not None or limits.get("cpus"):
+        used = (
+            f"{analysis.cpu_seconds:,.1f} s of CPU time"
+            if analysis.cpu_seconds is not None
+            else "—"
+        )
+        lines.append(
+            ResourceLine("CPU", used, f"{limits['cpus']:g} CPU" if limits else "—")
+        )
+    if analysis.started_at is not None:
+        lines.append(
+            ResourceLine(
+                "Wall time",
+                elapsed(analysis),
+                format_duration(limits["timeout_s"]) if limits else "—",
+            )
+        )
+    lines.append(
+        ResourceLine(
+            "Outputs and log",
+            mib(analysis.output_bytes or 0),
+            f"{mib(limits['max_output_bytes'])}{limits.get('output_limit_note', '')}"
+            if limits
+            else "—",
+        )
+    )
+    return lines

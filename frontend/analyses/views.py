@@ -164,6 +164,8 @@ def detail(analysis_id: int):
         log_tail=svc.log_tail(analysis) if finished else "",
         cancel_form=FlaskForm(),
         position=svc.queue_position(analysis),
+        resources=svc.resources(analysis),
+        attempts=svc.attempts(analysis),
     )
 
 

@@ -1,0 +1,225 @@
+"""What every runner shares: the run's description, its handle, what a poll tells,
+and the helpers that measure what a run leaves on disk.
+
+The pipeline contract: a pipeline sees its argv, the project's files read-only at
+``/data/input``, a writable ``/data/output``, a tmpfs ``/tmp``, no network, no
+capabilities, a non-root user, and CPU, memory, pids and wall-clock limits. It
+reports progress with lines ``##progress <percent> <message>`` on stdout.
+
+A runner launches a run and returns at once with a ``Handle``; whoever supervises
+the run (the watcher) polls it, reads its log from an offset, cancels it, samples its
+usage and cleans up after it. The same run launched twice (a redelivered task) is
+one run: ``launch`` finds the job of that name instead of starting another.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+PROGRESS_RE = re.compile(r"^##progress\s+(\d{1,3}(?:\.\d+)?)\s*(.*)$")
+CONTAINER_OUTPUT = "/data/output"
+CONTAINER_TMP = "/tmp"  # noqa: S108 (a fresh tmpfs inside the container)
+# Told to the user when the server, not the pipeline, failed to start a run.
+COULD_NOT_START = (
+    "the server could not start the run; the administrators have been told"
+)
+
+
+def now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass
+class RunSpec:
+    """One run of a pipeline: what to start and the limits it runs under."""
+
+    analysis_id: int
+    argv: list[str]
+    image: str
+    input_dir: Path
+    output_dir: Path
+    log_path: Path
+    # A folder the runner may keep its own files in (spooled output, exit status).
+    work_dir: Path | None = None
+    attempt: int = 1
+    cpus: float = 1.0
+    memory_mb: int = 1024
+    pids: int = 256
+    timeout_s: float = 3600
+    max_output_bytes: int = 10 * 1024**3
+    # Said after the limit when it is not the site's, e.g. " (what your quota had
+    # left)".
+    output_limit_note: str = ""
+    max_log_bytes: int = 50 * 1024**2
+    user: str = "65534:65534"
+    tmpfs_mb: int = 256
+
+    def __post_init__(self) -> None:
+        if self.work_dir is None:
+            self.work_dir = self.log_path.parent / "run"
+
+    def output_limit(self) -> str:
+        return f"{mib(self.max_output_bytes)} limit{self.output_limit_note}"
+
+
+@dataclass(frozen=True)
+class Handle:
+    """How to find a launched run again: kept on the analysis row as JSON."""
+
+    runner: str
+    job_id: str
+    host: str = ""
+    work_dir: str = ""
+
+    def as_dict(self) -> dict:
+        return {
+            "runner": self.runner,
+            "job_id": self.job_id,
+            "host": self.host,
+            "work_dir": self.work_dir,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Handle:
+        keys = ("runner", "job_id", "host", "work_dir")
+        return cls(**{key: str(data.get(key, "")) for key in keys})
+
+
+@dataclass(frozen=True)
+class Status:
+    """What a poll found: ``running``, ``exited`` (with its code) or ``missing``
+    (the job is gone: removed from outside, or its host lost it)."""
+
+    state: str
+    exit_code: int | None = None
+    oom_killed: bool = False
+
+    @property
+    def ended(self) -> bool:
+        return self.state != "running"
+
+
+@dataclass
+class LogChunk:
+    data: bytes
+    next_offset: int
+    # True once the run has ended and every byte of its output has been read.
+    complete: bool = False
+
+
+@dataclass
+class Usage:
+    """What a run used so far (the peak is a high-water mark)."""
+
+    peak_memory_bytes: int | None = None
+    cpu_seconds: float | None = None
+
+    def merge(self, other: Usage) -> Usage:
+        """The larger of each, since a late sample may come from a gone cgroup."""
+
+        def larger(a, b):
+            return b if a is None else a if b is None else max(a, b)
+
+        return Usage(
+            larger(self.peak_memory_bytes, other.peak_memory_bytes),
+            larger(self.cpu_seconds, other.cpu_seconds),
+        )
+
+
+@dataclass
+class Outcome:
+    exit_code: int | None
+    reason: str | None = None  # None when it succeeded; in words a researcher reads
+    started_at: datetime = field(default_factory=now)
+    finished_at: datetime = field(default_factory=now)
+    image_id: str | None = None
+    # What went wrong in the system's own terms (engine errors, paths), for the
+    # failure snapshot and the admins; never shown to the user.
+    detail: str | None = None
+    usage: Usage = field(default_factory=Usage)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.reason is None and self.exit_code == 0
+
+
+class EngineUnavailable(RuntimeError):
+    """The runner's engine does not answer (no Docker engine, say)."""
+
+
+class LaunchFailed(RuntimeError):
+    """The run could not be started; the message is for admins."""
+
+
+def parse_progress(line: str) -> tuple[float, str] | None:
+    match = PROGRESS_RE.match(line.strip())
+    if not match:
+        return None
+    return min(float(match.group(1)), 100.0), match.group(2).strip()
+
+
+def mib(size: int) -> str:
+    return f"{size / 1024**2:,.0f} MiB" if size >= 1024**2 else f"{size:,} bytes"
+
+
+def format_duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours} h {minutes} min"
+    if minutes:
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+    return f"{secs} s"
+
+
+def folder_size(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                continue
+    return total
+
+
+def unlinked_bytes(pids: Iterable[int], under: str) -> int:
+    """Bytes of files below ``under`` that were deleted while one of ``pids`` still
+    holds them open: they use disk, but no walk of the folder finds them. Paths are
+    as the processes see them (``/data/output`` in a container). Processes this
+    worker cannot see (another PID namespace, gone) count nothing."""
+    seen: dict[tuple[int, int], int] = {}
+    prefix = under.rstrip("/") + "/"
+    for pid in pids:
+        fd_dir = f"/proc/{pid}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"{fd_dir}/{fd}")
+                if not (target.startswith(prefix) and target.endswith(" (deleted)")):
+                    continue
+                info = os.stat(f"{fd_dir}/{fd}")
+            except OSError:
+                continue
+            seen[(info.st_dev, info.st_ino)] = info.st_size
+    return sum(seen.values())
+
+
+def clear_folder(folder: Path) -> None:
+    """Remove what is inside ``folder`` (never following links), keep the folder."""
+    if not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)

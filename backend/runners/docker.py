@@ -1,0 +1,454 @@
+"""The Docker runner: each run is a detached, sandboxed container.
+
+``launch`` creates and starts ``labqueue-<site>-analysis-<id>-<attempt>`` and returns
+at once; the name makes a second launch of the same run find the first container
+instead of starting another. ``read_log`` serves the container's output from any
+byte offset: a follower thread per container streams the engine's log into a
+bounded buffer. Usage comes from the container's cgroup files (v1 or v2), or from the
+engine's one-shot stats where those are not visible.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from pathlib import Path
+
+from .base import (
+    CONTAINER_OUTPUT,
+    CONTAINER_TMP,
+    EngineUnavailable,
+    Handle,
+    LaunchFailed,
+    LogChunk,
+    RunSpec,
+    Status,
+    Usage,
+    unlinked_bytes,
+)
+
+LABEL = "labqueue.analysis"
+SITE_LABEL = "labqueue.site"
+ATTEMPT_LABEL = "labqueue.attempt"
+FOLLOWER_BUFFER = 8 * 1024**2  # unread output held per run before reading pauses
+READ_LIMIT = 4 * 1024**2  # at most this much per read_log call
+MAX_POOL = 1024  # one connection per followed container, and some
+
+
+def docker_client(timeout: int = 60):
+    """A Docker SDK client for the engine DOCKER_HOST names; raises
+    EngineUnavailable when none answers."""
+    import docker
+
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    if host.startswith("unix://"):
+        # The SDK leaves its socket open when a Unix socket refuses the connection;
+        # knock first with one that is closed either way.
+        try:
+            with socket.socket(socket.AF_UNIX) as knock:
+                knock.settimeout(5)
+                knock.connect(host.removeprefix("unix://"))
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise EngineUnavailable(f"nothing answers at {host} ({reason})") from exc
+    try:
+        return docker.from_env(timeout=timeout, max_pool_size=MAX_POOL)
+    except docker.errors.DockerException as exc:
+        raise EngineUnavailable(str(exc)) from exc
+
+
+class _Follower:
+    """Streams one container's output, from its first byte, into a buffer that
+    ``read`` serves from an offset; bytes below the last offset asked for are
+    dropped, and reading pauses while FOLLOWER_BUFFER bytes wait unread."""
+
+    def __init__(self, client, container_id: str, skip: int = 0):
+        self.client, self.container_id = client, container_id
+        self.buffer = bytearray()
+        self.received = 0  # bytes of output seen so far, kept or not
+        self.discard_below = skip
+        self.done = False
+        self.failed = False
+        self.closed = False
+        self.stream = None
+        self.lock = threading.Condition()
+        threading.Thread(target=self._run, daemon=True, name="log-follower").start()
+
+    def _run(self) -> None:
+        try:
+            stream = self.client.api.logs(
+                self.container_id, stdout=True, stderr=True, stream=True, follow=True
+            )
+            with self.lock:
+                self.stream = stream
+                if self.closed:
+                    stream.close()
+            for chunk in stream:
+                with self.lock:
+                    while len(self.buffer) > FOLLOWER_BUFFER and not self.closed:
+                        self.lock.wait(1)
+                    if self.closed:
+                        break
+                    start = self.received
+                    self.received += len(chunk)
+                    if self.received <= self.discard_below:
+                        continue
+                    if start < self.discard_below:
+                        chunk = chunk[self.discard_below - start :]
+                    self.buffer += chunk
+            stream.close()
+        except Exception:  # the engine went away or the container was removed
+            self.failed = True
+        finally:
+            with self.lock:
+                self.done = True
+                self.lock.notify_all()
+
+    def read(self, offset: int) -> LogChunk:
+        with self.lock:
+            self.discard_below = max(self.discard_below, offset)
+            buffered_from = self.received - len(self.buffer)
+            if offset > buffered_from:
+                del self.buffer[: offset - buffered_from]
+            data = bytes(self.buffer[:READ_LIMIT])
+            complete = self.done and not self.failed and len(data) == len(self.buffer)
+            self.lock.notify_all()
+        return LogChunk(data, offset + len(data), complete)
+
+    def close(self) -> None:
+        """Stop following; a read waiting on the engine is cut short."""
+        with self.lock:
+            self.closed = True
+            self.lock.notify_all()
+            stream = self.stream
+        if stream is not None:
+            try:
+                stream.close()
+            except Exception:  # noqa: S110 (closing what may be half-closed)
+                pass
+
+
+class _Cgroup:
+    """A container's cgroup files on this host, when this worker can see them."""
+
+    def __init__(self, pid: int):
+        self.memory = self.cpu = self.procs = None
+        self.v2 = False
+        try:
+            lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+        except OSError:
+            return
+        paths = {}
+        for line in lines:
+            _number, controllers, path = line.split(":", 2)
+            for controller in controllers.split(",") if controllers else [""]:
+                paths[controller] = path
+        root = Path("/sys/fs/cgroup")
+        unified = root / paths.get("", "/").lstrip("/")
+        if (unified / "cgroup.procs").exists() and (unified / "cpu.stat").exists():
+            self.v2 = True
+            peak = unified / "memory.peak"
+            self.memory = peak if peak.exists() else unified / "memory.current"
+            self.cpu, self.procs = unified / "cpu.stat", unified / "cgroup.procs"
+            return
+        for controller, attribute, name in (
+            ("memory", "memory", "memory.max_usage_in_bytes"),
+            ("cpuacct", "cpu", "cpuacct.usage"),
+            ("pids", "procs", "cgroup.procs"),
+        ):
+            if controller in paths:
+                candidate = root / controller / paths[controller].lstrip("/") / name
+                if candidate.exists():
+                    setattr(self, attribute, candidate)
+
+    def usage(self) -> Usage | None:
+        if self.memory is None or self.cpu is None:
+            return None
+        try:
+            memory = int(self.memory.read_text())
+            text = self.cpu.read_text()
+        except (OSError, ValueError):
+            return None
+        if self.v2:
+            fields = dict(line.split() for line in text.splitlines() if line)
+            cpu = int(fields.get("usage_usec", 0)) / 1e6
+        else:
+            cpu = int(text) / 1e9
+        return Usage(memory, cpu)
+
+    def pids(self) -> list[int] | None:
+        if self.procs is None:
+            return None
+        try:
+            return [int(line) for line in self.procs.read_text().split()]
+        except (OSError, ValueError):
+            return None
+
+
+class DockerRunner:
+    """Runs each pipeline in a detached, sandboxed container."""
+
+    name = "docker"
+    sandboxed = True
+
+    def __init__(self, client=None, site: str = "default", host: str = ""):
+        self.owns_client = client is None
+        self.client = client or docker_client()
+        # Several Labqueue sites may share one engine: names and labels carry the
+        # site, and each site only ever touches its own containers.
+        self.site = site
+        self.host = host or socket.gethostname()
+        self._followers: dict[str, _Follower] = {}
+        self._cgroups: dict[str, _Cgroup] = {}
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            for follower in self._followers.values():
+                follower.close()
+            self._followers.clear()
+        if self.owns_client:
+            self.client.close()
+
+    def image_problem(self, image: str) -> str | None:
+        """Why ``image`` cannot run here (for admins), or None when it can."""
+        import docker.errors
+
+        try:
+            self.client.images.get(image)
+        except docker.errors.ImageNotFound:
+            return f"the image {image} is not on this host's Docker engine"
+        return None
+
+    def image_id(self, image: str) -> str | None:
+        """The id of the image a run of ``image`` uses (for its record)."""
+        import docker.errors
+
+        try:
+            return self.client.images.get(image).id
+        except docker.errors.DockerException:
+            return None
+
+    def container_name(self, analysis_id: int, attempt: int = 1) -> str:
+        return f"labqueue-{self.site}-analysis-{analysis_id}-{attempt}"
+
+    # --- launch ------------------------------------------------------------------
+
+    def create(self, spec: RunSpec):
+        import docker.types
+
+        spec.output_dir.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            # A root worker hands the output folder to the container's user; it can
+            # still read and delete what the pipeline writes.
+            uid, gid = (int(part) for part in spec.user.split(":"))
+            os.chown(spec.output_dir, uid, gid)
+        # No file may grow more than a byte past the output cap, so the size check
+        # sees any attempt; the engine keeps a bounded log of its own.
+        file_cap = spec.max_output_bytes + 1
+        return self.client.containers.create(
+            spec.image,
+            command=spec.argv,
+            name=self.container_name(spec.analysis_id, spec.attempt),
+            labels={
+                LABEL: str(spec.analysis_id),
+                SITE_LABEL: self.site,
+                ATTEMPT_LABEL: str(spec.attempt),
+            },
+            user=spec.user,
+            working_dir=CONTAINER_OUTPUT,
+            network_mode="none",
+            read_only=True,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            ulimits=[docker.types.Ulimit(name="fsize", soft=file_cap, hard=file_cap)],
+            log_config=docker.types.LogConfig(
+                type="json-file",
+                config={"max-size": f"{2 * spec.max_log_bytes // 1024 + 1}k"},
+            ),
+            mem_limit=f"{spec.memory_mb}m",
+            memswap_limit=f"{spec.memory_mb}m",
+            nano_cpus=int(spec.cpus * 1e9),
+            pids_limit=spec.pids,
+            tmpfs={CONTAINER_TMP: f"rw,noexec,nosuid,size={spec.tmpfs_mb}m"},
+            environment={
+                "HOME": CONTAINER_TMP,
+                "TMPDIR": CONTAINER_TMP,
+                "MPLBACKEND": "Agg",
+            },
+            volumes={
+                str(spec.input_dir): {"bind": "/data/input", "mode": "ro"},
+                str(spec.output_dir): {"bind": CONTAINER_OUTPUT, "mode": "rw"},
+            },
+        )
+
+    def _handle(self, container, spec: RunSpec) -> Handle:
+        return Handle(self.name, container.id, self.host, str(spec.work_dir))
+
+    def find(self, spec: RunSpec) -> Handle | None:
+        """The container of this run if one was created already."""
+        import docker.errors
+
+        try:
+            container = self.client.containers.get(
+                self.container_name(spec.analysis_id, spec.attempt)
+            )
+        except docker.errors.NotFound:
+            return None
+        return self._handle(container, spec)
+
+    def launch(self, spec: RunSpec) -> Handle:
+        """Start the run's container (or find the one a first launch made) and
+        return without waiting for it. Raises LaunchFailed."""
+        import docker.errors
+
+        try:
+            try:
+                container = self.create(spec)
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # 409: the name exists, this run is there
+                    raise
+                container = self.client.containers.get(
+                    self.container_name(spec.analysis_id, spec.attempt)
+                )
+            if container.status == "created":
+                container.start()
+        except docker.errors.DockerException as exc:
+            raise LaunchFailed(str(exc)) from exc
+        return self._handle(container, spec)
+
+    # --- watch -------------------------------------------------------------------
+
+    def poll(self, handle: Handle) -> Status:
+        import docker.errors
+
+        try:
+            state = self.client.api.inspect_container(handle.job_id)["State"]
+        except docker.errors.NotFound:
+            return Status("missing")
+        if state["Status"] in ("created", "running", "paused", "restarting"):
+            return Status("running")
+        return Status("exited", state.get("ExitCode"), bool(state.get("OOMKilled")))
+
+    def poll_many(self, handles: list[Handle]) -> dict[str, Status]:
+        """Every handle's status, with one listing call (and one inspection per
+        container that has ended)."""
+        listed = {
+            entry["Id"]: entry["State"]
+            for entry in self.client.api.containers(
+                all=True, filters={"label": [f"{SITE_LABEL}={self.site}"]}
+            )
+        }
+        found = {}
+        for handle in handles:
+            state = listed.get(handle.job_id)
+            if state in ("created", "running", "paused", "restarting"):
+                found[handle.job_id] = Status("running")
+            else:  # ended, or not listed: ask about this one
+                found[handle.job_id] = self.poll(handle)
+        return found
+
+    def read_log(self, handle: Handle, offset: int) -> LogChunk:
+        """The run's output from byte ``offset`` (what has arrived; never waits)."""
+        with self._lock:
+            follower = self._followers.get(handle.job_id)
+            if follower is None or follower.failed:
+                # New, or the stream broke (the engine restarted): follow from the
+                # start again, keeping nothing below the offset.
+                follower = _Follower(self.client, handle.job_id, skip=offset)
+                self._followers[handle.job_id] = follower
+        return follower.read(offset)
+
+    def cancel(self, handle: Handle) -> None:
+        import docker.errors
+
+        try:
+            self.client.api.kill(handle.job_id)
+        except docker.errors.APIError:
+            pass  # gone already, or not running any more
+
+    def _cgroup(self, handle: Handle) -> _Cgroup | None:
+        import docker.errors
+
+        if handle.job_id not in self._cgroups:
+            try:
+                pid = self.client.api.inspect_container(handle.job_id)["State"]["Pid"]
+            except docker.errors.DockerException:
+                return None
+            if not pid:
+                return None
+            self._cgroups[handle.job_id] = _Cgroup(pid)
+        return self._cgroups[handle.job_id]
+
+    def usage(self, handle: Handle) -> Usage:
+        """Peak memory and CPU time so far (an empty Usage once it has ended)."""
+        import docker.errors
+
+        cgroup = self._cgroup(handle)
+        found = cgroup.usage() if cgroup else None
+        if found is not None:
+            return found
+        try:
+            stats = self.client.api.stats(handle.job_id, stream=False, one_shot=True)
+        except docker.errors.DockerException:
+            return Usage()
+        memory = stats.get("memory_stats") or {}
+        cpu = (stats.get("cpu_stats") or {}).get("cpu_usage") or {}
+        peak = memory.get("max_usage") or memory.get("usage")
+        total = cpu.get("total_usage")
+        return Usage(peak, total / 1e9 if total else None)
+
+    def unlinked_output_bytes(self, handle: Handle) -> int:
+        """Deleted-but-open output files of the container's processes (needs this
+        worker in the host's PID namespace; elsewhere it counts nothing)."""
+        import docker.errors
+
+        cgroup = self._cgroup(handle)
+        pids = cgroup.pids() if cgroup else None
+        if pids is None:
+            try:
+                table = self.client.api.top(handle.job_id, ps_args="-eo pid")
+            except docker.errors.DockerException:
+                return 0
+            rows = table.get("Processes") or []
+            pids = [int(row[0]) for row in rows if row and row[0].isdigit()]
+        return unlinked_bytes(pids, CONTAINER_OUTPUT)
+
+    def release(self, handle: Handle) -> None:
+        """Stop following the run (another watcher has it); the run goes on."""
+        with self._lock:
+            follower = self._followers.pop(handle.job_id, None)
+        if follower:
+            follower.close()
+        self._cgroups.pop(handle.job_id, None)
+
+    def cleanup(self, handle: Handle) -> None:
+        """Forget the run and remove its container."""
+        import docker.errors
+
+        self.release(handle)
+        try:
+            self.client.api.remove_container(handle.job_id, force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: removal already in progress
+                raise
+
+    # --- housekeeping ------------------------------------------------------------
+
+    def jobs(self) -> list[tuple[int, str]]:
+        """(analysis id, container id) of every container of this site."""
+        found = []
+        for entry in self.client.api.containers(
+            all=True, filters={"label": [LABEL, f"{SITE_LABEL}={self.site}"]}
+        ):
+            try:
+                found.append((int(entry["Labels"][LABEL]), entry["Id"]))
+            except (KeyError, ValueError):
+                continue
+        return found
+
+
+__all__ = ["DockerRunner", "LaunchFailed", "docker_client"]

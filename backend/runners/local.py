@@ -1,0 +1,180 @@
+"""The local runner: the pipeline as a plain process of this machine, for
+development machines without Docker. Same argv, folders, caps and log as the Docker
+runner, but no sandbox: it runs as the worker's user, with its files and network.
+
+Each run is started by a small detached shim (``local_shim.py``) that spools its
+output and records how it ended in the run's work folder, so the watcher, in
+another process, can follow it from those files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .base import Handle, LaunchFailed, LogChunk, RunSpec, Status, Usage
+from .base import unlinked_bytes as _unlinked_bytes
+
+SHIM = Path(__file__).with_name("local_shim.py")
+READ_LIMIT = 4 * 1024**2
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie, whose parent has not reaped it yet, is not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _session(sid: int) -> list[int]:
+    """The processes of session ``sid`` (one per run)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getsid(int(entry)) == sid:
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+class LocalRunner:
+    """Runs the argv as a detached process: same folders, caps and log, no
+    sandbox."""
+
+    name = "local"
+    sandboxed = False
+
+    def __init__(self, host: str = ""):
+        self.host = host or socket.gethostname()
+
+    def close(self) -> None:
+        pass
+
+    def image_problem(self, image: str) -> str | None:
+        """The local runner needs no image: it runs the pipeline's own folder."""
+        return None
+
+    def image_id(self, image: str) -> str | None:
+        return None
+
+    def find(self, spec: RunSpec) -> Handle | None:
+        pid_file = spec.work_dir / "pid"
+        if not pid_file.exists():
+            return None
+        return Handle(
+            self.name, pid_file.read_text().strip(), self.host, str(spec.work_dir)
+        )
+
+    def launch(self, spec: RunSpec) -> Handle:
+        """Start the shim for this run (or find the run a first launch started)."""
+        found = self.find(spec)
+        if found:
+            return found
+        work = spec.work_dir
+        tmp = work / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        try:  # one launch per run, even when two arrive together
+            os.close(os.open(work / "launching", os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            for _ in range(300):
+                if (found := self.find(spec)) is not None:
+                    return found
+                time.sleep(0.1)
+            raise LaunchFailed("another launch of this run did not finish") from None
+        spec.output_dir.mkdir(parents=True, exist_ok=True)
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(tmp),
+            "TMPDIR": str(tmp),
+            "LANG": "C.UTF-8",
+            "MPLBACKEND": "Agg",
+        }
+        (work / "spec.json").write_text(
+            json.dumps(
+                {
+                    "argv": spec.argv,
+                    "cwd": str(spec.output_dir),
+                    "env": env,
+                    "max_file_bytes": spec.max_output_bytes + 1,
+                }
+            )
+        )
+        try:
+            started = subprocess.run(  # noqa: S603 (our own shim)
+                [sys.executable, str(SHIM), str(work)],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            pid = int(started.stdout.split()[0])
+        except (OSError, subprocess.SubprocessError, ValueError, IndexError) as exc:
+            raise LaunchFailed(f"the local shim did not start: {exc}") from exc
+        return Handle(self.name, str(pid), self.host, str(work))
+
+    def poll(self, handle: Handle) -> Status:
+        work = Path(handle.work_dir)
+        if (work / "exit.json").exists():
+            code = json.loads((work / "exit.json").read_text())["exit_code"]
+            return Status("exited", code)
+        if _alive(int(handle.job_id)):
+            return Status("running")
+        return Status("missing")
+
+    def poll_many(self, handles: list[Handle]) -> dict[str, Status]:
+        return {handle.job_id: self.poll(handle) for handle in handles}
+
+    def read_log(self, handle: Handle, offset: int) -> LogChunk:
+        work = Path(handle.work_dir)
+        ended = (work / "exit.json").exists()  # looked at before reading: no race
+        try:
+            with open(work / "output.log", "rb") as spool:
+                spool.seek(offset)
+                data = spool.read(READ_LIMIT)
+                more = spool.read(1) != b""
+        except FileNotFoundError:
+            data, more = b"", False
+        return LogChunk(data, offset + len(data), ended and not more)
+
+    def cancel(self, handle: Handle) -> None:
+        try:
+            group = int((Path(handle.work_dir) / "group").read_text())
+            os.killpg(group, signal.SIGKILL)
+        except (OSError, ValueError):
+            pass  # not started yet, or gone
+
+    def usage(self, handle: Handle) -> Usage:
+        try:
+            ended = json.loads((Path(handle.work_dir) / "exit.json").read_text())
+        except (OSError, ValueError):
+            return Usage()
+        return Usage(ended.get("peak_memory_bytes"), ended.get("cpu_seconds"))
+
+    def unlinked_output_bytes(self, handle: Handle) -> int:
+        try:
+            spec = json.loads((Path(handle.work_dir) / "spec.json").read_text())
+        except (OSError, ValueError):
+            return 0
+        return _unlinked_bytes(_session(int(handle.job_id)), spec["cwd"])
+
+    def cleanup(self, handle: Handle) -> None:
+        """Stop whatever the run left running, and drop its spooled output."""
+        self.cancel(handle)
+        work = Path(handle.work_dir)
+        for name in ("output.log", "spec.json", "exit.json", "group"):
+            (work / name).unlink(missing_ok=True)
+
+    def release(self, handle: Handle) -> None:
+        pass  # nothing is held: the run's files are all there is
+
+    def jobs(self) -> list[tuple[int, str]]:
+        return []  # a local run's process ends with its run

@@ -1,0 +1,266 @@
+"""The watcher: one per worker host, a thread in the Celery worker's main process,
+supervising every run launched on that host.
+
+Every WATCH_SECONDS it renews its lease (one watcher per host: a second worker on
+the host stands by), loads the host's launched runs, copies their new log bytes and
+progress, keeps their heartbeat, stops those that must stop (cancel, wall clock,
+output and log caps), and finalizes those that ended, exactly once. A watcher that
+starts, or takes a dead one's place, picks every run up where its log was recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import uuid
+from datetime import timedelta
+
+import sqlalchemy as sa
+from flask import Flask
+
+from backend.runners import EngineUnavailable, Handle, Status, Usage, now
+from backend.supervision import RunWatch
+
+from ..extensions import db
+from ..models import Analysis, AnalysisState, WatcherLease
+from . import execution
+
+log = logging.getLogger(__name__)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Watcher:
+    """Supervises this host's launched runs until ``stop``."""
+
+    def __init__(self, app: Flask):
+        self.app = app
+        self.token = uuid.uuid4().hex
+        self.stopping = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.watches: dict[int, RunWatch] = {}
+        self.runners: dict[str, object] = {}
+        self.holds_lease = False
+
+    # --- life --------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._loop, name="watcher", daemon=True)
+        self.thread.start()
+
+    def stop(self, timeout: float = 10) -> None:
+        self.stopping.set()
+        if self.thread is not None:
+            self.thread.join(timeout)
+
+    def _loop(self) -> None:
+        interval = self.app.config["WATCH_SECONDS"]
+        while not self.stopping.is_set():
+            with self.app.app_context():
+                try:
+                    self.tick()
+                except Exception:  # one bad tick must not end supervision
+                    log.exception("Watcher tick failed")
+                    db.session.rollback()
+                finally:
+                    db.session.remove()
+            self.stopping.wait(interval)
+        with self.app.app_context():
+            self._release()
+        for runner in self.runners.values():
+            runner.close()
+
+    # --- lease -------------------------------------------------------------------
+
+    def _hold_lease(self) -> bool:
+        """Renew this host's lease, or take it from a watcher that is gone."""
+        host, stamp = execution.host_id(), now()
+        stale = stamp - timedelta(
+            seconds=self.app.config["HEARTBEAT_TIMEOUT_SECONDS"] / 4
+        )
+        lease = db.session.get(WatcherLease, host)
+        if lease is None:
+            db.session.add(
+                WatcherLease(
+                    host=host, token=self.token, pid=os.getpid(), renewed_at=stamp
+                )
+            )
+            try:
+                db.session.commit()
+                return True
+            except sa.exc.IntegrityError:
+                db.session.rollback()
+                return False
+        mine = lease.token == self.token
+        # Another watcher on this host that died (kill -9) is seen at once.
+        gone = lease.renewed_at < stale or (
+            lease.pid != os.getpid() and not _pid_alive(lease.pid)
+        )
+        if not (mine or gone):
+            db.session.rollback()
+            return False
+        taken = db.session.execute(
+            sa.update(WatcherLease)
+            .where(WatcherLease.host == host, WatcherLease.token == lease.token)
+            .values(token=self.token, pid=os.getpid(), renewed_at=stamp)
+        ).rowcount
+        db.session.commit()
+        return bool(taken)
+
+    def _release(self) -> None:
+        db.session.execute(
+            sa.delete(WatcherLease).where(
+                WatcherLease.host == execution.host_id(),
+                WatcherLease.token == self.token,
+            )
+        )
+        db.session.commit()
+
+    # --- one look at every run ---------------------------------------------------
+
+    def _runner(self, name: str):
+        if name not in self.runners:
+            self.runners[name] = execution.make_runner(name)
+        return self.runners[name]
+
+    def tick(self) -> None:
+        held = self._hold_lease()
+        if held and not self.holds_lease:
+            log.info(
+                "Watcher %s supervises host %s", self.token[:8], execution.host_id()
+            )
+        if not held:
+            self._forget_all()
+            self.holds_lease = False
+            return
+        self.holds_lease = True
+        rows = db.session.scalars(
+            sa.select(Analysis).where(
+                Analysis.state == AnalysisState.RUNNING,
+                Analysis.worker == execution.host_id(),
+                Analysis.handle.is_not(None),
+            )
+        ).all()
+        current = {row.id: row for row in rows}
+        for gone in set(self.watches) - set(current):
+            self._forget(gone)  # finalized, requeued or taken over elsewhere
+        by_runner: dict[str, list[Analysis]] = {}
+        for row in rows:
+            by_runner.setdefault(row.runner or "docker", []).append(row)
+        for name, group in by_runner.items():
+            try:
+                runner = self._runner(name)
+            except EngineUnavailable as exc:
+                log.error("Watcher cannot reach the %s runner: %s", name, exc)
+                continue
+            statuses = runner.poll_many([Handle.from_dict(r.handle) for r in group])
+            for row in group:
+                status = statuses.get(row.handle["job_id"], Status("missing"))
+                self._look_at(runner, row, status)
+        self._record(current)
+
+    def _watch(self, runner, row: Analysis) -> RunWatch:
+        watch = self.watches.get(row.id)
+        if watch is None or watch.handle.job_id != row.handle["job_id"]:
+            spec = execution.spec_for(row)
+            watch = RunWatch(
+                runner,
+                Handle.from_dict(row.handle),
+                spec,
+                row.launched_at or row.started_at or now(),
+                log_offset=row.log_offset or 0,
+                usage=Usage(row.peak_memory_bytes, row.cpu_seconds),
+            )
+            watch.stop_reason = row.stopping_reason
+            self.watches[row.id] = watch
+        return watch
+
+    def _look_at(self, runner, row: Analysis, status: Status) -> None:
+        watch = self._watch(runner, row)
+        watch.copy_log()
+        if not status.ended:
+            reason = watch.reason_to_stop(row.cancel_requested)
+            if reason:
+                db.session.execute(
+                    sa.update(Analysis)
+                    .where(Analysis.id == row.id)
+                    .values(stopping_reason=reason[:255])
+                )
+                db.session.commit()
+                runner.cancel(watch.handle)
+            return
+        ending = watch.finish(status)
+        usage = watch.usage.merge(runner.usage(watch.handle))
+        if status.state == "missing":
+            log.error("Analysis %s: its run disappeared (%s)", row.id, row.handle)
+        db.session.execute(
+            sa.update(Analysis)
+            .where(Analysis.id == row.id)
+            .values(log_offset=watch.offset, **self._progress(watch))
+        )
+        db.session.commit()
+        execution.finalize(row, ending.reason, exit_code=ending.exit_code, usage=usage)
+        runner.cleanup(watch.handle)
+        self.watches.pop(row.id, None)
+
+    @staticmethod
+    def _progress(watch: RunWatch) -> dict:
+        values = {}
+        if watch.log.progress is not None:
+            values["progress_percent"], values["progress_message"] = watch.log.progress
+        return values
+
+    def _record(self, current: dict[int, Analysis]) -> None:
+        """Heartbeat, progress, log offset, output size and usage of every run."""
+        stamp = now()
+        if current:
+            db.session.execute(
+                sa.update(Analysis)
+                .where(Analysis.id.in_(list(current)))
+                .values(heartbeat_at=stamp)
+            )
+        for analysis_id, watch in self.watches.items():
+            row = current.get(analysis_id)
+            if row is None:
+                continue
+            values = self._progress(watch)
+            if watch.offset != row.log_offset:
+                values["log_offset"] = watch.offset
+            if watch.output_size is not None and watch.output_size != row.output_bytes:
+                values["output_bytes"] = watch.output_size
+            if watch.usage.peak_memory_bytes != row.peak_memory_bytes:
+                values["peak_memory_bytes"] = watch.usage.peak_memory_bytes
+            if watch.usage.cpu_seconds != row.cpu_seconds:
+                values["cpu_seconds"] = watch.usage.cpu_seconds
+            if (
+                values.get("progress_percent") == row.progress_percent
+                and values.get("progress_message") == row.progress_message
+            ):
+                values.pop("progress_percent", None)
+                values.pop("progress_message", None)
+            if values:
+                db.session.execute(
+                    sa.update(Analysis)
+                    .where(Analysis.id == analysis_id)
+                    .values(**values)
+                )
+        db.session.commit()
+
+    def _forget(self, analysis_id: int) -> None:
+        watch = self.watches.pop(analysis_id, None)
+        if watch is not None:
+            watch.log.close()
+            watch.runner.release(watch.handle)
+
+    def _forget_all(self) -> None:
+        for analysis_id in list(self.watches):
+            self._forget(analysis_id)

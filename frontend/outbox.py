@@ -1,0 +1,108 @@
+"""Mail that must not be lost: written to the database in the same transaction as
+what it tells, sent after the commit by a task, and retried with a growing wait
+until the mail server takes it. Admins see what is waiting under Admin → Mail.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import sqlalchemy as sa
+from flask import current_app
+from flask_mailman import EmailMessage
+
+from .extensions import db
+from .models import OutgoingMail, utcnow
+
+log = logging.getLogger(__name__)
+CLAIM_SECONDS = 120  # a sender holds a mail this long at most
+MAX_WAIT_SECONDS = 3600  # between two tries, at most
+
+
+def queue_mail(recipient: str, subject: str, body: str) -> OutgoingMail:
+    """Add a mail to the session; it is sent once the caller commits."""
+    mail = OutgoingMail(
+        recipient=recipient,
+        # One line, whatever went into it (a project named before names were
+        # checked, say): a line break would make the header invalid.
+        subject=" ".join(subject.split())[:255],
+        body=body,
+    )
+    db.session.add(mail)
+    return mail
+
+
+def send_after_commit(mail_ids: list[int]) -> None:
+    """Ask a worker to send these now (by task name: no task code imported); if
+    the broker is away, the periodic flush sends them later."""
+    celery = current_app.extensions["celery"]
+    for mail_id in mail_ids:
+        try:
+            celery.send_task("labqueue.send_mail", args=[mail_id], retry=False)
+        except Exception as exc:  # the broker is away: the flush will do it
+            log.warning("Mail %s waits for the next flush: %s", mail_id, exc)
+
+
+def _claim(mail_id: int) -> bool:
+    stamp = utcnow()
+    claimed = db.session.execute(
+        sa.update(OutgoingMail)
+        .where(
+            OutgoingMail.id == mail_id,
+            OutgoingMail.sent_at.is_(None),
+            sa.or_(
+                OutgoingMail.claimed_until.is_(None),
+                OutgoingMail.claimed_until < stamp,
+            ),
+        )
+        .values(claimed_until=stamp + timedelta(seconds=CLAIM_SECONDS))
+    ).rowcount
+    db.session.commit()
+    return bool(claimed)
+
+
+def send(mail_id: int) -> bool:
+    """Send one waiting mail, unless another sender has it or it went already;
+    returns whether it went now. A failure sets when to try again."""
+    if not _claim(mail_id):
+        return False
+    mail = db.session.get(OutgoingMail, mail_id)
+    try:
+        EmailMessage(subject=mail.subject, body=mail.body, to=[mail.recipient]).send()
+    except Exception as exc:  # any SMTP or network trouble: try again later
+        mail.attempts += 1
+        wait = min(
+            current_app.config["MAIL_RETRY_SECONDS"] * 2**mail.attempts,
+            MAX_WAIT_SECONDS,
+        )
+        mail.next_attempt_at = utcnow() + timedelta(seconds=wait)
+        mail.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+        mail.claimed_until = None
+        db.session.commit()
+        log.warning(
+            "Mail %s to %s not sent (try %s): %s",
+            mail.id,
+            mail.recipient,
+            mail.attempts,
+            exc,
+        )
+        return False
+    mail.sent_at = utcnow()
+    mail.attempts += 1
+    mail.last_error = None
+    db.session.commit()
+    return True
+
+
+def flush() -> int:
+    """Send every mail that is due; returns how many went."""
+    due = db.session.scalars(
+        sa.select(OutgoingMail.id)
+        .where(
+            OutgoingMail.sent_at.is_(None),
+            OutgoingMail.next_attempt_at <= utcnow(),
+        )
+        .order_by(OutgoingMail.id)
+    ).all()
+    return sum(send(mail_id) for mail_id in due)

@@ -1,0 +1,125 @@
+"""The dispatcher: fair order (first in, first out per user, round robin across
+users), the per-user and site-wide limits, and resending what was lost; on SQLite
+and on PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from frontend.analyses import execution
+from frontend.extensions import db
+from frontend.models import Analysis, AnalysisState, utcnow
+from tests.conftest import Auth
+
+BOTH = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+
+
+class Sent:
+    """Stands for the broker: records the tasks the dispatcher sends."""
+
+    def __init__(self):
+        self.starts: list[int] = []
+        self.down = False
+
+    def send_task(self, name, args=None, **options):
+        if self.down:
+            raise ConnectionRefusedError("the broker is away")
+        if name == "labqueue.start":
+            self.starts.append(args[0])
+
+
+@pytest.fixture
+def broker(app, monkeypatch):
+    sent = Sent()
+    monkeypatch.setitem(app.extensions, "celery", sent)
+    return sent
+
+
+@pytest.fixture
+def users(app, make_user, make_project):
+    """Three users with a project each; returns {name: (user id, project id)}."""
+    found = {}
+    for name in ("ada", "bea", "cy"):
+        user = make_user(email=f"{name}@cs.ox.ac.uk")
+        found[name] = (user, make_project(user, name=f"{name}'s"))
+    return found
+
+
+def queue(app, users, *names, minutes_ago: int = 10) -> list[int]:
+    """Queue an analysis for each name, one second apart, in that order."""
+    ids = []
+    with app.app_context():
+        start = utcnow() - timedelta(minutes=minutes_ago)
+        for n, name in enumerate(names):
+            user, project = users[name]
+            analysis = Analysis(
+                owner_id=user,
+                project_id=project,
+                pipeline="seq-qc",
+                pipeline_version="1.0.0",
+                image="i",
+                params={},
+                state=AnalysisState.QUEUED,
+                submitted_at=start + timedelta(seconds=n),
+            )
+            db.session.add(analysis)
+            db.session.commit()
+            ids.append(analysis.id)
+    return ids
+
+
+@BOTH
+def test_the_queue_is_served_round_robin_across_users(app, users, broker):
+    app.config.update(MAX_RUNNING=0, MAX_RUNNING_PER_USER=0)
+    a1, a2, a3, b1, b2, c1 = queue(app, users, "ada", "ada", "ada", "bea", "bea", "cy")
+    with app.app_context():
+        assert execution.dispatch() == [a1, b1, c1, a2, b2, a3]
+    assert broker.starts == [a1, b1, c1, a2, b2, a3]
+
+
+@BOTH
+def test_limits_hold_and_what_is_sent_counts_until_it_starts(app, users, broker):
+    app.config.update(MAX_RUNNING=3, MAX_RUNNING_PER_USER=2)
+    a1, a2, a3, b1, b2, c1 = queue(app, users, "ada", "ada", "ada", "bea", "bea", "cy")
+    with app.app_context():
+        assert execution.dispatch() == [a1, b1, c1]  # the site holds three
+        assert execution.dispatch() == []  # those three are on their way
+        db.session.get(Analysis, c1).state = AnalysisState.SUCCEEDED
+        db.session.commit()
+        assert execution.dispatch() == [a2]  # Ada has one of her two going
+        db.session.get(Analysis, a1).state = AnalysisState.RUNNING
+        db.session.get(Analysis, b1).state = AnalysisState.SUCCEEDED
+        db.session.commit()
+        # Ada is at her limit (a1 running, a2 sent): Bea's turn.
+        assert execution.dispatch() == [b2]
+
+
+@BOTH
+def test_a_lost_start_is_sent_again_and_a_down_broker_changes_nothing(
+    app, users, broker
+):
+    app.config.update(REDISPATCH_SECONDS=30)
+    (only,) = queue(app, users, "ada")
+    with app.app_context():
+        broker.down = True
+        assert execution.dispatch() == []
+        assert db.session.get(Analysis, only).dispatched_at is None  # still due
+        broker.down = False
+        assert execution.dispatch() == [only]
+        assert execution.dispatch() == []  # sent, on its way
+        db.session.get(Analysis, only).dispatched_at = utcnow() - timedelta(minutes=1)
+        db.session.commit()
+        assert execution.dispatch() == [only]  # its message was lost: again
+
+
+@BOTH
+def test_the_queue_page_shows_the_fair_order(app, users, broker, client):
+    a1, a2, b1 = queue(app, users, "ada", "ada", "bea")
+    Auth(client).login("ada@cs.ox.ac.uk")
+    # Bea's first comes before Ada's second, though submitted after it.
+    assert "position 3 in the queue" in client.get(f"/analyses/{a2}").text
+    assert "position 1 in the queue" in client.get(f"/analyses/{a1}").text
+    page = " ".join(client.get("/analyses/").text.split())
+    assert page.index(f"#{a1}") < page.index(f"#{a2}")
