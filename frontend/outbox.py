@@ -39,7 +39,9 @@ def send_after_commit(mail_ids: list[int]) -> None:
     celery = current_app.extensions["celery"]
     for mail_id in mail_ids:
         try:
-            celery.send_task("labqueue.send_mail", args=[mail_id], retry=False)
+            celery.send_task(
+                "labqueue.send_mail", args=[mail_id], retry=False, ignore_result=True
+            )
         except Exception as exc:  # the broker is away: the flush will do it
             log.warning("Mail %s waits for the next flush: %s", mail_id, exc)
 

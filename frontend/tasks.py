@@ -27,37 +27,37 @@ def ping() -> dict:
     }
 
 
-@shared_task(name="labqueue.start")
+@shared_task(name="labqueue.start", ignore_result=True)
 def start_analysis(analysis_id: int) -> str:
     """Claim analysis ``analysis_id`` and launch it; returns at once."""
     return start(analysis_id)
 
 
-@shared_task(name="labqueue.dispatch")
+@shared_task(name="labqueue.dispatch", ignore_result=True)
 def dispatch_analyses() -> list[int]:
     """Send "start" for queued analyses that are due, fairly, within the limits."""
     return dispatch()
 
 
-@shared_task(name="labqueue.reconcile")
+@shared_task(name="labqueue.reconcile", ignore_result=True)
 def reconcile_analyses() -> dict:
     """Adopt, requeue or fail runs whose start or host was lost; remove strays."""
     return reconcile()
 
 
-@shared_task(name="labqueue.check_images")
+@shared_task(name="labqueue.check_images", ignore_result=True)
 def check_pipeline_images() -> dict:
     """Record which pipelines' images this worker's runner has."""
     return check_images()
 
 
-@shared_task(name="labqueue.send_mail")
+@shared_task(name="labqueue.send_mail", ignore_result=True)
 def send_mail(mail_id: int) -> bool:
     """Send one mail of the outbox (a failure is retried by the flush)."""
     return outbox.send(mail_id)
 
 
-@shared_task(name="labqueue.flush_mail")
+@shared_task(name="labqueue.flush_mail", ignore_result=True)
 def flush_mail() -> int:
     """Send every mail of the outbox that is due."""
     return outbox.flush()

@@ -157,7 +157,9 @@ def dispatch() -> list[int]:
             db.session.rollback()
             continue
         try:
-            celery.send_task("labqueue.start", args=[analysis_id], retry=False)
+            celery.send_task(
+                "labqueue.start", args=[analysis_id], retry=False, ignore_result=True
+            )
         except Exception as exc:  # the broker is away: it stays due
             db.session.rollback()
             log.warning("Dispatcher could not send start for %s: %s", analysis_id, exc)

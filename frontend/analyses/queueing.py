@@ -52,6 +52,10 @@ def request_dispatch() -> None:
     name. If the broker is away, the periodic dispatcher does it once it is back:
     the run waits, queued, in the database."""
     try:
-        current_app.extensions["celery"].send_task("labqueue.dispatch", retry=False)
+        # No result is wanted: with one, Celery would also wait for the result
+        # backend, which retries for as long as the broker is away.
+        current_app.extensions["celery"].send_task(
+            "labqueue.dispatch", retry=False, ignore_result=True
+        )
     except Exception as exc:  # the broker is away
         log.warning("Dispatch not sent (the dispatcher will do it): %s", exc)
