@@ -103,19 +103,21 @@ class Floor:
     def create_start(self) -> float:
         """Seconds to create and start one container (then it is removed)."""
         spec = self._spec()
+        api = self.runner.client.api
         begin = time.perf_counter()
         container = self.runner.create(spec)
-        container.start()
+        api.start(container)
         took = time.perf_counter() - begin
-        container.wait()
-        container.remove(force=True)
+        api.wait(container)
+        api.remove_container(container, force=True)
         return took
 
     def whole_run(self) -> None:
+        api = self.runner.client.api
         container = self.runner.create(self._spec())
-        container.start()
-        container.wait()
-        container.remove(force=True)
+        api.start(container)
+        api.wait(container)
+        api.remove_container(container, force=True)
 
     def throughput(self, runs: int) -> float:
         """Seconds for ``runs`` whole runs from SLOTS threads."""

@@ -63,8 +63,9 @@ class _Follower:
     ``read`` serves from an offset; bytes below the last offset asked for are
     dropped, and reading pauses while FOLLOWER_BUFFER bytes wait unread."""
 
-    def __init__(self, client, container_id: str, skip: int = 0):
+    def __init__(self, client, container_id: str, skip: int = 0, on_end=None):
         self.client, self.container_id = client, container_id
+        self.on_end = on_end
         self.buffer = bytearray()
         self.received = 0  # bytes of output seen so far, kept or not
         self.discard_below = skip
@@ -104,6 +105,8 @@ class _Follower:
             with self.lock:
                 self.done = True
                 self.lock.notify_all()
+            if self.on_end is not None and not self.closed:
+                self.on_end()
 
     def read(self, offset: int) -> LogChunk:
         with self.lock:
@@ -201,7 +204,11 @@ class DockerRunner:
         self.host = host or socket.gethostname()
         self._followers: dict[str, _Follower] = {}
         self._cgroups: dict[str, _Cgroup] = {}
+        self._image_ids: dict[str, str] = {}
         self._lock = threading.Lock()
+        # Called when a followed container's output ends (it has exited), so that
+        # its watcher looks at once rather than at its next tick.
+        self.on_output_end = None
 
     def close(self) -> None:
         with self._lock:
@@ -216,26 +223,24 @@ class DockerRunner:
         import docker.errors
 
         try:
-            self.client.images.get(image)
+            self._image_ids[image] = self.client.api.inspect_image(image)["Id"]
         except docker.errors.ImageNotFound:
             return f"the image {image} is not on this host's Docker engine"
         return None
 
     def image_id(self, image: str) -> str | None:
         """The id of the image a run of ``image`` uses (for its record)."""
-        import docker.errors
-
-        try:
-            return self.client.images.get(image).id
-        except docker.errors.DockerException:
+        if image not in self._image_ids and self.image_problem(image) is not None:
             return None
+        return self._image_ids[image]
 
     def container_name(self, analysis_id: int, attempt: int = 1) -> str:
         return f"labqueue-{self.site}-analysis-{analysis_id}-{attempt}"
 
     # --- launch ------------------------------------------------------------------
 
-    def create(self, spec: RunSpec):
+    def create(self, spec: RunSpec) -> str:
+        """Create the run's container (not started); returns its id."""
         import docker.types
 
         spec.output_dir.mkdir(parents=True, exist_ok=True)
@@ -247,17 +252,8 @@ class DockerRunner:
         # No file may grow more than a byte past the output cap, so the size check
         # sees any attempt; the engine keeps a bounded log of its own.
         file_cap = spec.max_output_bytes + 1
-        return self.client.containers.create(
-            spec.image,
-            command=spec.argv,
-            name=self.container_name(spec.analysis_id, spec.attempt),
-            labels={
-                LABEL: str(spec.analysis_id),
-                SITE_LABEL: self.site,
-                ATTEMPT_LABEL: str(spec.attempt),
-            },
-            user=spec.user,
-            working_dir=CONTAINER_OUTPUT,
+        api = self.client.api
+        host_config = api.create_host_config(
             network_mode="none",
             read_only=True,
             cap_drop=["ALL"],
@@ -272,31 +268,42 @@ class DockerRunner:
             nano_cpus=int(spec.cpus * 1e9),
             pids_limit=spec.pids,
             tmpfs={CONTAINER_TMP: f"rw,noexec,nosuid,size={spec.tmpfs_mb}m"},
+            binds={
+                str(spec.input_dir): {"bind": "/data/input", "mode": "ro"},
+                str(spec.output_dir): {"bind": CONTAINER_OUTPUT, "mode": "rw"},
+            },
+        )
+        created = api.create_container(
+            spec.image,
+            command=spec.argv,
+            name=self.container_name(spec.analysis_id, spec.attempt),
+            labels={
+                LABEL: str(spec.analysis_id),
+                SITE_LABEL: self.site,
+                ATTEMPT_LABEL: str(spec.attempt),
+            },
+            user=spec.user,
+            working_dir=CONTAINER_OUTPUT,
             environment={
                 "HOME": CONTAINER_TMP,
                 "TMPDIR": CONTAINER_TMP,
                 "MPLBACKEND": "Agg",
             },
-            volumes={
-                str(spec.input_dir): {"bind": "/data/input", "mode": "ro"},
-                str(spec.output_dir): {"bind": CONTAINER_OUTPUT, "mode": "rw"},
-            },
+            host_config=host_config,
         )
-
-    def _handle(self, container, spec: RunSpec) -> Handle:
-        return Handle(self.name, container.id, self.host, str(spec.work_dir))
+        return created["Id"]
 
     def find(self, spec: RunSpec) -> Handle | None:
         """The container of this run if one was created already."""
         import docker.errors
 
         try:
-            container = self.client.containers.get(
+            found = self.client.api.inspect_container(
                 self.container_name(spec.analysis_id, spec.attempt)
             )
         except docker.errors.NotFound:
             return None
-        return self._handle(container, spec)
+        return Handle(self.name, found["Id"], self.host, str(spec.work_dir))
 
     def launch(self, spec: RunSpec) -> Handle:
         """Start the run's container (or find the one a first launch made) and
@@ -305,18 +312,19 @@ class DockerRunner:
 
         try:
             try:
-                container = self.create(spec)
+                container_id = self.create(spec)
             except docker.errors.APIError as exc:
                 if exc.status_code != 409:  # 409: the name exists, this run is there
                     raise
-                container = self.client.containers.get(
-                    self.container_name(spec.analysis_id, spec.attempt)
-                )
-            if container.status == "created":
-                container.start()
+                found = self.find(spec)
+                if found is None:
+                    raise
+                container_id = found.job_id
+            # Starting a started container is a no-op for the engine (304).
+            self.client.api.start(container_id)
         except docker.errors.DockerException as exc:
             raise LaunchFailed(str(exc)) from exc
-        return self._handle(container, spec)
+        return Handle(self.name, container_id, self.host, str(spec.work_dir))
 
     # --- watch -------------------------------------------------------------------
 
@@ -326,6 +334,10 @@ class DockerRunner:
         try:
             state = self.client.api.inspect_container(handle.job_id)["State"]
         except docker.errors.NotFound:
+            return Status("missing")
+        if state["Status"] == "removing":
+            # Removed from outside: a forced removal kills first, and the exit it
+            # causes is not the run's own.
             return Status("missing")
         if state["Status"] in ("created", "running", "paused", "restarting"):
             return Status("running")
@@ -356,7 +368,9 @@ class DockerRunner:
             if follower is None or follower.failed:
                 # New, or the stream broke (the engine restarted): follow from the
                 # start again, keeping nothing below the offset.
-                follower = _Follower(self.client, handle.job_id, skip=offset)
+                follower = _Follower(
+                    self.client, handle.job_id, skip=offset, on_end=self.on_output_end
+                )
                 self._followers[handle.job_id] = follower
         return follower.read(offset)
 

@@ -53,6 +53,7 @@ class LocalRunner:
 
     name = "local"
     sandboxed = False
+    on_output_end = None  # its watcher finds ends by polling the run's files
 
     def __init__(self, host: str = ""):
         self.host = host or socket.gethostname()
