@@ -11,7 +11,8 @@ import sqlalchemy as sa
 from celery import shared_task
 
 from . import outbox
-from .analyses.execution import check_images, dispatch, reconcile, start
+from .analyses.execution import check_images, reconcile, start
+from .analyses.queueing import dispatch
 from .extensions import db
 from .models import User, utcnow
 

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from frontend.analyses import execution
+from frontend.analyses import queueing
 from frontend.extensions import db
 from frontend.models import Analysis, AnalysisState, utcnow
 from tests.conftest import Auth
@@ -75,7 +75,7 @@ def test_the_queue_is_served_round_robin_across_users(app, users, broker):
     app.config.update(MAX_RUNNING=0, MAX_RUNNING_PER_USER=0)
     a1, a2, a3, b1, b2, c1 = queue(app, users, "ada", "ada", "ada", "bea", "bea", "cy")
     with app.app_context():
-        assert execution.dispatch() == [a1, b1, c1, a2, b2, a3]
+        assert queueing.dispatch() == [a1, b1, c1, a2, b2, a3]
     assert broker.starts == [a1, b1, c1, a2, b2, a3]
 
 
@@ -84,16 +84,16 @@ def test_limits_hold_and_what_is_sent_counts_until_it_starts(app, users, broker)
     app.config.update(MAX_RUNNING=3, MAX_RUNNING_PER_USER=2)
     a1, a2, a3, b1, b2, c1 = queue(app, users, "ada", "ada", "ada", "bea", "bea", "cy")
     with app.app_context():
-        assert execution.dispatch() == [a1, b1, c1]  # the site holds three
-        assert execution.dispatch() == []  # those three are on their way
+        assert queueing.dispatch() == [a1, b1, c1]  # the site holds three
+        assert queueing.dispatch() == []  # those three are on their way
         db.session.get(Analysis, c1).state = AnalysisState.SUCCEEDED
         db.session.commit()
-        assert execution.dispatch() == [a2]  # Ada has one of her two going
+        assert queueing.dispatch() == [a2]  # Ada has one of her two going
         db.session.get(Analysis, a1).state = AnalysisState.RUNNING
         db.session.get(Analysis, b1).state = AnalysisState.SUCCEEDED
         db.session.commit()
         # Ada is at her limit (a1 running, a2 sent): Bea's turn.
-        assert execution.dispatch() == [b2]
+        assert queueing.dispatch() == [b2]
 
 
 @BOTH
@@ -104,14 +104,14 @@ def test_a_lost_start_is_sent_again_and_a_down_broker_changes_nothing(
     (only,) = queue(app, users, "ada")
     with app.app_context():
         broker.down = True
-        assert execution.dispatch() == []
+        assert queueing.dispatch() == []
         assert db.session.get(Analysis, only).dispatched_at is None  # still due
         broker.down = False
-        assert execution.dispatch() == [only]
-        assert execution.dispatch() == []  # sent, on its way
+        assert queueing.dispatch() == [only]
+        assert queueing.dispatch() == []  # sent, on its way
         db.session.get(Analysis, only).dispatched_at = utcnow() - timedelta(minutes=1)
         db.session.commit()
-        assert execution.dispatch() == [only]  # its message was lost: again
+        assert queueing.dispatch() == [only]  # its message was lost: again
 
 
 @BOTH

@@ -54,7 +54,7 @@ from ..models import (
 )
 from ..outbox import queue_mail, send_after_commit
 from ..projects.services import files_dir, quota_for, storage_used
-from .queueing import fair_order, request_dispatch
+from .queueing import request_dispatch
 from .services import all_pipelines, analysis_dir, log_path, output_dir
 
 log = logging.getLogger(__name__)
@@ -95,78 +95,6 @@ def make_runner(name: str | None = None):
     if name == "local":
         return LocalRunner(host=host_id())
     return DockerRunner(site=site_id(), host=host_id())
-
-
-# --- Dispatch -----------------------------------------------------------------------
-
-
-def dispatch() -> list[int]:
-    """Send "start" for queued analyses that are due, in the fair order, while the
-    per-user and site-wide limits leave room; returns the ids sent.
-
-    A row sent less than REDISPATCH_SECONDS ago and not yet claimed counts as busy
-    (its message is on its way); after that it is due again, so a lost message
-    delays a run, never loses it.
-    """
-    config = current_app.config
-    cutoff = now() - timedelta(seconds=config["REDISPATCH_SECONDS"])
-    in_flight = sa.and_(
-        Analysis.state == AnalysisState.QUEUED, Analysis.dispatched_at >= cutoff
-    )
-    busy = dict(
-        db.session.execute(
-            sa.select(Analysis.owner_id, sa.func.count(Analysis.id))
-            .where(sa.or_(Analysis.state == AnalysisState.RUNNING, in_flight))
-            .group_by(Analysis.owner_id)
-        ).all()
-    )
-    per_user, site_limit = config["MAX_RUNNING_PER_USER"], config["MAX_RUNNING"]
-    room = site_limit - sum(busy.values()) if site_limit else 1_000_000
-    order = fair_order()
-    due = db.session.execute(
-        sa.select(order.c.id, order.c.owner_id)
-        .where(sa.or_(order.c.dispatched_at.is_(None), order.c.dispatched_at < cutoff))
-        .order_by(order.c.position)
-        .limit(max(room, 0) + 5000)  # room, and some for users at their limit
-    ).all()
-    chosen = []
-    for analysis_id, owner in due:
-        if room <= 0:
-            break
-        if per_user and busy.get(owner, 0) >= per_user:
-            continue
-        chosen.append(analysis_id)
-        busy[owner] = busy.get(owner, 0) + 1
-        room -= 1
-    db.session.rollback()
-    celery = current_app.extensions["celery"]
-    sent = []
-    for analysis_id in chosen:
-        marked = db.session.execute(
-            sa.update(Analysis)
-            .where(
-                Analysis.id == analysis_id,
-                Analysis.state == AnalysisState.QUEUED,
-                sa.or_(
-                    Analysis.dispatched_at.is_(None), Analysis.dispatched_at < cutoff
-                ),
-            )
-            .values(dispatched_at=now())
-        ).rowcount
-        if not marked:  # claimed, cancelled or sent by another dispatcher meanwhile
-            db.session.rollback()
-            continue
-        try:
-            celery.send_task(
-                "labqueue.start", args=[analysis_id], retry=False, ignore_result=True
-            )
-        except Exception as exc:  # the broker is away: it stays due
-            db.session.rollback()
-            log.warning("Dispatcher could not send start for %s: %s", analysis_id, exc)
-            break
-        db.session.commit()
-        sent.append(analysis_id)
-    return sent
 
 
 # --- Start: claim, then launch ------------------------------------------------------
@@ -311,23 +239,30 @@ def _startable(analysis: Analysis | None) -> bool:
     )
 
 
+_start_runner = None  # one per worker process, made on its first start
+
+
+def _runner_for_starts():
+    global _start_runner
+    if _start_runner is None:
+        _start_runner = make_runner()
+    return _start_runner
+
+
 def start(analysis_id: int) -> str:
     """Claim the analysis and launch it; returns what happened, for the task log."""
     if not _startable(db.session.get(Analysis, analysis_id)):
         return "nothing to do"
     try:
-        runner = make_runner()
+        runner = _runner_for_starts()
     except EngineUnavailable as exc:
         # Nothing is claimed: the row stays queued, and the admins are told.
         log.error("Analysis %s cannot start here: %s", analysis_id, exc)
         return "no engine"
-    try:
-        analysis = claim(analysis_id, runner.name)
-        if analysis is None:
-            return "nothing to do"
-        return _launch(analysis, runner)
-    finally:
-        runner.close()
+    analysis = claim(analysis_id, runner.name)
+    if analysis is None:
+        return "nothing to do"
+    return _launch(analysis, runner)
 
 
 def _launch(analysis: Analysis, runner) -> str:

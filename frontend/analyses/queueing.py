@@ -6,10 +6,14 @@ across users. A user's n-th queued analysis comes after every user's (n-1)-th.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import sqlalchemy as sa
 from flask import current_app
 
+from backend.runners import now
+
+from ..extensions import db
 from ..models import Analysis, AnalysisState
 
 log = logging.getLogger(__name__)
@@ -48,14 +52,80 @@ def fair_order():
 
 
 def request_dispatch() -> None:
-    """Ask a worker to dispatch now (a run was submitted, a slot freed), by task
-    name. If the broker is away, the periodic dispatcher does it once it is back:
-    the run waits, queued, in the database."""
+    """Dispatch now (a run was submitted, a slot freed): a few queries and a start
+    message per run sent, done by the caller itself. If the database is busy or the
+    broker away, the periodic dispatcher does it later: the run waits, queued."""
     try:
-        # No result is wanted: with one, Celery would also wait for the result
-        # backend, which retries for as long as the broker is away.
-        current_app.extensions["celery"].send_task(
-            "labqueue.dispatch", retry=False, ignore_result=True
-        )
-    except Exception as exc:  # the broker is away
-        log.warning("Dispatch not sent (the dispatcher will do it): %s", exc)
+        dispatch()
+    except Exception as exc:  # a busy database or an absent broker: it waits
+        db.session.rollback()
+        log.warning("Dispatch deferred to the periodic dispatcher: %s", exc)
+
+
+def dispatch() -> list[int]:
+    """Send "start" for queued analyses that are due, in the fair order, while the
+    per-user and site-wide limits leave room; returns the ids sent.
+
+    A row sent less than REDISPATCH_SECONDS ago and not yet claimed counts as busy
+    (its message is on its way); after that it is due again, so a lost message
+    delays a run, never loses it.
+    """
+    config = current_app.config
+    cutoff = now() - timedelta(seconds=config["REDISPATCH_SECONDS"])
+    in_flight = sa.and_(
+        Analysis.state == AnalysisState.QUEUED, Analysis.dispatched_at >= cutoff
+    )
+    busy = dict(
+        db.session.execute(
+            sa.select(Analysis.owner_id, sa.func.count(Analysis.id))
+            .where(sa.or_(Analysis.state == AnalysisState.RUNNING, in_flight))
+            .group_by(Analysis.owner_id)
+        ).all()
+    )
+    per_user, site_limit = config["MAX_RUNNING_PER_USER"], config["MAX_RUNNING"]
+    room = site_limit - sum(busy.values()) if site_limit else 1_000_000
+    order = fair_order()
+    due = db.session.execute(
+        sa.select(order.c.id, order.c.owner_id)
+        .where(sa.or_(order.c.dispatched_at.is_(None), order.c.dispatched_at < cutoff))
+        .order_by(order.c.position)
+        .limit(max(room, 0) + 5000)  # room, and some for users at their limit
+    ).all()
+    chosen = []
+    for analysis_id, owner in due:
+        if room <= 0:
+            break
+        if per_user and busy.get(owner, 0) >= per_user:
+            continue
+        chosen.append(analysis_id)
+        busy[owner] = busy.get(owner, 0) + 1
+        room -= 1
+    db.session.rollback()
+    celery = current_app.extensions["celery"]
+    sent = []
+    for analysis_id in chosen:
+        marked = db.session.execute(
+            sa.update(Analysis)
+            .where(
+                Analysis.id == analysis_id,
+                Analysis.state == AnalysisState.QUEUED,
+                sa.or_(
+                    Analysis.dispatched_at.is_(None), Analysis.dispatched_at < cutoff
+                ),
+            )
+            .values(dispatched_at=now())
+        ).rowcount
+        if not marked:  # claimed, cancelled or sent by another dispatcher meanwhile
+            db.session.rollback()
+            continue
+        try:
+            celery.send_task(
+                "labqueue.start", args=[analysis_id], retry=False, ignore_result=True
+            )
+        except Exception as exc:  # the broker is away: it stays due
+            db.session.rollback()
+            log.warning("Dispatcher could not send start for %s: %s", analysis_id, exc)
+            break
+        db.session.commit()
+        sent.append(analysis_id)
+    return sent
