@@ -43,6 +43,10 @@ def _sqlite_pragmas(dbapi_connection, connection_record) -> None:
     if isinstance(dbapi_connection, sqlite3.Connection):
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
+        # With WAL, NORMAL syncs at checkpoints rather than at every commit: the
+        # file stays consistent, and a power cut may lose the last moments. The
+        # embedded default is for one machine; production uses PostgreSQL.
+        cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=10000")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()

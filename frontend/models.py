@@ -233,7 +233,8 @@ class Analysis(db.Model):
     # When the dispatcher last sent "start" for it (queued rows only).
     dispatched_at: Mapped[datetime | None] = mapped_column(sa.DateTime())
     # The runner's handle (backend.runners.Handle as a dict) once launched.
-    handle: Mapped[dict | None] = mapped_column(sa.JSON)
+    # none_as_null: "no handle" is SQL NULL (not JSON null), so queries can ask.
+    handle: Mapped[dict | None] = mapped_column(sa.JSON(none_as_null=True))
     launched_at: Mapped[datetime | None] = mapped_column(sa.DateTime())
     # Bytes of the runner's output already copied into log.txt.
     log_offset: Mapped[int] = mapped_column(
@@ -241,7 +242,7 @@ class Analysis(db.Model):
     )
     # What it ran under: cpus, memory_mb, pids, timeout_s, max_output_bytes,
     # output_limit_note, max_log_bytes.
-    limits: Mapped[dict | None] = mapped_column(sa.JSON)
+    limits: Mapped[dict | None] = mapped_column(sa.JSON(none_as_null=True))
     peak_memory_bytes: Mapped[int | None] = mapped_column(sa.BigInteger)
     cpu_seconds: Mapped[float | None]
     # An admin's "queue again" makes a new analysis; this points at the earlier one.

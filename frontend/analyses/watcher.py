@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -46,10 +47,12 @@ class Watcher:
         self.app = app
         self.token = uuid.uuid4().hex
         self.stopping = threading.Event()
+        self.wake = threading.Event()  # a run's output ended: look now
         self.thread: threading.Thread | None = None
         self.watches: dict[int, RunWatch] = {}
         self.runners: dict[str, object] = {}
         self.holds_lease = False
+        self.cleaner = ThreadPoolExecutor(4, thread_name_prefix="cleanup")
 
     # --- life --------------------------------------------------------------------
 
@@ -59,6 +62,7 @@ class Watcher:
 
     def stop(self, timeout: float = 10) -> None:
         self.stopping.set()
+        self.wake.set()
         if self.thread is not None:
             self.thread.join(timeout)
 
@@ -73,9 +77,11 @@ class Watcher:
                     db.session.rollback()
                 finally:
                     db.session.remove()
-            self.stopping.wait(interval)
+            self.wake.wait(interval)
+            self.wake.clear()
         with self.app.app_context():
             self._release()
+        self.cleaner.shutdown(wait=True)
         for runner in self.runners.values():
             runner.close()
 
@@ -129,7 +135,9 @@ class Watcher:
 
     def _runner(self, name: str):
         if name not in self.runners:
-            self.runners[name] = execution.make_runner(name)
+            runner = execution.make_runner(name)
+            runner.on_output_end = self.wake.set
+            self.runners[name] = runner
         return self.runners[name]
 
     def tick(self) -> None:
@@ -150,6 +158,7 @@ class Watcher:
                 Analysis.handle.is_not(None),
             )
         ).all()
+        rows = [row for row in rows if row.handle]  # launched: a handle to follow
         current = {row.id: row for row in rows}
         for gone in set(self.watches) - set(current):
             self._forget(gone)  # finalized, requeued or taken over elsewhere
@@ -199,7 +208,6 @@ class Watcher:
                 runner.cancel(watch.handle)
             return
         ending = watch.finish(status)
-        usage = watch.usage.merge(runner.usage(watch.handle))
         if status.state == "missing":
             log.error("Analysis %s: its run disappeared (%s)", row.id, row.handle)
         db.session.execute(
@@ -208,9 +216,19 @@ class Watcher:
             .values(log_offset=watch.offset, **self._progress(watch))
         )
         db.session.commit()
-        execution.finalize(row, ending.reason, exit_code=ending.exit_code, usage=usage)
-        runner.cleanup(watch.handle)
+        execution.finalize(
+            row, ending.reason, exit_code=ending.exit_code, usage=watch.usage
+        )
         self.watches.pop(row.id, None)
+        # Removing a container takes a while; the next runs' endings need not wait.
+        self.cleaner.submit(self._clean, runner, watch.handle)
+
+    @staticmethod
+    def _clean(runner, handle: Handle) -> None:
+        try:
+            runner.cleanup(handle)
+        except Exception:  # the reconciler removes what is left
+            log.exception("Could not clean up after %s", handle.job_id)
 
     @staticmethod
     def _progress(watch: RunWatch) -> dict:

@@ -44,10 +44,10 @@ def upgrade():
     with op.batch_alter_table('analysis', schema=None) as batch_op:
         batch_op.add_column(sa.Column('stopping_reason', sa.String(length=255), nullable=True))
         batch_op.add_column(sa.Column('dispatched_at', sa.DateTime(), nullable=True))
-        batch_op.add_column(sa.Column('handle', sa.JSON(), nullable=True))
+        batch_op.add_column(sa.Column('handle', sa.JSON(none_as_null=True), nullable=True))
         batch_op.add_column(sa.Column('launched_at', sa.DateTime(), nullable=True))
         batch_op.add_column(sa.Column('log_offset', sa.BigInteger(), server_default='0', nullable=False))
-        batch_op.add_column(sa.Column('limits', sa.JSON(), nullable=True))
+        batch_op.add_column(sa.Column('limits', sa.JSON(none_as_null=True), nullable=True))
         batch_op.add_column(sa.Column('peak_memory_bytes', sa.BigInteger(), nullable=True))
         batch_op.add_column(sa.Column('cpu_seconds', sa.Float(), nullable=True))
         batch_op.add_column(sa.Column('retry_of_id', sa.Integer(), nullable=True))
