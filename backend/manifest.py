@@ -76,8 +76,41 @@ def _require(data: dict, key: str, kind: type, path: Path):
     return data[key]
 
 
+def _stamp(folder: Path) -> tuple | None:
+    """What says a folder's manifest and schema are unchanged: their inode, size
+    and modification time (None when one is missing)."""
+    try:
+        found = [
+            (s.st_ino, s.st_size, s.st_mtime_ns)
+            for s in (
+                (folder / "manifest.toml").stat(),
+                (folder / "parameters.schema.json").stat(),
+            )
+        ]
+    except OSError:
+        return None
+    return tuple(found)
+
+
+_loaded: dict[Path, tuple[tuple, Pipeline]] = {}
+
+
 def load_pipeline(folder: Path) -> Pipeline:
-    """Read and check one pipeline folder."""
+    """Read and check one pipeline folder (again only when its manifest or schema
+    changed: every page and every start asks, and checking a schema is not free).
+    The returned pipeline is shared: treat its schema as read-only."""
+    stamp = _stamp(folder)
+    known = _loaded.get(folder)
+    if stamp is not None and known is not None and known[0] == stamp:
+        if (folder / known[1].dockerfile).is_file():
+            return known[1]
+    pipeline = _read_pipeline(folder)
+    if stamp is not None:
+        _loaded[folder] = (stamp, pipeline)
+    return pipeline
+
+
+def _read_pipeline(folder: Path) -> Pipeline:
     manifest_path = folder / "manifest.toml"
     schema_path = folder / "parameters.schema.json"
     try:

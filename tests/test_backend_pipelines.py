@@ -135,3 +135,20 @@ def test_shell_text_stays_one_inert_argument(tmp_path):
         pipeline, {"source": "b.txt", "label": "; rm -rf /"}, FILES
     )
     assert build_argv(pipeline, params)[-1] == "; rm -rf /"
+
+
+def test_an_edited_manifest_or_schema_is_read_again(tmp_path):
+    folder = copy_template(tmp_path)
+    first = load_pipeline(folder)
+    assert load_pipeline(folder) is first  # unchanged: not read again
+    manifest = folder / "manifest.toml"
+    manifest.write_text(manifest.read_text().replace("cpus = 0.5", "cpus = 0.75"))
+    assert load_pipeline(folder).resources.cpus == 0.75
+    schema_path = folder / "parameters.schema.json"
+    schema = json.loads(schema_path.read_text())
+    schema["properties"]["times"]["maximum"] = 3
+    schema_path.write_text(json.dumps(schema))
+    assert load_pipeline(folder).schema["properties"]["times"]["maximum"] == 3
+    schema_path.write_text("{ broken")
+    with pytest.raises(ManifestError):
+        load_pipeline(folder)

@@ -382,16 +382,18 @@ class DockerRunner:
         except docker.errors.APIError:
             pass  # gone already, or not running any more
 
-    def _cgroup(self, handle: Handle) -> _Cgroup | None:
+    def _cgroup(self, handle: Handle) -> _Cgroup | bool:
+        """The container's cgroup files (some may not be visible to this worker),
+        or False when the container has no process (it ended, or never started)."""
         import docker.errors
 
         if handle.job_id not in self._cgroups:
             try:
                 pid = self.client.api.inspect_container(handle.job_id)["State"]["Pid"]
             except docker.errors.DockerException:
-                return None
+                return False
             if not pid:
-                return None
+                return False
             self._cgroups[handle.job_id] = _Cgroup(pid)
         return self._cgroups[handle.job_id]
 
@@ -400,9 +402,13 @@ class DockerRunner:
         import docker.errors
 
         cgroup = self._cgroup(handle)
-        found = cgroup.usage() if cgroup else None
+        if cgroup is False:
+            return Usage()  # nothing runs: the engine's stats would be empty too
+        found = cgroup.usage()
         if found is not None:
             return found
+        if cgroup.memory is not None and cgroup.cpu is not None:
+            return Usage()  # its cgroup was seen and has gone: it has just ended
         try:
             stats = self.client.api.stats(handle.job_id, stream=False, one_shot=True)
         except docker.errors.DockerException:
@@ -419,7 +425,9 @@ class DockerRunner:
         import docker.errors
 
         cgroup = self._cgroup(handle)
-        pids = cgroup.pids() if cgroup else None
+        if cgroup is False:
+            return 0
+        pids = cgroup.pids()
         if pids is None:
             try:
                 table = self.client.api.top(handle.job_id, ps_args="-eo pid")

@@ -177,9 +177,10 @@ def output_room(analysis: Analysis) -> int:
     return quota_for(owner) - storage_used(owner) + analysis.output_bytes
 
 
-def build_spec(analysis: Analysis, runner) -> RunSpec:
+def build_spec(analysis: Analysis, runner, room: int | None = None) -> RunSpec:
     """The run to launch: argv from the manifest, limits from it capped by the
-    configuration and by what the owner's quota leaves."""
+    configuration and by what the owner's quota leaves (``room``, when the caller
+    has just measured it)."""
     config = current_app.config
     pipeline = load_pipeline(Path(config["PIPELINES_DIR"]) / analysis.pipeline)
     inputs, outputs = files_dir(analysis.project), output_dir(analysis)
@@ -191,7 +192,8 @@ def build_spec(analysis: Analysis, runner) -> RunSpec:
     else:
         argv = build_argv(pipeline, analysis.params)
     resources = pipeline.resources
-    room, site_cap = output_room(analysis), config["MAX_OUTPUT_BYTES"]
+    room = output_room(analysis) if room is None else room
+    site_cap = config["MAX_OUTPUT_BYTES"]
     return spec_for(
         analysis,
         argv=argv,
@@ -239,14 +241,13 @@ def _startable(analysis: Analysis | None) -> bool:
     )
 
 
-_start_runner = None  # one per worker process, made on its first start
-
-
 def _runner_for_starts():
-    global _start_runner
-    if _start_runner is None:
-        _start_runner = make_runner()
-    return _start_runner
+    """The runner this worker process launches with, made at its first start and
+    kept with the app (its engine connection is reused)."""
+    extensions = current_app.extensions
+    if "labqueue.start_runner" not in extensions:
+        extensions["labqueue.start_runner"] = make_runner()
+    return extensions["labqueue.start_runner"]
 
 
 def start(analysis_id: int) -> str:
@@ -267,7 +268,8 @@ def start(analysis_id: int) -> str:
 
 def _launch(analysis: Analysis, runner) -> str:
     owner = analysis.owner
-    if output_room(analysis) <= 0:
+    room = output_room(analysis)
+    if room <= 0:
         finalize(
             analysis,
             f"your storage is full ({human_size(storage_used(owner))} of "
@@ -281,7 +283,7 @@ def _launch(analysis: Analysis, runner) -> str:
         finalize(analysis, NOT_INSTALLED, detail=problem)
         return "failed"
     try:
-        spec = build_spec(analysis, runner)
+        spec = build_spec(analysis, runner, room)
         handle = runner.launch(spec)
     except LaunchFailed as exc:
         log.error("Analysis %s did not start: %s", analysis.id, exc)
@@ -338,11 +340,13 @@ def finalize(
     usage: Usage | None = None,
     detail: str | None = None,
     failure: Exception | None = None,
+    dispatch: bool = True,
 ) -> bool:
     """Record how a running analysis ended, exactly once: of two callers (two
     watchers seeing one exit), the second finds it no longer running and does
     nothing. Its mail is written in the same transaction; a failure is
-    snapshotted; the slot it frees is offered to the queue."""
+    snapshotted; the slot it frees is offered to the queue (unless the caller,
+    ending several at once, dispatches once afterwards)."""
     usage = usage or Usage()
     if reason is None:
         state, summary = AnalysisState.SUCCEEDED, None
@@ -380,7 +384,8 @@ def finalize(
         snapshot_failure(analysis, reason, exit_code, detail, failure)
     if mail is not None:
         send_after_commit([mail.id])
-    request_dispatch()
+    if dispatch:
+        request_dispatch()
     return True
 
 

@@ -25,7 +25,7 @@ from backend.supervision import RunWatch
 
 from ..extensions import db
 from ..models import Analysis, AnalysisState, WatcherLease
-from . import execution
+from . import execution, queueing
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class Watcher:
         self.watches: dict[int, RunWatch] = {}
         self.runners: dict[str, object] = {}
         self.holds_lease = False
-        self.cleaner = ThreadPoolExecutor(4, thread_name_prefix="cleanup")
+        self.cleaner = ThreadPoolExecutor(2, thread_name_prefix="cleanup")
 
     # --- life --------------------------------------------------------------------
 
@@ -152,10 +152,15 @@ class Watcher:
             return
         self.holds_lease = True
         rows = db.session.scalars(
-            sa.select(Analysis).where(
+            sa.select(Analysis)
+            .where(
                 Analysis.state == AnalysisState.RUNNING,
                 Analysis.worker == execution.host_id(),
                 Analysis.handle.is_not(None),
+            )
+            # Their folders need the project, their endings the owner.
+            .options(
+                sa.orm.joinedload(Analysis.project), sa.orm.joinedload(Analysis.owner)
             )
         ).all()
         rows = [row for row in rows if row.handle]  # launched: a handle to follow
@@ -165,6 +170,7 @@ class Watcher:
         by_runner: dict[str, list[Analysis]] = {}
         for row in rows:
             by_runner.setdefault(row.runner or "docker", []).append(row)
+        ended = 0
         for name, group in by_runner.items():
             try:
                 runner = self._runner(name)
@@ -174,8 +180,10 @@ class Watcher:
             statuses = runner.poll_many([Handle.from_dict(r.handle) for r in group])
             for row in group:
                 status = statuses.get(row.handle["job_id"], Status("missing"))
-                self._look_at(runner, row, status)
+                ended += self._look_at(runner, row, status)
         self._record(current)
+        if ended:
+            queueing.request_dispatch()  # slots were freed: once for all of them
 
     def _watch(self, runner, row: Analysis) -> RunWatch:
         watch = self.watches.get(row.id)
@@ -193,7 +201,8 @@ class Watcher:
             self.watches[row.id] = watch
         return watch
 
-    def _look_at(self, runner, row: Analysis, status: Status) -> None:
+    def _look_at(self, runner, row: Analysis, status: Status) -> bool:
+        """Follow one run; True when it ended and was finalized here."""
         watch = self._watch(runner, row)
         watch.copy_log()
         if not status.ended:
@@ -206,7 +215,7 @@ class Watcher:
                 )
                 db.session.commit()
                 runner.cancel(watch.handle)
-            return
+            return False
         ending = watch.finish(status)
         if status.state == "missing":
             log.error("Analysis %s: its run disappeared (%s)", row.id, row.handle)
@@ -216,12 +225,17 @@ class Watcher:
             .values(log_offset=watch.offset, **self._progress(watch))
         )
         db.session.commit()
-        execution.finalize(
-            row, ending.reason, exit_code=ending.exit_code, usage=watch.usage
+        finalized = execution.finalize(
+            row,
+            ending.reason,
+            exit_code=ending.exit_code,
+            usage=watch.usage,
+            dispatch=False,
         )
         self.watches.pop(row.id, None)
         # Removing a container takes a while; the next runs' endings need not wait.
         self.cleaner.submit(self._clean, runner, watch.handle)
+        return finalized
 
     @staticmethod
     def _clean(runner, handle: Handle) -> None:
