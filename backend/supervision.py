@@ -193,10 +193,12 @@ class RunWatch:
             reason = self._log_too_big()
         failed = code not in (0, None)
         if (
-            reason is None
+            (reason is None or reason.startswith("the outputs grew"))
             and failed
             and (code in FILE_LIMIT_CODES or FILE_LIMIT_MESSAGE in self.log.tail)
         ):
+            # The more precise of the two, whichever was seen first: one file hit
+            # the cap (so the outputs had grown past it too).
             reason = f"an output file reached the {self.spec.output_limit()}"
         size = folder_size(self.spec.output_dir)
         if reason is None and size > self.spec.max_output_bytes:
@@ -214,15 +216,15 @@ class RunWatch:
         code = status.exit_code
         if status.state == "missing":
             return "the run disappeared: it was removed from outside the queue"
+        if code == 0:
+            return None  # its own process ended well, whatever befell a child
         if status.oom_killed:
             return f"it ran out of its {self.spec.memory_mb:,} MiB memory limit"
         if code in OUTSIDE_KILL_CODES:
             return "it was stopped from outside (killed)"
-        if code not in (0, None):
-            return f"the pipeline exited with code {code}"
         if code is None:
             return "the run ended without an exit code"
-        return None
+        return f"the pipeline exited with code {code}"
 
 
 def run_to_end(

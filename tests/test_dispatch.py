@@ -123,3 +123,49 @@ def test_the_queue_page_shows_the_fair_order(app, users, broker, client):
     assert "position 1 in the queue" in client.get(f"/analyses/{a1}").text
     page = " ".join(client.get("/analyses/").text.split())
     assert page.index(f"#{a1}") < page.index(f"#{a2}")
+
+
+def submit_sleeper(app, client, project) -> int:
+    from tests.conftest import TEST_PIPELINES, csrf_token
+
+    app.config["PIPELINES_DIR"] = str(TEST_PIPELINES)
+    url = f"/projects/{project}/run/sleeper"
+    token = csrf_token(client.get(url).text)
+    reply = client.post(
+        url, data={"p_seconds": "0", "p_exit_code": "0", "csrf_token": token}
+    )
+    assert reply.status_code == 302, reply.text
+    return int(reply.headers["Location"].rsplit("/", 1)[1])
+
+
+@BOTH
+def test_a_submission_with_nobody_waiting_is_sent_at_once(app, users, broker, client):
+    Auth(client).login("ada@cs.ox.ac.uk")
+    first = submit_sleeper(app, client, users["ada"][1])
+    assert broker.starts == [first]
+    with app.app_context():
+        assert db.session.get(Analysis, first).dispatched_at is not None
+        assert queueing.dispatch() == []  # on its way: not sent twice
+
+
+@BOTH
+def test_a_submission_behind_others_waits_its_turn(app, users, broker, client):
+    app.config.update(MAX_RUNNING=1, MAX_RUNNING_PER_USER=0)
+    (waiting,) = queue(app, users, "bea")  # due, never sent
+    Auth(client).login("ada@cs.ox.ac.uk")
+    mine = submit_sleeper(app, client, users["ada"][1])
+    assert broker.starts == [waiting]  # the one slot goes to who came first
+    with app.app_context():
+        assert db.session.get(Analysis, mine).dispatched_at is None  # still due
+
+
+@BOTH
+def test_a_submission_while_the_broker_is_away_stays_due(app, users, broker, client):
+    Auth(client).login("ada@cs.ox.ac.uk")
+    broker.down = True
+    mine = submit_sleeper(app, client, users["ada"][1])
+    with app.app_context():
+        assert db.session.get(Analysis, mine).dispatched_at is None
+    broker.down = False
+    with app.app_context():
+        assert queueing.dispatch() == [mine]

@@ -11,6 +11,7 @@ engine's one-shot stats where those are not visible.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 from pathlib import Path
@@ -34,6 +35,8 @@ ATTEMPT_LABEL = "labqueue.attempt"
 FOLLOWER_BUFFER = 8 * 1024**2  # unread output held per run before reading pauses
 READ_LIMIT = 4 * 1024**2  # at most this much per read_log call
 MAX_POOL = 1024  # one connection per followed container, and some
+# How the engine's container list words a clean exit ("Exited (0) 2 seconds ago").
+EXITED_0 = re.compile(r"Exited \(0\) ")
 
 
 def docker_client(timeout: int = 60):
@@ -53,9 +56,29 @@ def docker_client(timeout: int = 60):
             reason = exc.strerror or str(exc)
             raise EngineUnavailable(f"nothing answers at {host} ({reason})") from exc
     try:
-        return docker.from_env(timeout=timeout, max_pool_size=MAX_POOL)
+        client = docker.from_env(timeout=timeout, max_pool_size=MAX_POOL)
     except docker.errors.DockerException as exc:
         raise EngineUnavailable(str(exc)) from exc
+    if host.startswith("unix://"):
+        _share_one_pool(client, host.removeprefix("unix://"), timeout)
+    return client
+
+
+def _share_one_pool(client, socket_path: str, timeout: int) -> None:
+    """The SDK's Unix socket adapter keeps a connection pool per request URL, and
+    a container's id is in its URLs: every container would cost a new socket and
+    a new pool (it keeps the 25 latest). One pool for the engine keeps its
+    connections alive from call to call."""
+    from docker.transport import UnixHTTPAdapter
+
+    class OnePoolAdapter(UnixHTTPAdapter):
+        def get_connection(self, url, proxies=None):
+            return super().get_connection("http+docker://localhost", proxies)
+
+    adapter = OnePoolAdapter(
+        "http+unix://" + socket_path, timeout, max_pool_size=MAX_POOL
+    )
+    client.api.mount("http+docker://", adapter)
 
 
 class _Follower:
@@ -132,21 +155,26 @@ class _Follower:
                 pass
 
 
+def cgroup_paths(pid: int) -> dict[str, str]:
+    """A process's cgroup path per controller ("" for the unified hierarchy)."""
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return {}
+    paths = {}
+    for line in lines:
+        _number, controllers, path = line.split(":", 2)
+        for controller in controllers.split(",") if controllers else [""]:
+            paths[controller] = path
+    return paths
+
+
 class _Cgroup:
     """A container's cgroup files on this host, when this worker can see them."""
 
-    def __init__(self, pid: int):
+    def __init__(self, paths: dict[str, str]):
         self.memory = self.cpu = self.procs = None
         self.v2 = False
-        try:
-            lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
-        except OSError:
-            return
-        paths = {}
-        for line in lines:
-            _number, controllers, path = line.split(":", 2)
-            for controller in controllers.split(",") if controllers else [""]:
-                paths[controller] = path
         root = Path("/sys/fs/cgroup")
         unified = root / paths.get("", "/").lstrip("/")
         if (unified / "cgroup.procs").exists() and (unified / "cpu.stat").exists():
@@ -205,6 +233,8 @@ class DockerRunner:
         self._followers: dict[str, _Follower] = {}
         self._cgroups: dict[str, _Cgroup] = {}
         self._image_ids: dict[str, str] = {}
+        # Where the engine puts a container's cgroups, "{id}" for its id.
+        self._cgroup_layout: dict[str, str] | None = None
         self._lock = threading.Lock()
         # Called when a followed container's output ends (it has exited), so that
         # its watcher looks at once rather than at its next tick.
@@ -347,17 +377,20 @@ class DockerRunner:
         """Every handle's status, with one listing call (and one inspection per
         container that has ended)."""
         listed = {
-            entry["Id"]: entry["State"]
+            entry["Id"]: (entry["State"], entry.get("Status", ""))
             for entry in self.client.api.containers(
                 all=True, filters={"label": [f"{SITE_LABEL}={self.site}"]}
             )
         }
         found = {}
         for handle in handles:
-            state = listed.get(handle.job_id)
+            state, status = listed.get(handle.job_id, (None, ""))
             if state in ("created", "running", "paused", "restarting"):
                 found[handle.job_id] = Status("running")
-            else:  # ended, or not listed: ask about this one
+            elif state == "exited" and EXITED_0.match(status):
+                # A clean exit says all there is to say: no inspection needed.
+                found[handle.job_id] = Status("exited", 0, False)
+            else:  # ended otherwise, or not listed: ask about this one
                 found[handle.job_id] = self.poll(handle)
         return found
 
@@ -384,18 +417,40 @@ class DockerRunner:
 
     def _cgroup(self, handle: Handle) -> _Cgroup | bool:
         """The container's cgroup files (some may not be visible to this worker),
-        or False when the container has no process (it ended, or never started)."""
+        or False when the container has no process (it ended, or never started).
+
+        The engine puts every container's cgroup at the same place but for its id:
+        once one container's paths are known, the next ones' are found without
+        asking the engine for their process."""
         import docker.errors
 
-        if handle.job_id not in self._cgroups:
-            try:
-                pid = self.client.api.inspect_container(handle.job_id)["State"]["Pid"]
-            except docker.errors.DockerException:
-                return False
-            if not pid:
-                return False
-            self._cgroups[handle.job_id] = _Cgroup(pid)
-        return self._cgroups[handle.job_id]
+        container = handle.job_id
+        if container in self._cgroups:
+            return self._cgroups[container]
+        if self._cgroup_layout:
+            paths = {
+                controller: path.replace("{id}", container)
+                for controller, path in self._cgroup_layout.items()
+            }
+            cgroup = _Cgroup(paths)
+            if not cgroup.pids():
+                return False  # no processes there: not started, or ended
+            self._cgroups[container] = cgroup
+            return cgroup
+        try:
+            pid = self.client.api.inspect_container(container)["State"]["Pid"]
+        except docker.errors.DockerException:
+            return False
+        if not pid:
+            return False
+        paths = cgroup_paths(pid)
+        if paths and all(container in path for path in paths.values()):
+            self._cgroup_layout = {
+                controller: path.replace(container, "{id}")
+                for controller, path in paths.items()
+            }
+        self._cgroups[container] = _Cgroup(paths)
+        return self._cgroups[container]
 
     def usage(self, handle: Handle) -> Usage:
         """Peak memory and CPU time so far (an empty Usage once it has ended)."""

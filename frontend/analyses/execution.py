@@ -252,7 +252,26 @@ def _runner_for_starts():
 
 def start(analysis_id: int) -> str:
     """Claim the analysis and launch it; returns what happened, for the task log."""
-    if not _startable(db.session.get(Analysis, analysis_id)):
+    # Load the run with its owner and project once: the claim's commit refreshes
+    # the row itself, and need not make the rest load again.
+    session = db.session()
+    expiring, session.expire_on_commit = session.expire_on_commit, False
+    try:
+        return _start(analysis_id)
+    finally:
+        session.expire_on_commit = expiring
+
+
+def _start(analysis_id: int) -> str:
+    found = db.session.get(
+        Analysis,
+        analysis_id,
+        options=[
+            sa.orm.joinedload(Analysis.owner),
+            sa.orm.joinedload(Analysis.project),
+        ],
+    )
+    if not _startable(found):
         return "nothing to do"
     try:
         runner = _runner_for_starts()

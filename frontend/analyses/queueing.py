@@ -62,6 +62,78 @@ def request_dispatch() -> None:
         log.warning("Dispatch deferred to the periodic dispatcher: %s", exc)
 
 
+def _due(cutoff):
+    """Queued and not on its way: never sent, or sent so long ago that its message
+    must have been lost."""
+    return sa.and_(
+        Analysis.state == AnalysisState.QUEUED,
+        sa.or_(Analysis.dispatched_at.is_(None), Analysis.dispatched_at < cutoff),
+    )
+
+
+def _busy(cutoff):
+    """Taking a run slot: running, or sent and not yet claimed."""
+    return sa.or_(
+        Analysis.state == AnalysisState.RUNNING,
+        sa.and_(
+            Analysis.state == AnalysisState.QUEUED, Analysis.dispatched_at >= cutoff
+        ),
+    )
+
+
+def _cutoff():
+    return now() - timedelta(seconds=current_app.config["REDISPATCH_SECONDS"])
+
+
+def _send_start(analysis_id: int) -> None:
+    # No result is wanted: with one, Celery would also wait for the result
+    # backend, which retries for as long as the broker is away.
+    current_app.extensions["celery"].send_task(
+        "labqueue.start", args=[analysis_id], retry=False, ignore_result=True
+    )
+
+
+def may_go_at_once(analysis: Analysis) -> bool:
+    """Whether a just-submitted (flushed, not yet committed) analysis may be sent
+    without a dispatch: nothing else waits in the queue and the limits leave room,
+    so the fair order would send it first anyway. One query."""
+    config = current_app.config
+    cutoff = _cutoff()
+    count = sa.func.count(Analysis.id)
+    waiting, mine, everyone = db.session.execute(
+        sa.select(
+            sa.select(count)
+            .where(_due(cutoff), Analysis.id != analysis.id)
+            .scalar_subquery(),
+            sa.select(count)
+            .where(_busy(cutoff), Analysis.owner_id == analysis.owner_id)
+            .scalar_subquery(),
+            sa.select(count).where(_busy(cutoff)).scalar_subquery(),
+        )
+    ).one()
+    per_user, site_limit = config["MAX_RUNNING_PER_USER"], config["MAX_RUNNING"]
+    return (
+        waiting == 0
+        and (not per_user or mine < per_user)
+        and (not site_limit or everyone < site_limit)
+    )
+
+
+def send_at_once(analysis_id: int) -> None:
+    """Send "start" for an analysis committed as dispatched; if the broker is away
+    it is made due again at once, for the periodic dispatcher."""
+    try:
+        _send_start(analysis_id)
+    except Exception as exc:  # the broker is away: the dispatcher sends it later
+        log.warning("Start for %s not sent (the dispatcher will): %s", analysis_id, exc)
+        db.session.execute(
+            sa.update(Analysis)
+            .where(Analysis.id == analysis_id, Analysis.state == AnalysisState.QUEUED)
+            .values(dispatched_at=None)
+        )
+        db.session.commit()
+
+
 def dispatch() -> list[int]:
     """Send "start" for queued analyses that are due, in the fair order, while the
     per-user and site-wide limits leave room; returns the ids sent.
@@ -71,14 +143,17 @@ def dispatch() -> list[int]:
     delays a run, never loses it.
     """
     config = current_app.config
-    cutoff = now() - timedelta(seconds=config["REDISPATCH_SECONDS"])
-    in_flight = sa.and_(
-        Analysis.state == AnalysisState.QUEUED, Analysis.dispatched_at >= cutoff
+    cutoff = _cutoff()
+    anything_due = db.session.scalar(
+        sa.select(Analysis.id).where(_due(cutoff)).limit(1)
     )
+    if anything_due is None:  # the usual case once a slot frees: nothing waits
+        db.session.rollback()
+        return []
     busy = dict(
         db.session.execute(
             sa.select(Analysis.owner_id, sa.func.count(Analysis.id))
-            .where(sa.or_(Analysis.state == AnalysisState.RUNNING, in_flight))
+            .where(_busy(cutoff))
             .group_by(Analysis.owner_id)
         ).all()
     )
@@ -101,27 +176,18 @@ def dispatch() -> list[int]:
         busy[owner] = busy.get(owner, 0) + 1
         room -= 1
     db.session.rollback()
-    celery = current_app.extensions["celery"]
     sent = []
     for analysis_id in chosen:
         marked = db.session.execute(
             sa.update(Analysis)
-            .where(
-                Analysis.id == analysis_id,
-                Analysis.state == AnalysisState.QUEUED,
-                sa.or_(
-                    Analysis.dispatched_at.is_(None), Analysis.dispatched_at < cutoff
-                ),
-            )
+            .where(Analysis.id == analysis_id, _due(cutoff))
             .values(dispatched_at=now())
         ).rowcount
         if not marked:  # claimed, cancelled or sent by another dispatcher meanwhile
             db.session.rollback()
             continue
         try:
-            celery.send_task(
-                "labqueue.start", args=[analysis_id], retry=False, ignore_result=True
-            )
+            _send_start(analysis_id)
         except Exception as exc:  # the broker is away: it stays due
             db.session.rollback()
             log.warning("Dispatcher could not send start for %s: %s", analysis_id, exc)

@@ -33,7 +33,7 @@ from ..models import (
 )
 from ..projects.preview import TABLES, make_preview
 from ..projects.services import project_dir
-from .queueing import fair_order, request_dispatch
+from .queueing import fair_order, may_go_at_once, request_dispatch, send_at_once
 
 
 class AnalysisError(Exception):
@@ -157,16 +157,25 @@ def project_file_paths(project: Project) -> list[str]:
 # --- Submission ---------------------------------------------------------------------
 
 
-def submit(user: User, project: Project, pipeline: Pipeline, values: dict) -> Analysis:
+def submit(
+    user: User,
+    project: Project,
+    pipeline: Pipeline,
+    values: dict,
+    files: list[str] | None = None,
+) -> Analysis:
     """Check the values, record a queued analysis and send it to the workers.
 
+    ``files`` are the project's file paths when the caller has them already.
     Raises PipelineUnavailable when its image is missing, and
     backend.params.ParamsInvalid with per-field messages.
     """
     state = availability({pipeline.name: pipeline})[pipeline.name]
     if not state.ready:
         raise PipelineUnavailable(state.message(pipeline))
-    params = validate_params(pipeline, values, project_file_paths(project))
+    if files is None:
+        files = project_file_paths(project)
+    params = validate_params(pipeline, values, files)
     analysis = Analysis(
         owner=user,
         project=project,
@@ -177,10 +186,17 @@ def submit(user: User, project: Project, pipeline: Pipeline, values: dict) -> An
         state=AnalysisState.QUEUED,
     )
     db.session.add(analysis)
-    db.session.commit()
+    db.session.flush()  # its id names its folder
     _write_params(analysis)
     # The row is the queue: if the broker is away, the dispatcher sends it later.
-    request_dispatch()
+    at_once = may_go_at_once(analysis)
+    if at_once:
+        analysis.dispatched_at = utcnow()
+    db.session.commit()
+    if at_once:
+        send_at_once(analysis.id)
+    else:
+        request_dispatch()
     return analysis
 
 

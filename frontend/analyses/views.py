@@ -52,12 +52,11 @@ def run(project_id: int, name: str):
     earlier = request.args.get("again", type=int)
     prefill = svc.get_analysis_or_404(earlier).params if earlier else None
     form = run_form(pipeline, files, prefill)
-    available = svc.availability({pipeline.name: pipeline})[pipeline.name]
     refused = None
     if form.validate_on_submit():
         try:
             analysis = svc.submit(
-                current_user, project, pipeline, form_values(form, pipeline)
+                current_user, project, pipeline, form_values(form, pipeline), files
             )
         except svc.PipelineUnavailable as exc:
             refused = f"{exc} Nothing was submitted."
@@ -79,7 +78,7 @@ def run(project_id: int, name: str):
         pipeline=pipeline,
         form=form,
         has_files=bool(files),
-        available=available,
+        available=svc.availability({pipeline.name: pipeline})[pipeline.name],
         refused=refused,
     ), (503 if refused else 200)
 

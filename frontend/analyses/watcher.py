@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -52,6 +53,13 @@ class Watcher:
         self.watches: dict[int, RunWatch] = {}
         self.runners: dict[str, object] = {}
         self.holds_lease = False
+        self.renewed = 0.0  # time.monotonic() of the last renewal
+        config = app.config
+        # Renewing is a write: often enough that a standby never finds the lease
+        # stale (a quarter of the timeout), not at every look.
+        self.renew_every = max(
+            config["WATCH_SECONDS"], min(5.0, config["HEARTBEAT_TIMEOUT_SECONDS"] / 8)
+        )
         self.cleaner = ThreadPoolExecutor(2, thread_name_prefix="cleanup")
 
     # --- life --------------------------------------------------------------------
@@ -141,7 +149,13 @@ class Watcher:
         return self.runners[name]
 
     def tick(self) -> None:
-        held = self._hold_lease()
+        # The runs are loaded once per look; an ending's commit must not make every
+        # other run load again (finalize refreshes the row it ends).
+        db.session().expire_on_commit = False
+        renewing = time.monotonic() - self.renewed >= self.renew_every
+        held = self._hold_lease() if renewing or not self.holds_lease else True
+        if renewing and held:
+            self.renewed = time.monotonic()
         if held and not self.holds_lease:
             log.info(
                 "Watcher %s supervises host %s", self.token[:8], execution.host_id()
@@ -181,7 +195,7 @@ class Watcher:
             for row in group:
                 status = statuses.get(row.handle["job_id"], Status("missing"))
                 ended += self._look_at(runner, row, status)
-        self._record(current)
+        self._record(current, heartbeat=renewing)
         if ended:
             queueing.request_dispatch()  # slots were freed: once for all of them
 
@@ -219,12 +233,12 @@ class Watcher:
         ending = watch.finish(status)
         if status.state == "missing":
             log.error("Analysis %s: its run disappeared (%s)", row.id, row.handle)
+        # In the ending's own transaction: recorded with it, or not at all.
         db.session.execute(
             sa.update(Analysis)
             .where(Analysis.id == row.id)
             .values(log_offset=watch.offset, **self._progress(watch))
         )
-        db.session.commit()
         finalized = execution.finalize(
             row,
             ending.reason,
@@ -251,10 +265,11 @@ class Watcher:
             values["progress_percent"], values["progress_message"] = watch.log.progress
         return values
 
-    def _record(self, current: dict[int, Analysis]) -> None:
-        """Heartbeat, progress, log offset, output size and usage of every run."""
+    def _record(self, current: dict[int, Analysis], heartbeat: bool) -> None:
+        """Progress, log offset, output size and usage of every run, and with
+        ``heartbeat`` the time this watcher last saw them."""
         stamp = now()
-        if current:
+        if current and heartbeat:
             db.session.execute(
                 sa.update(Analysis)
                 .where(Analysis.id.in_(list(current)))
