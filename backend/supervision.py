@@ -29,6 +29,10 @@ from .runners.base import (
 )
 
 SIZE_CHECK_SECONDS = 1.0
+# Usage (peak memory, CPU time) is sampled every second while a run is young,
+# then less often: it informs, it stops nothing (the kernel holds the limits).
+USAGE_SECONDS = (1.0, 5.0)
+USAGE_YOUNG_SECONDS = 10.0
 DRAIN_SECONDS = 10.0
 # A progress line is short; longer lines are logged but not looked at.
 PROGRESS_LINE_MAX = 1024
@@ -133,6 +137,7 @@ class RunWatch:
         self.usage = usage or Usage()
         self.output_size: int | None = None
         self.last_size_check = 0.0
+        self.last_usage = 0.0
         self.stop_reason: str | None = None
 
     # --- while it runs ---------------------------------------------------------
@@ -159,13 +164,20 @@ class RunWatch:
             reason = f"timed out after {format_duration(self.spec.timeout_s)}"
         elif time.monotonic() - self.last_size_check >= SIZE_CHECK_SECONDS:
             self.last_size_check = time.monotonic()
-            self.usage = self.usage.merge(self.runner.usage(self.handle))
+            self._sample_usage()
             self.output_size = folder_size(self.spec.output_dir)
             hidden = self.runner.unlinked_output_bytes(self.handle)
             if self.output_size + hidden > self.spec.max_output_bytes:
                 reason = self._outputs_too_big()
         self.stop_reason = reason
         return reason
+
+    def _sample_usage(self) -> None:
+        young = (now() - self.started_at).total_seconds() < USAGE_YOUNG_SECONDS
+        every = USAGE_SECONDS[0] if young else USAGE_SECONDS[1]
+        if time.monotonic() - self.last_usage >= every:
+            self.last_usage = time.monotonic()
+            self.usage = self.usage.merge(self.runner.usage(self.handle))
 
     def _log_too_big(self) -> str:
         return f"the log grew past the {mib(self.log.max_bytes)} limit"

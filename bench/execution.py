@@ -9,7 +9,9 @@ Docker SDK from as many threads as the app has start slots (one worker,
 - Throughput: N trivial runs submitted at once until the last has finished,
   against the floor's N create+start+wait+remove from 2 threads.
 - Scale: 200 sleeping runs submitted at once (site limit 200) on the one worker:
-  seconds from the first submission to the last container start.
+  seconds from the first submission to the last container start, against the
+  floor starting 200 sleeping containers from 2 threads. (The issue's absolute
+  target, 30 s, is printed too; on a 2-core machine the engine alone takes longer.)
 
     python -m bench.execution [--runs 20] [--rounds 3] [--many 200]
 """
@@ -29,7 +31,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from backend.runners import DockerRunner, RunSpec, docker_client
+from backend.runners.docker import SITE_LABEL
 from bench.common import app_with_user, bench_config, broker_url, targets
+from frontend.analyses.execution import site_id
 from tests.images import BUSYBOX_IMAGE, build_busybox_image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,12 +52,14 @@ def build_images(client) -> str:
 
 
 class Starts:
-    """The engine's container start events, by analysis id."""
+    """The engine's start events of one site's containers, by analysis id (the
+    floor's containers carry the same label, with numbers of their own)."""
 
-    def __init__(self, client):
+    def __init__(self, client, site: str):
         self.seen: dict[int, float] = {}
         self.events = client.events(
-            decode=True, filters={"event": "start", "label": "labqueue.analysis"}
+            decode=True,
+            filters={"event": "start", "label": [f"{SITE_LABEL}={site}"]},
         )
         threading.Thread(target=self._follow, daemon=True).start()
 
@@ -117,6 +123,26 @@ class Floor:
         api.wait(container)
         api.remove_container(container, force=True)
 
+    def many_sleeping(self, many: int) -> float:
+        """Seconds to start ``many`` sleeping containers from SLOTS threads (then
+        they are removed)."""
+
+        def start_one(_number: int) -> str:
+            spec = self._spec()
+            spec.argv = ["sleep", "120"]
+            container = self.runner.create(spec)
+            api.start(container)
+            return container
+
+        api = self.runner.client.api
+        begin = time.perf_counter()
+        with ThreadPoolExecutor(SLOTS) as pool:
+            started = list(pool.map(start_one, range(many)))
+        took = time.perf_counter() - begin
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda c: api.remove_container(c, force=True), started))
+        return took
+
     def throughput(self, runs: int) -> float:
         """Seconds for ``runs`` whole runs from SLOTS threads."""
         begin = time.perf_counter()
@@ -144,7 +170,9 @@ class App:
         self.app, _user, (self.project,), self.client = app_with_user(self.config)
         self.worker = Worker(self.config, concurrency=SLOTS)
         self.worker.wait_ready()
-        self.starts = Starts(client)
+        with self.app.app_context():
+            site = site_id()
+        self.starts = Starts(client, site)
 
     def submit(self, seconds: int = 0) -> tuple[int, float]:
         stamp = time.time()
@@ -242,6 +270,7 @@ def main() -> dict:
                 seconds, failures = app.throughput(args.runs)
                 app_seconds.append(seconds)
                 failed += failures
+            floor_many_seconds = floor.many_sleeping(args.many)
             many_seconds, many_started = app.many_sleeping(args.many)
         finally:
             app.close()
@@ -265,6 +294,8 @@ def main() -> dict:
         "many_runs": args.many,
         "many_started": many_started,
         "many_all_started_s": round(many_seconds, 1),
+        "floor_many_started_s": round(floor_many_seconds, 1),
+        "many_ratio": round(floor_many_seconds / many_seconds, 2),
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     result["targets"] = targets(
@@ -274,6 +305,11 @@ def main() -> dict:
         (
             f"{args.many} concurrent sleeping runs all started within 30 s",
             many_started == args.many and many_seconds <= 30,
+        ),
+        (
+            f"{args.many} sleeping runs started in <= 1.25 x the floor's time for "
+            f"{args.many} sleeping containers from {SLOTS} threads",
+            many_started == args.many and many_seconds <= 1.25 * floor_many_seconds,
         ),
     )
     print(json.dumps(result, indent=2))

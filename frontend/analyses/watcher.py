@@ -284,10 +284,11 @@ class Watcher:
                 values["log_offset"] = watch.offset
             if watch.output_size is not None and watch.output_size != row.output_bytes:
                 values["output_bytes"] = watch.output_size
-            if watch.usage.peak_memory_bytes != row.peak_memory_bytes:
-                values["peak_memory_bytes"] = watch.usage.peak_memory_bytes
-            if watch.usage.cpu_seconds != row.cpu_seconds:
-                values["cpu_seconds"] = watch.usage.cpu_seconds
+            if heartbeat:  # usage so far, for the pages and a next watcher
+                if watch.usage.peak_memory_bytes != row.peak_memory_bytes:
+                    values["peak_memory_bytes"] = watch.usage.peak_memory_bytes
+                if watch.usage.cpu_seconds != row.cpu_seconds:
+                    values["cpu_seconds"] = watch.usage.cpu_seconds
             if (
                 values.get("progress_percent") == row.progress_percent
                 and values.get("progress_message") == row.progress_message
