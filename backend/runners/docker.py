@@ -14,6 +14,7 @@ import os
 import re
 import socket
 import threading
+import time
 from pathlib import Path
 
 from .base import (
@@ -34,6 +35,10 @@ SITE_LABEL = "labqueue.site"
 ATTEMPT_LABEL = "labqueue.attempt"
 FOLLOWER_BUFFER = 8 * 1024**2  # unread output held per run before reading pauses
 READ_LIMIT = 4 * 1024**2  # at most this much per read_log call
+ROTATED_NOTE = (
+    b"\n[Labqueue: the engine rotated its copy of this log while it was being read;"
+    b" some output is missing here]\n"
+)
 MAX_POOL = 1024  # one connection per followed container, and some
 # How the engine's container list words a clean exit ("Exited (0) 2 seconds ago").
 EXITED_0 = re.compile(r"Exited \(0\) ")
@@ -81,47 +86,59 @@ def _share_one_pool(client, socket_path: str, timeout: int) -> None:
     client.api.mount("http+docker://", adapter)
 
 
+def _close_stream(stream) -> None:
+    """Close an engine stream, also when it is being read from another thread. The
+    SDK's close shuts the socket but leaves the response's file open (a socket
+    that is never released): close the response too."""
+    try:
+        stream.close()
+    except Exception:  # noqa: S110 (closing what may be half-closed)
+        pass
+    response = getattr(stream, "_response", None)
+    if response is not None:
+        try:
+            response.close()
+        except Exception:  # noqa: S110
+            pass
+
+
 class _Follower:
     """Streams one container's output, from its first byte, into a buffer that
     ``read`` serves from an offset; bytes below the last offset asked for are
     dropped, and reading pauses while FOLLOWER_BUFFER bytes wait unread."""
 
-    def __init__(self, client, container_id: str, skip: int = 0, on_end=None):
+    def __init__(
+        self,
+        client,
+        container_id: str,
+        skip: int = 0,
+        on_end=None,
+        since: float | None = None,
+        after: int = 0,
+        note: bytes = b"",
+    ):
+        # ``since``, ``after`` and ``note``: going on from another follower whose
+        # stream the engine ended early, at byte ``after``, with ``note`` first.
         self.client, self.container_id = client, container_id
         self.on_end = on_end
+        self.since = since
         self.buffer = bytearray()
-        self.received = 0  # bytes of output seen so far, kept or not
+        self.received = after  # bytes of output seen so far, kept or not
         self.discard_below = skip
         self.done = False
         self.failed = False
         self.closed = False
         self.stream = None
         self.lock = threading.Condition()
-        threading.Thread(target=self._run, daemon=True, name="log-follower").start()
+        self.note = note  # said before the first byte this stream brings, if any
+        self.thread = threading.Thread(
+            target=self._run, daemon=True, name="log-follower"
+        )
+        self.thread.start()
 
     def _run(self) -> None:
         try:
-            stream = self.client.api.logs(
-                self.container_id, stdout=True, stderr=True, stream=True, follow=True
-            )
-            with self.lock:
-                self.stream = stream
-                if self.closed:
-                    stream.close()
-            for chunk in stream:
-                with self.lock:
-                    while len(self.buffer) > FOLLOWER_BUFFER and not self.closed:
-                        self.lock.wait(1)
-                    if self.closed:
-                        break
-                    start = self.received
-                    self.received += len(chunk)
-                    if self.received <= self.discard_below:
-                        continue
-                    if start < self.discard_below:
-                        chunk = chunk[self.discard_below - start :]
-                    self.buffer += chunk
-            stream.close()
+            self._follow(self.since)
         except Exception:  # the engine went away or the container was removed
             self.failed = True
         finally:
@@ -130,6 +147,49 @@ class _Follower:
                 self.lock.notify_all()
             if self.on_end is not None and not self.closed:
                 self.on_end()
+
+    def _follow(self, since: float | None) -> None:
+        stream = self.client.api.logs(
+            self.container_id,
+            stdout=True,
+            stderr=True,
+            stream=True,
+            follow=True,
+            since=since,
+        )
+        with self.lock:
+            self.stream = stream
+            if self.closed:
+                _close_stream(stream)
+        for chunk in stream:
+            if self.note:
+                self._add(self.note)
+                self.note = b""
+            if not self._add(chunk):
+                break
+        _close_stream(stream)
+
+    def _add(self, chunk: bytes) -> bool:
+        """Keep ``chunk`` (unless it is below the offset asked for); False once
+        closed."""
+        with self.lock:
+            while len(self.buffer) > FOLLOWER_BUFFER and not self.closed:
+                self.lock.wait(1)
+            if self.closed:
+                return False
+            start = self.received
+            self.received += len(chunk)
+            if self.received <= self.discard_below:
+                return True
+            if start < self.discard_below:
+                chunk = chunk[self.discard_below - start :]
+            self.buffer += chunk
+            return True
+
+    def ended_early(self, offset: int) -> bool:
+        """Whether the stream ended cleanly and everything up to it was read."""
+        with self.lock:
+            return self.done and not self.failed and offset >= self.received
 
     def read(self, offset: int) -> LogChunk:
         with self.lock:
@@ -149,10 +209,10 @@ class _Follower:
             self.lock.notify_all()
             stream = self.stream
         if stream is not None:
-            try:
-                stream.close()
-            except Exception:  # noqa: S110 (closing what may be half-closed)
-                pass
+            _close_stream(stream)
+        if threading.current_thread() is not self.thread:
+            # Done with the engine before its client may be closed.
+            self.thread.join(5)
 
 
 def cgroup_paths(pid: int) -> dict[str, str]:
@@ -233,6 +293,8 @@ class DockerRunner:
         self._followers: dict[str, _Follower] = {}
         self._cgroups: dict[str, _Cgroup] = {}
         self._image_ids: dict[str, str] = {}
+        # Whether each container was running when last polled.
+        self._running: dict[str, bool] = {}
         # Where the engine puts a container's cgroups, "{id}" for its id.
         self._cgroup_layout: dict[str, str] | None = None
         self._lock = threading.Lock()
@@ -291,7 +353,9 @@ class DockerRunner:
             ulimits=[docker.types.Ulimit(name="fsize", soft=file_cap, hard=file_cap)],
             log_config=docker.types.LogConfig(
                 type="json-file",
-                config={"max-size": f"{2 * spec.max_log_bytes // 1024 + 1}k"},
+                # The engine stores each line as JSON, several times its size:
+                # room for the capped log and a flood between two looks at it.
+                config={"max-size": f"{(10 * spec.max_log_bytes) // 1024 + 32768}k"},
             ),
             mem_limit=f"{spec.memory_mb}m",
             memswap_limit=f"{spec.memory_mb}m",
@@ -365,6 +429,7 @@ class DockerRunner:
             state = self.client.api.inspect_container(handle.job_id)["State"]
         except docker.errors.NotFound:
             return Status("missing")
+        self._running[handle.job_id] = state["Status"] in ("created", "running")
         if state["Status"] == "removing":
             # Removed from outside: a forced removal kills first, and the exit it
             # causes is not the run's own.
@@ -385,6 +450,7 @@ class DockerRunner:
         found = {}
         for handle in handles:
             state, status = listed.get(handle.job_id, (None, ""))
+            self._running[handle.job_id] = state in ("created", "running")
             if state in ("created", "running", "paused", "restarting"):
                 found[handle.job_id] = Status("running")
             elif state == "exited" and EXITED_0.match(status):
@@ -403,6 +469,19 @@ class DockerRunner:
                 # start again, keeping nothing below the offset.
                 follower = _Follower(
                     self.client, handle.job_id, skip=offset, on_end=self.on_output_end
+                )
+                self._followers[handle.job_id] = follower
+            elif self._running.get(handle.job_id) and follower.ended_early(offset):
+                # The engine ended the stream while the container runs: it rotated
+                # its copy of the log. Follow on from now, and say what was lost.
+                follower = _Follower(
+                    self.client,
+                    handle.job_id,
+                    skip=offset,
+                    on_end=self.on_output_end,
+                    since=time.time(),
+                    after=follower.received,
+                    note=ROTATED_NOTE,
                 )
                 self._followers[handle.job_id] = follower
         return follower.read(offset)
@@ -499,6 +578,7 @@ class DockerRunner:
         if follower:
             follower.close()
         self._cgroups.pop(handle.job_id, None)
+        self._running.pop(handle.job_id, None)
 
     def cleanup(self, handle: Handle) -> None:
         """Forget the run and remove its container."""
