@@ -112,7 +112,17 @@ class Stack:
         deadline = time.monotonic() + timeout
         while (left := self.containers()) and time.monotonic() < deadline:
             time.sleep(0.2)
-        return left
+        if not left:
+            return []
+        # Say what is left and what the worker said about it.
+        log = Path(self.config["LOG_DIR"]) / "worker.log"
+        said = log.read_text() if log.exists() else ""
+        return [
+            f"{c.name} ({c.status}, analysis {c.labels.get('labqueue.analysis')}, "
+            f"site {c.labels.get('labqueue.site')}): "
+            + " | ".join(line for line in said.splitlines() if c.id in line)
+            for c in left
+        ]
 
     def output(self, analysis_id: int) -> Path:
         root = (

@@ -252,11 +252,19 @@ class Watcher:
         return finalized
 
     @staticmethod
-    def _clean(runner, handle: Handle) -> None:
-        try:
-            runner.cleanup(handle)
-        except Exception:  # the reconciler removes what is left
-            log.exception("Could not clean up after %s", handle.job_id)
+    def _clean(runner, handle: Handle, tries: int = 4) -> None:
+        # A busy engine sometimes refuses a removal for a moment (a layer still
+        # busy); try again a few times before leaving it to the reconciler.
+        for attempt in range(tries):
+            try:
+                runner.cleanup(handle)
+                return
+            except Exception:
+                if attempt == tries - 1:  # the reconciler removes what is left
+                    log.exception("Could not clean up after %s", handle.job_id)
+                    return
+                log.warning("Clean-up of %s failed, trying again", handle.job_id)
+                time.sleep(2**attempt)
 
     @staticmethod
     def _progress(watch: RunWatch) -> dict:
