@@ -216,7 +216,7 @@
 # registry): a minimal Debian with Python and the reference pipelines' libraries,
 # which `make run` makes with debootstrap when it is root (about two minutes, once).
 # `make pipeline-images` makes it on request. Env: LABQUEUE_PIPELINE_LOCAL_BASE_IMAGE
-# PIPELINE_LOCAL_BASE_IMAGE = "labqueue/python-base:bookworm"
+# PIPELINE_LOCAL_BASE_IMAGE = "labqueue/python-base:bookworm-2"
 
 # --- Running analyses --------------------------------------------------------------
 

@@ -22,9 +22,19 @@ from pathlib import Path
 from .manifest import Pipeline
 
 DEFAULT_BASE_IMAGE = "python:3.12-slim"
-LOCAL_BASE_IMAGE = "labqueue/python-base:bookworm"
-# Python with the reference pipelines' libraries, from Debian's own packages.
-BASE_PACKAGES = ("python3-minimal", "python3-matplotlib", "python3-numpy")
+# Its tag changes with BASE_PACKAGES, so that a machine with an older base makes
+# the new one instead of building on what lacks a package.
+LOCAL_BASE_IMAGE = "labqueue/python-base:bookworm-2"
+# Python with the reference pipelines' tools and libraries, from Debian's own
+# packages: seqkit for sequences, pandas for tables, Biopython's FASTQ parser.
+BASE_PACKAGES = (
+    "python3-minimal",
+    "python3-matplotlib",
+    "python3-numpy",
+    "python3-pandas",
+    "python3-biopython",
+    "seqkit",
+)
 TRIM = ("var/cache/apt/archives", "usr/share/doc", "usr/share/man", "usr/share/locale")
 # Labels on pipeline images: what they were built from.
 SOURCE_LABEL = "labqueue.source"

@@ -1,4 +1,4 @@
-"""`flask pipelines …`: list, check, prepare and build the pipelines of
+"""`flask pipelines …`: list, check, prepare, build and test the pipelines of
 backend/pipelines."""
 
 from pathlib import Path
@@ -17,7 +17,9 @@ from backend.images import (
 from backend.manifest import discover as discover_in
 from backend.runners import EngineUnavailable, docker_client
 
-pipelines_cli = AppGroup("pipelines", help="List, check, prepare and build pipelines.")
+pipelines_cli = AppGroup(
+    "pipelines", help="List, check, prepare, build and test pipelines."
+)
 
 
 def discover():
@@ -180,3 +182,57 @@ def build_command(names: tuple[str, ...], base_image: str | None, make_base: boo
     finally:
         client.close()
     check_images()
+
+
+@pipelines_cli.command("test")
+@click.argument("names", nargs=-1)
+def test_command(names: tuple[str, ...]) -> None:
+    """Run the pipelines' own tests (tests/cases.toml in each folder; all
+    pipelines when none are named) in their images, as analyses run, and report
+    each mismatch. The images must be built (`flask pipelines build`)."""
+    from backend.pipeline_tests import load_cases, run_cases
+    from backend.runners import DockerRunner
+
+    pipelines, errors = discover()
+    unknown = sorted(set(names) - set(pipelines))
+    if unknown:
+        raise click.UsageError(f"unknown pipeline(s): {', '.join(unknown)}")
+    client = _docker_client()
+    if client is None:
+        raise click.ClickException("No Docker engine answers: nothing can run.")
+
+    def say(result) -> None:
+        verdict = "ok" if result.passed else "FAILED"
+        click.echo(
+            f"{result.pipeline}: {result.name} ... {verdict} ({result.seconds:.1f} s)"
+        )
+        for problem in result.problems:
+            click.echo(f"  {problem}")
+
+    runner = DockerRunner(client)
+    results, untested = [], []
+    try:
+        for name in names or list(pipelines):
+            pipeline = pipelines[name]
+            try:
+                if not load_cases(pipeline):
+                    untested.append(name)
+                    continue
+            except ValueError as exc:
+                raise click.ClickException(str(exc)) from exc
+            problem = runner.image_problem(pipeline.image_tag)
+            if problem:
+                raise click.ClickException(
+                    f"{name}: {problem} (build it: flask pipelines build {name})"
+                )
+            results += run_cases(pipeline, runner, say)
+    finally:
+        runner.close()
+    failed = [r for r in results if not r.passed]
+    tested = len({r.pipeline for r in results})
+    summary = f"{tested} pipeline(s), {len(results)} case(s)"
+    if untested:
+        click.echo(f"No tests/cases.toml: {', '.join(untested)}")
+    if failed:
+        raise click.ClickException(f"{summary}: {len(failed)} failed")
+    click.echo(f"{summary}: all passed")

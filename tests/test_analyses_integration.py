@@ -180,7 +180,7 @@ def test_table_profiler_from_the_web_form_to_the_email(stack_factory, smtp):
     assert done.started_at and done.finished_at and done.exit_code == 0
     outputs = stack.output(analysis_id)
     assert (outputs / "summary.csv").exists()
-    assert (outputs / "expression_histograms.png").exists()
+    assert (outputs / "expression.csv_histograms.png").exists()
     page = stack.client.get(f"/analyses/{analysis_id}").text
     assert "expression.csv: 40 rows, 9 columns" in page  # from the log
     assert "summary.csv" in page

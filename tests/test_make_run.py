@@ -226,7 +226,7 @@ def test_make_run_on_an_empty_engine_without_a_registry(tmp_path, empty_engine):
                 {"p_tables": "expression.csv", "p_bins": "30", "p_max_rows": "0"},
             ),
             "seq-qc": researcher.run(
-                project, "seq-qc", {"p_sequences": "reads.fastq.gz", "p_max_reads": "0"}
+                project, "seq-qc", {"p_sequences": "reads.fastq.gz"}
             ),
         }
         for name, analysis in runs.items():

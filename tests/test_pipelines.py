@@ -16,10 +16,15 @@ from backend.supervision import run_to_end
 DATA = Path(__file__).parent / "data"
 
 
-def run(client, tmp_path, name, values, analysis_id):
+def run(client, tmp_path, name, values, analysis_id, extra=None, fails=False):
+    """Run pipeline ``name`` on a copy of tests/data (and ``extra`` files, by
+    path), the way the Docker runner runs it; returns its output folder and last
+    progress (and with ``fails`` asserts that the run failed)."""
     pipeline = load_pipeline(PIPELINES_DIR / name)
     inputs = tmp_path / "input"
     shutil.copytree(DATA, inputs)
+    for path, data in (extra or {}).items():
+        (inputs / path).write_bytes(data)
     files = [p.relative_to(inputs).as_posix() for p in inputs.rglob("*") if p.is_file()]
     params = validate_params(pipeline, values, files)
     spec = RunSpec(
@@ -35,7 +40,11 @@ def run(client, tmp_path, name, values, analysis_id):
         timeout_s=300,
     )
     ending, watch = run_to_end(DockerRunner(client), spec)
-    assert ending.reason is None, spec.log_path.read_text()
+    log = spec.log_path.read_text()
+    if fails:
+        assert ending.reason is not None, log
+        return spec.output_dir, log
+    assert ending.reason is None, log
     return spec.output_dir, watch.log.progress
 
 
@@ -48,45 +57,250 @@ def is_png(path: Path) -> bool:
     return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+TABLES = [
+    "tables/macrodata.csv",
+    "tables/statecrime.csv",
+    "tables/grunfeld.csv",
+    "tables/fertility.csv",
+    "expression.csv",
+]
+# summary.csv's columns and pandas describe()'s rows.
+DESCRIBE = {
+    "mean": "mean",
+    "std": "std",
+    "min": "min",
+    "q1": "25%",
+    "median": "50%",
+    "q3": "75%",
+    "max": "max",
+}
+
+
 @pytest.mark.docker
-def test_table_profiler_on_an_expression_table(images, tmp_path):
+def test_table_profiler_numbers_equal_pandas_on_public_tables(images, tmp_path):
+    import pandas as pd
+
+    macro = (DATA / "tables/macrodata.csv").read_text().splitlines()
+    macro.insert(120, macro[120] + ",1.5")  # one row with a field too many
+    ragged = {"tables/ragged.csv": ("\n".join(macro) + "\n").encode()}
+    given = [*TABLES, "tables/wine_data.csv", "tables/ragged.csv"]
     out, progress = run(
         images,
         tmp_path,
         "table-profiler",
-        {"tables": ["expression.csv"], "bins": 12},
+        {"tables": given, "bins": 12},
         9201,
+        extra=ragged,
     )
-    summary = {r["column"]: r for r in rows(out / "summary.csv")}
-    assert summary["ctrl_1"]["type"] == "numeric"
-    assert summary["condition"]["type"] == "text"
-    assert int(summary["gene"]["unique"]) == 40
-    assert sum(int(r["missing"]) for r in summary.values()) > 0  # the NA cells
-    assert is_png(out / "expression_histograms.png")
-    assert is_png(out / "expression_correlation.png")
-    assert (out / "expression_correlation.svg").read_text().startswith("<?xml")
+    summary = rows(out / "summary.csv")
+    assert list(dict.fromkeys(r["table"] for r in summary)) == given  # in order
+    for name in TABLES:
+        frame = pd.read_csv(DATA / name)
+        ours = {r["column"]: r for r in summary if r["table"] == name}
+        assert list(ours) == list(frame.columns), name
+        described = frame.describe()
+        for column in frame.columns:
+            row = ours[column]
+            assert int(row["count"]) == frame[column].count(), (name, column)
+            assert int(row["missing"]) == frame[column].isna().sum(), (name, column)
+            if not frame[column].count():  # pandas describes it with NaN
+                assert row["type"] == "empty", (name, column)
+                continue
+            if column not in described:
+                assert row["type"] == "text", (name, column)
+                continue
+            assert row["type"] == "numeric", (name, column)
+            assert int(row["unique"]) == frame[column].nunique(), (name, column)
+            assert row["quantile_method"] == "linear (R type 7)"
+            for ours_name, theirs in DESCRIBE.items():
+                expected = described[column][theirs]
+                assert float(row[ours_name]) == pytest.approx(expected, rel=1e-12), (
+                    name,
+                    column,
+                    ours_name,
+                )
+        assert is_png(out / f"{name}_histograms.png"), name
+        assert (out / f"{name}_missing.csv").exists()
+    # Exact in the CSV: quartiles print as pandas gives them, not 1.5750000000000002.
+    crime = {r["column"]: r for r in summary if r["table"] == "tables/statecrime.csv"}
+    murder = pd.read_csv(DATA / "tables/statecrime.csv")["murder"]
+    for column, q in (("q1", 0.25), ("median", 0.5), ("q3", 0.75)):
+        assert crime["murder"][column] == repr(float(murder.quantile(q)))
+    errors = {r["table"]: r["error"] for r in summary if r["error"]}
+    assert errors["tables/wine_data.csv"].startswith(
+        "line 2 has 14 fields, but the header (line 1) has 5"
+    )
+    assert errors["tables/ragged.csv"].startswith(
+        "line 121 has 15 fields, but the header (line 1) has 14"
+    )
+    assert set(errors) == {"tables/wine_data.csv", "tables/ragged.csv"}
+    assert is_png(out / "expression.csv_correlation.png")
+    assert (out / "expression.csv_correlation.svg").read_text().startswith("<?xml")
     assert progress[0] == 100
 
 
 @pytest.mark.docker
-def test_seq_qc_on_fastq_and_fasta(images, tmp_path):
+def test_table_profiler_fails_only_when_every_table_fails(images, tmp_path):
+    given = ["tables/wine_data.csv", "empty.csv"]
+    out, log = run(
+        images,
+        tmp_path,
+        "table-profiler",
+        {"tables": given},
+        9204,
+        extra={"empty.csv": b""},
+        fails=True,
+    )
+    assert "no table could be profiled" in log
+    assert "tables/wine_data.csv: line 2 has 14 fields" in log
+    assert "empty.csv: the table is empty" in log
+    assert "Traceback" not in log
+    assert [r["table"] for r in rows(out / "summary.csv")] == given
+
+
+SEQUENCES = [
+    "sequences/NC_005816.fna",
+    "sequences/NC_005816.ffn",
+    "sequences/example.fastq",
+    "sequences/example.fastq.gz",
+    "sequences/example_dos.fastq",
+    "sequences/tricky.fastq",
+    "sequences/wrapping_original_sanger.fastq",
+    "sequences/sanger_full_range_original_sanger.fastq",
+    "sequences/longreads_original_sanger.fastq",
+    "sequences/zero_length.fastq",
+    "sequences/misc_rna_original_sanger.fastq",
+    "reads.fastq.gz",
+    "contigs.fa",
+]
+# What seq-qc says of the malformed files: the record, its first line, the fault.
+MALFORMED = {
+    "sequences/error_trunc_in_qual.fastq": "record 5 (from line 17): Lengths of "
+    "sequence and quality values differs",
+    "sequences/error_diff_ids.fastq": "record 3 (from line 9): Sequence and quality "
+    "captions differ",
+    "sequences/error_qual_space.fastq": "record 4 (from line 13): its quality has a "
+    "character that is not a Phred+33 score",
+    "sequences/error_short_qual.fastq": "record 3 (from line 9): Lengths of sequence "
+    "and quality values differs",
+    "cut.fastq.gz": "the gzip data is damaged or ends early",
+}
+# qc_summary.csv's columns and `seqkit stats -a -T`'s.
+SEQKIT = {
+    "records": "num_seqs",
+    "bases": "sum_len",
+    "min_length": "min_len",
+    "mean_length": "avg_len",
+    "max_length": "max_len",
+    "n50": "N50",
+    "gc_percent": "GC(%)",
+    "q20_percent": "Q20(%)",
+    "q30_percent": "Q30(%)",
+}
+
+
+def seqkit_stats(path: Path) -> dict:
+    """What seqkit itself says of ``path``: the oracle."""
+    import subprocess
+
+    if shutil.which("seqkit") is None:
+        from tests.services import unavailable
+
+        unavailable("seqkit is not installed (apt-get install seqkit)")
+    done = subprocess.run(
+        ["seqkit", "stats", "-a", "-T", "-G", "Nn", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    header, values = done.stdout.splitlines()
+    return dict(zip(header.split("\t"), values.split("\t"), strict=True))
+
+
+def biopython_records(path: Path) -> tuple[list[int], list[int]]:
+    """Record lengths and every base's Phred score, by Biopython's parsers."""
+    import gzip
+
+    from Bio import SeqIO
+
+    opener = gzip.open if path.name.endswith(".gz") else open
+    fmt = "fastq" if ".fastq" in path.name else "fasta"
+    lengths, qualities = [], []
+    with opener(path, "rt") as handle:
+        for record in SeqIO.parse(handle, fmt):
+            lengths.append(len(record))
+            qualities += record.letter_annotations.get("phred_quality", [])
+    return lengths, qualities
+
+
+@pytest.mark.docker
+def test_seq_qc_numbers_equal_seqkit_on_public_files(images, tmp_path):
+    import numpy as np
+
+    cut = (DATA / "reads.fastq.gz").read_bytes()
     out, progress = run(
         images,
         tmp_path,
         "seq-qc",
-        {"sequences": ["reads.fastq.gz", "contigs.fa"]},
+        {"sequences": SEQUENCES + list(MALFORMED)},
         9202,
+        extra={"cut.fastq.gz": cut[: len(cut) // 2]},
     )
     summary = {r["file"]: r for r in rows(out / "qc_summary.csv")}
-    assert summary["reads.fastq.gz"]["format"] == "FASTQ"
-    assert int(summary["reads.fastq.gz"]["records"]) == 300
-    assert float(summary["reads.fastq.gz"]["mean_quality"]) > 20
-    assert int(summary["contigs.fa"]["records"]) == 12
-    assert int(summary["contigs.fa"]["n50"]) > 500
-    for name in ("reads_lengths", "reads_gc", "reads_quality", "contigs_lengths"):
-        assert is_png(out / f"{name}.png"), name
-    assert not (out / "contigs_quality.png").exists()  # FASTA has no qualities
+    assert list(summary) == SEQUENCES + list(MALFORMED)  # project paths, in order
+    for name in SEQUENCES:
+        row, expected = summary[name], seqkit_stats(DATA / name)
+        assert row["error"] == "", (name, row["error"])
+        assert row["format"] == expected["format"]
+        for column, theirs in SEQKIT.items():
+            if expected["format"] == "FASTA" and column.startswith("q"):
+                assert row[column] == "", (name, column)  # no qualities in FASTA
+                continue
+            assert row[column] == expected[theirs], (name, column)
+        bases = int(expected["sum_len"])
+        gaps = 100 * int(expected["sum_gap"]) / bases
+        assert row["n_percent"] == f"{gaps:.2f}", name
+        lengths, qualities = biopython_records(DATA / name)
+        for column, q in (("length_q1", 25), ("length_median", 50), ("length_q3", 75)):
+            assert float(row[column]) == np.percentile(lengths, q), (name, column)
+        if qualities:
+            assert row["mean_quality"] == f"{np.mean(qualities):.2f}", name
+    # The header line is not sequence: pPCP1 is 9,609 bp, GC 45.26 %.
+    plasmid = summary["sequences/NC_005816.fna"]
+    assert (plasmid["bases"], plasmid["n50"], plasmid["gc_percent"]) == (
+        "9609",
+        "9609",
+        "45.26",
+    )
+    assert plasmid["n_percent"] == "0.00"
+    for name, message in MALFORMED.items():
+        assert summary[name]["error"].startswith(message), summary[name]["error"]
+        assert summary[name]["records"] == ""
+    # One set of plots per input, named after its whole path: none collide.
+    for name in ("sequences/example.fastq", "sequences/example.fastq.gz"):
+        for kind in ("lengths", "gc", "quality"):
+            assert is_png(out / f"{name}_{kind}.png"), (name, kind)
+    assert (out / "sequences/example.fastq_quality.svg").read_text().count("<svg")
+    assert is_png(out / "contigs.fa_lengths.png")
+    assert not (out / "contigs.fa_quality.png").exists()  # FASTA has no qualities
     assert progress[0] == 100
+
+
+@pytest.mark.docker
+def test_seq_qc_fails_only_when_every_file_fails_and_says_why_for_each(
+    images, tmp_path
+):
+    bad = ["sequences/error_diff_ids.fastq", "samples.fastq"]
+    sheet = {"samples.fastq": b"sample,condition\nA1,control\n"}
+    out, log = run(
+        images, tmp_path, "seq-qc", {"sequences": bad}, 9203, extra=sheet, fails=True
+    )
+    assert "no file could be summarised" in log
+    assert "sequences/error_diff_ids.fastq: record 3 (from line 9)" in log
+    assert "samples.fastq: this is not a FASTA or FASTQ file" in log
+    assert "Traceback" not in log
+    summary = rows(out / "qc_summary.csv")
+    assert [r["file"] for r in summary] == bad
 
 
 def test_pipelines_cli_check_and_list(runner):
@@ -94,7 +308,36 @@ def test_pipelines_cli_check_and_list(runner):
     assert result.exit_code == 0
     assert "2 pipeline(s) OK: seq-qc, table-profiler" in result.output
     listing = runner.invoke(args=["pipelines", "list"]).output
-    assert "labqueue/table-profiler:1.0.0" in listing
+    assert "labqueue/table-profiler:2.0.0" in listing
+
+
+@pytest.mark.docker
+def test_each_reference_pipeline_passes_its_own_tests(images, runner):
+    result = runner.invoke(args=["pipelines", "test"])
+    assert result.exit_code == 0, result.output
+    assert "seq-qc: a plasmid, reads and a malformed file ... ok" in result.output
+    assert "2 pipeline(s), 3 case(s): all passed" in result.output
+
+
+@pytest.mark.docker
+def test_pipelines_test_reports_each_mismatch(images, app, runner, tmp_path):
+    root = tmp_path / "pipelines"
+    shutil.copytree(PIPELINES_DIR / "seq-qc", root / "seq-qc")
+    cases = root / "seq-qc" / "tests" / "cases.toml"
+    text = cases.read_text().replace("gc_percent = 45.26", "gc_percent = 50.0")
+    text = text.replace('outputs = ["NC_005816.fna_lengths.png"', 'outputs = ["x.png"')
+    cases.write_text(text.replace("fails = true", "fails = false"))
+    app.config["PIPELINES_DIR"] = str(root)
+    result = runner.invoke(args=["pipelines", "test", "seq-qc"])
+    assert result.exit_code == 1
+    assert (
+        "qc_summary.csv, row file=NC_005816.fna: gc_percent is '45.26' "
+        "(expected 50.0)" in result.output
+    )
+    assert "no output x.png" in result.output
+    assert "seq-qc: no file can be read ... FAILED" in result.output
+    assert "the run failed: " in result.output
+    assert "1 pipeline(s), 2 case(s): 2 failed" in result.output
 
 
 def test_pipelines_check_reports_file_and_field(app, runner, tmp_path):
@@ -134,5 +377,5 @@ def test_table_profiler_escapes_spreadsheet_formulas(tmp_path):
     assert columns['\'=HYPERLINK("http://x")']["top"].startswith("'")
     assert columns["amount"]["min"] == "-3.5"  # numbers are left alone
     assert columns["'+SUM(A1)"]["type"] == "numeric"
-    missing = (tmp_path / "out" / "=cmd_missing.csv").read_text()
+    missing = (tmp_path / "out" / "=cmd.csv_missing.csv").read_text()
     assert "'=HYPERLINK" in missing and "\n=" not in missing
