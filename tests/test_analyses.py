@@ -63,6 +63,34 @@ def test_run_form_is_generated_from_the_schema(client, project):
     assert "Number of bars in each histogram." in page  # help text
 
 
+def test_run_form_explains_the_pipeline_from_its_readme(client, project):
+    page = client.get(f"/projects/{project}/run/seq-qc").text
+    assert 'id="pipeline-readme"' in page
+    assert "<h4>Outputs</h4>" in page  # the README's ## heading, below the page's
+    assert "<code>n50</code>: the length L such that sequences" in page
+    assert 'href="https://bioinf.shenwei.me/seqkit/" rel="noopener' in page
+
+
+def test_a_readme_cannot_run_script_in_the_page(client, app, project, tmp_path):
+    import shutil
+
+    from backend.manifest import PIPELINES_DIR
+
+    root = tmp_path / "pipelines"
+    shutil.copytree(PIPELINES_DIR / "seq-qc", root / "seq-qc")
+    (root / "seq-qc" / "README.md").write_text(
+        "# Hostile\n\n<script>alert('readme')</script>\n\n"
+        "[click](javascript:alert(1)) <img src=x onerror=alert(2)>\n"
+        '<a href="http://x" onclick="alert(3)">x</a>\n'
+    )
+    app.config["PIPELINES_DIR"] = str(root)
+    page = client.get(f"/projects/{project}/run/seq-qc").text
+    readme = page[page.index('id="pipeline-readme"') :]
+    assert "<h3>Hostile</h3>" in readme
+    for hostile in ("<script>alert", "javascript:", "onerror", "onclick", "<img"):
+        assert hostile not in readme, hostile
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [

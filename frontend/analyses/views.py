@@ -17,6 +17,7 @@ from backend.params import ParamsInvalid
 from ..downloads import FILE_CSP, INLINE_IMAGES, send_user_file, zip_response
 from ..models import AnalysisState
 from ..projects.services import get_project_or_404, list_projects
+from ..readme import render_readme
 from . import bp
 from . import services as svc
 from .forms import form_values, run_form
@@ -80,6 +81,7 @@ def run(project_id: int, name: str):
         has_files=bool(files),
         available=svc.availability({pipeline.name: pipeline})[pipeline.name],
         refused=refused,
+        readme=render_readme(pipeline.folder),
     ), (503 if refused else 200)
 
 
