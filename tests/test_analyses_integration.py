@@ -15,7 +15,7 @@ import pytest
 
 from frontend import create_app
 from frontend.extensions import db, security
-from frontend.models import Analysis, User, utcnow
+from frontend.models import FINISHED_STATES, Analysis, User, utcnow
 from tests.conftest import (
     PASSWORD,
     TEST_PIPELINES,
@@ -588,17 +588,24 @@ def test_two_workers_claim_within_the_limits(stack_factory):
 def test_one_worker_supervises_200_runs_at_once(stack_factory):
     stack = stack_factory(MAX_RUNNING=200, MAX_RUNNING_PER_USER=200)
     stack.start_worker(concurrency=2)
-    ids = [stack.submit("sleeper", seconds="90", exit_code="0") for _ in range(200)]
-    peak, deadline = 0, time.monotonic() + 400
+    # Long enough that every run has started before the first ends (200 starts
+    # take about a minute on two cores).
+    ids = [stack.submit("sleeper", seconds="150", exit_code="0") for _ in range(200)]
+    peak, deadline = 0, time.monotonic() + 500
     while time.monotonic() < deadline:
         with stack.app.app_context():
-            launched = db.session.scalar(
-                db.select(db.func.count(Analysis.id)).where(
-                    Analysis.state == "running", Analysis.handle.is_not(None)
-                )
-            )
+            launched, finished = db.session.execute(
+                db.select(
+                    db.func.count(Analysis.id).filter(
+                        Analysis.state == "running", Analysis.handle.is_not(None)
+                    ),
+                    db.func.count(Analysis.id).filter(
+                        Analysis.state.in_(FINISHED_STATES)
+                    ),
+                ).where(Analysis.id.in_(ids))
+            ).one()
         peak = max(peak, launched)
-        if all(stack.analysis(i).finished for i in ids):
+        if finished == len(ids):
             break
         time.sleep(1)
     assert peak == 200
