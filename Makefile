@@ -40,12 +40,13 @@ run: $(VENV)/.runtime  ## web app on http://127.0.0.1:$(PORT) and a Celery worke
 test: $(VENV)/.dev  ## the whole suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-bench: $(VENV)/.dev  ## upload, extraction and execution benchmarks (see bench/)
+bench: $(VENV)/.dev  ## upload, extraction, execution and pipeline benchmarks (see bench/)
 	$(BIN)/python -m bench.upload
 	$(BIN)/python -m bench.extract
 	$(BIN)/python -m bench.execution
 	$(BIN)/python -m bench.history
 	$(BIN)/python -m bench.livelog
+	$(BIN)/python -m bench.reference
 
 pipeline-images: $(VENV)/.runtime  ## build pipeline images on a debootstrap base (root)
 	$(FLASK) pipelines build --make-base

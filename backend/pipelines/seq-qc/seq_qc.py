@@ -463,13 +463,34 @@ def profile_file(path: Path, fmt: bytes) -> Profile:
 # --- plots -------------------------------------------------------------------------
 
 
-def plot(name: str, out: Path, profile: Profile) -> None:
-    import matplotlib
+# matplotlib takes about a second to import: it is imported in the background while
+# the inputs are read (``start_pyplot``), and the plots wait for it (``pyplot``).
+_PYPLOT: list = []
 
-    matplotlib.use("Agg")
-    # SVG text stays text (selectable, and far quicker than drawing each glyph).
-    matplotlib.rcParams["svg.fonttype"] = "none"
-    import matplotlib.pyplot as plt
+
+def start_pyplot() -> None:
+    def load() -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        # SVG text stays text (selectable, and far quicker than drawing each glyph).
+        matplotlib.rcParams["svg.fonttype"] = "none"
+        import_module("matplotlib.pyplot")
+
+    thread = threading.Thread(target=load, daemon=True)
+    _PYPLOT.append(thread)
+    thread.start()
+
+
+def pyplot():
+    """matplotlib.pyplot, once the background import is done."""
+    for thread in _PYPLOT:
+        thread.join()
+    return import_module("matplotlib.pyplot")
+
+
+def plot(name: str, out: Path, profile: Profile) -> None:
+    plt = pyplot()
 
     target = out / name
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -577,8 +598,11 @@ def qc_file(path: Path, name: str) -> tuple[dict, Profile | None]:
     except (OSError, EOFError) as exc:
         row["error"] = f"the file cannot be read: {exc}"
         return row, None
+    if not fmt:
+        row["error"] = "the file is empty"
+        return row, None
     if fmt not in (b"@", b">"):
-        shown = repr(fmt.decode("latin-1")) if fmt else "nothing"
+        shown = repr(fmt.decode("latin-1"))
         row["error"] = (
             "this is not a FASTA or FASTQ file: it should start with '>' or '@', "
             f"and starts with {shown}"
@@ -626,8 +650,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sequences", type=Path, nargs="+")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    # matplotlib takes about a second to import: let it while the files are read.
-    threading.Thread(target=import_module, args=("matplotlib.pyplot",)).start()
+    start_pyplot()
     rows, failed = [], 0
     total = len(args.sequences)
     for number, path in enumerate(args.sequences):

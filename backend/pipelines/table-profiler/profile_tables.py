@@ -164,7 +164,8 @@ def too_many_fields(line: int | str, saw: int | str, expected: int | str) -> str
 def check_first_rows(path: Path, delimiter: str, rows: int = 100) -> None:
     """Refuse a table whose first rows have more fields than its header (pandas
     would silently take the extra ones for an index); later rows like that are
-    refused by pandas' own parser, with their line."""
+    refused by pandas' own parser, with their line. An empty last field (rows
+    that end with a delimiter) is not one: pandas drops it."""
     import gzip
 
     opener = gzip.open if is_gzip(path) else open
@@ -177,7 +178,8 @@ def check_first_rows(path: Path, delimiter: str, rows: int = 100) -> None:
             row = next(reader, None)
             if row is None:
                 return
-            if len(row) > len(header):
+            trailing = len(row) == len(header) + 1 and not row[-1]
+            if len(row) > len(header) and not trailing:
                 raise BadTable(too_many_fields(reader.line_num, len(row), len(header)))
 
 
@@ -374,13 +376,34 @@ def shown(value) -> str:
 # --- plots -------------------------------------------------------------------------
 
 
-def plot_histograms(target: str, table: Table) -> None:
-    import matplotlib
+# matplotlib takes about a second to import: it is imported in the background while
+# the inputs are read (``start_pyplot``), and the plots wait for it (``pyplot``).
+_PYPLOT: list = []
 
-    matplotlib.use("Agg")
-    # SVG text stays text (selectable, and far quicker than drawing each glyph).
-    matplotlib.rcParams["svg.fonttype"] = "none"
-    import matplotlib.pyplot as plt
+
+def start_pyplot() -> None:
+    def load() -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        # SVG text stays text (selectable, and far quicker than drawing each glyph).
+        matplotlib.rcParams["svg.fonttype"] = "none"
+        import_module("matplotlib.pyplot")
+
+    thread = threading.Thread(target=load, daemon=True)
+    _PYPLOT.append(thread)
+    thread.start()
+
+
+def pyplot():
+    """matplotlib.pyplot, once the background import is done."""
+    for thread in _PYPLOT:
+        thread.join()
+    return import_module("matplotlib.pyplot")
+
+
+def plot_histograms(target: str, table: Table) -> None:
+    plt = pyplot()
 
     numeric = [c for c in table.columns if c.histogram is not None]
     if not numeric:
@@ -407,12 +430,7 @@ def plot_histograms(target: str, table: Table) -> None:
 
 
 def plot_correlation(target: str, table: Table) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    # SVG text stays text (selectable, and far quicker than drawing each glyph).
-    matplotlib.rcParams["svg.fonttype"] = "none"
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     matrix = table.correlations
     if matrix is None or len(matrix) < 2:
@@ -470,8 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("tables", type=Path, nargs="+")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    # matplotlib takes about a second to import: let it while the files are read.
-    threading.Thread(target=import_module, args=("matplotlib.pyplot",)).start()
+    start_pyplot()
     summary: list[dict] = []
     problems: dict[str, str] = {}
     total = len(args.tables)
