@@ -349,7 +349,7 @@ def test_the_whole_journey_of_a_new_user(
         expect(featured).to_be_visible(timeout=120_000)
         expect(page.locator("#analysis-state")).to_contain_text("Succeeded")
         assert page.evaluate("window.stillTheSamePage") is True  # swapped, not reloaded
-        image = featured.locator("img[alt='coverage_histograms.png']")
+        image = featured.locator("img[alt='run42/coverage.csv_histograms.png']")
         expect(image).to_be_visible()
         assert image.evaluate("img => img.naturalWidth") > 100  # a real picture
         expect(featured.locator("table.result-table")).to_contain_text("depth")
@@ -361,7 +361,7 @@ def test_the_whole_journey_of_a_new_user(
         download_info.value.save_as(saved)
         with zipfile.ZipFile(saved) as archive:
             names = set(archive.namelist())
-            assert {"summary.csv", "coverage_histograms.png"} <= names
+            assert {"summary.csv", "run42/coverage.csv_histograms.png"} <= names
             assert archive.read("summary.csv").startswith(b"table,column")
 
         page.get_by_role("link", name="Run again").click()

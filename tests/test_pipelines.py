@@ -82,15 +82,22 @@ def test_table_profiler_numbers_equal_pandas_on_public_tables(images, tmp_path):
 
     macro = (DATA / "tables/macrodata.csv").read_text().splitlines()
     macro.insert(120, macro[120] + ",1.5")  # one row with a field too many
-    ragged = {"tables/ragged.csv": ("\n".join(macro) + "\n").encode()}
-    given = [*TABLES, "tables/wine_data.csv", "tables/ragged.csv"]
+    crime_lines = (DATA / "tables/statecrime.csv").read_text().splitlines()
+    extra = {
+        "tables/ragged.csv": ("\n".join(macro) + "\n").encode(),
+        # Rows (not the header) ending with a delimiter: no column more.
+        "tables/trailing.csv": "\n".join(
+            [crime_lines[0]] + [f"{line}," for line in crime_lines[1:]] + [""]
+        ).encode(),
+    }
+    given = [*TABLES, "tables/wine_data.csv", *extra]
     out, progress = run(
         images,
         tmp_path,
         "table-profiler",
         {"tables": given, "bins": 12},
         9201,
-        extra=ragged,
+        extra=extra,
     )
     summary = rows(out / "summary.csv")
     assert list(dict.fromkeys(r["table"] for r in summary)) == given  # in order
@@ -123,6 +130,10 @@ def test_table_profiler_numbers_equal_pandas_on_public_tables(images, tmp_path):
         assert (out / f"{name}_missing.csv").exists()
     # Exact in the CSV: quartiles print as pandas gives them, not 1.5750000000000002.
     crime = {r["column"]: r for r in summary if r["table"] == "tables/statecrime.csv"}
+    trailing = {r["column"]: r for r in summary if r["table"] == "tables/trailing.csv"}
+    assert list(trailing) == list(crime)
+    for column, row in trailing.items():
+        assert {**row, "table": ""} == {**crime[column], "table": ""}, column
     murder = pd.read_csv(DATA / "tables/statecrime.csv")["murder"]
     for column, q in (("q1", 0.25), ("median", 0.5), ("q3", 0.75)):
         assert crime["murder"][column] == repr(float(murder.quantile(q)))
@@ -184,6 +195,7 @@ MALFORMED = {
     "sequences/error_short_qual.fastq": "record 3 (from line 9): Lengths of sequence "
     "and quality values differs",
     "cut.fastq.gz": "the gzip data is damaged or ends early",
+    "empty.fastq": "the file is empty",
 }
 # qc_summary.csv's columns and `seqkit stats -a -T`'s.
 SEQKIT = {
@@ -244,7 +256,7 @@ def test_seq_qc_numbers_equal_seqkit_on_public_files(images, tmp_path):
         "seq-qc",
         {"sequences": SEQUENCES + list(MALFORMED)},
         9202,
-        extra={"cut.fastq.gz": cut[: len(cut) // 2]},
+        extra={"cut.fastq.gz": cut[: len(cut) // 2], "empty.fastq": b""},
     )
     summary = {r["file"]: r for r in rows(out / "qc_summary.csv")}
     assert list(summary) == SEQUENCES + list(MALFORMED)  # project paths, in order
@@ -379,3 +391,26 @@ def test_table_profiler_escapes_spreadsheet_formulas(tmp_path):
     assert columns["'+SUM(A1)"]["type"] == "numeric"
     missing = (tmp_path / "out" / "=cmd.csv_missing.csv").read_text()
     assert "'=HYPERLINK" in missing and "\n=" not in missing
+
+
+def test_seq_qc_sums_quality_ranges_exactly(monkeypatch):
+    """The word-at-a-time sum behind mean_quality, against plain sums."""
+    import importlib.util
+    import sys
+
+    import numpy as np
+
+    path = PIPELINES_DIR / "seq-qc" / "seq_qc.py"
+    spec = importlib.util.spec_from_file_location("seq_qc_under_test", path)
+    seq_qc = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, seq_qc)  # for its dataclasses
+    spec.loader.exec_module(seq_qc)
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        size = int(rng.integers(1, 3000))
+        buffer = rng.integers(0, 256, size).astype(np.uint8)
+        cuts = np.sort(rng.choice(size + 1, size=2 * int(rng.integers(1, 20))))
+        starts, ends = cuts[0::2].astype(np.int64), cuts[1::2].astype(np.int64)
+        pairs = zip(starts, ends, strict=True)
+        expected = sum(int(buffer[a:b].sum()) for a, b in pairs)
+        assert seq_qc.ranges_sum(buffer, starts, ends) == expected

@@ -284,11 +284,36 @@ def quality_sums(buffer, qual_starts, lengths) -> tuple[np.ndarray, int]:
     lows = np.minimum.reduceat(buffer, bounds)[0::2]
     highs = np.maximum.reduceat(buffer, bounds)[0::2]
     bad = (lengths > 0) & ((lows < 33) | (highs > 126))
-    # Running sums wrap around at 2**32; a difference is still exact for any read
-    # whose qualities sum to less than that (reads shorter than 34 million bases).
-    running = np.cumsum(buffer[: int(ends.max())], dtype=np.uint32)
-    sums = running[ends - 1] - running[qual_starts - 1]
-    return bad, int(sums.sum(dtype=np.uint64))
+    return bad, ranges_sum(buffer, qual_starts, ends)
+
+
+LOW_BYTES = np.uint64(0x00FF00FF00FF00FF)
+LOW_PAIRS = np.uint64(0x0000FFFF0000FFFF)
+LOW_HALF = np.uint64(0x00000000FFFFFFFF)
+
+
+def ranges_sum(buffer, starts, ends) -> int:
+    """The sum of the bytes in all ranges [start, end) of ``buffer``: running sums
+    of 8-byte words (each word's bytes added in its lanes), and the few bytes from
+    each range's ends to the word boundaries before them."""
+    reach = int(ends.max())
+    padded = np.zeros(-(-reach // 8) * 8 + 8, np.uint8)
+    padded[:reach] = buffer[:reach]
+    words = padded.view(np.uint64)
+    lanes = (words & LOW_BYTES) + ((words >> np.uint64(8)) & LOW_BYTES)
+    lanes = (lanes & LOW_PAIRS) + ((lanes >> np.uint64(16)) & LOW_PAIRS)
+    word_sums = (lanes & LOW_HALF) + (lanes >> np.uint64(32))
+    before = np.zeros(len(words) + 1, np.uint64)  # bytes in the words before each
+    np.cumsum(word_sums, out=before[1:])
+
+    def up_to(offsets) -> int:  # the sum of buffer[:offset], over all offsets
+        word = offsets // 8
+        extra = offsets - word * 8
+        lane = np.arange(8)
+        tail = padded[(word * 8)[:, None] + lane] * (lane < extra[:, None])
+        return int(before[word].sum(dtype=np.uint64)) + int(tail.sum())
+
+    return up_to(ends) - up_to(starts)
 
 
 def add_reads(profile: Profile, buffer, seq_starts, qual_starts, lengths) -> int | None:
