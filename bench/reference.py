@@ -8,6 +8,7 @@ Docker runner, alternated and repeated in the same run:
   the peak memory of both is printed.
 
     python -m bench.reference [--reads 1000000] [--rows 6600000] [--repeat 3]
+                              [--only seq-qc|table-profiler]
 
 The inputs are synthetic (fixed seeds): 150-base reads whose qualities fall along
 the read, as Illumina's do; a table of six columns (integers, decimals, a text
@@ -223,6 +224,7 @@ def main() -> dict:
     parser.add_argument("--reads", type=int, default=1_000_000)
     parser.add_argument("--rows", type=int, default=6_600_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only", choices=("seq-qc", "table-profiler"), default=None)
     args = parser.parse_args()
     client = docker_client()
     for name in ("seq-qc", "table-profiler"):  # fail early, naming a missing image
@@ -231,13 +233,16 @@ def main() -> dict:
     work = Path(tempfile.mkdtemp(prefix="labqueue-bench-"))
     try:
         bench = Bench(runner, work)
-        seq, seq_targets = seq_qc_part(bench, args.reads, args.repeat)
-        table, table_targets = table_profiler_part(bench, args.rows, args.repeat)
-        result = {
-            "seq_qc": seq,
-            "table_profiler": table,
-            "targets": targets(*seq_targets, *table_targets),
-        }
+        result, found = {}, []
+        if args.only in (None, "seq-qc"):
+            result["seq_qc"], checks = seq_qc_part(bench, args.reads, args.repeat)
+            found += checks
+        if args.only in (None, "table-profiler"):
+            result["table_profiler"], checks = table_profiler_part(
+                bench, args.rows, args.repeat
+            )
+            found += checks
+        result["targets"] = targets(*found)
     finally:
         runner.close()
         shutil.rmtree(work, ignore_errors=True)

@@ -4,13 +4,15 @@ For each input file, on its own:
 
 - ``seqkit stats -a -T -j 1 -G Nn`` gives the summary numbers (records, bases,
   min/mean/max length, N50, GC, N, Q20 and Q30): they are seqkit's own;
-- a pass over the file, run at the same time, gives the mean Phred quality of all
-  bases, the length of every record (and from them the length quartiles, by the
-  linear method of R's type 7 and numpy's default: seqkit 2.3 gets them wrong
-  for a handful of records) and, from the first records, GC content and quality
-  per position for the plots;
-- a file seqkit refuses is read again with Biopython's parser to say which record
-  and which line are wrong; the other files still get their results.
+- at the same time, ``seqkit seq -q`` streams every read's qualities (one line
+  per read, whatever the file's wrapping) into numpy: the exact mean Phred
+  quality, every read's length (for the length quartiles, by the linear method
+  of R's type 7 and numpy's default: seqkit 2.3 gets them wrong for a handful of
+  records) and, for the first reads, the quality at each position; ``seqkit
+  fx2tab`` gives their GC content. FASTA lengths and GC come from fx2tab too;
+- a file seqkit refuses, or with a quality outside Phred+33, is read again with
+  Biopython's parser to say which record and which line are wrong; the other
+  files still get their results.
 
 Outputs (in --out), each input's folders kept so that no two inputs collide:
 
@@ -34,6 +36,7 @@ import os
 import subprocess
 import sys
 import threading
+import zlib
 from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
@@ -194,84 +197,69 @@ class Profile:
         return self.quality_sum / self.quality_bases - PHRED_OFFSET
 
 
-class NotPlainFastq(Exception):
-    """Not four-line FASTQ: wrapped (which is valid), or broken."""
-
-
-def fastq_blocks(handle):
-    """Blocks of whole four-line FASTQ records, as uint8 arrays with the offsets of
-    their line starts and ends. Raises NotPlainFastq at the first block that is not
-    (the reader then looks at the file record by record)."""
-    rest = b""
-    while True:
-        data = handle.read(BLOCK)
-        at_end = not data
-        data = rest + data
-        if at_end:
-            if not data.strip():
-                return
-            if not data.endswith(b"\n"):
-                data += b"\n"
-        buffer = np.frombuffer(data, dtype=np.uint8)
-        ends = np.flatnonzero(buffer == 10)
-        whole = (len(ends) // 4) * 4
-        if at_end and whole != len(ends):
-            raise NotPlainFastq("the last record is cut short")
-        if whole == 0:
-            rest = data
-            continue
-        cut = int(ends[whole - 1]) + 1
-        rest = data[cut:]
-        ends = ends[:whole]
-        starts = np.empty_like(ends)
-        starts[0], starts[1:] = 0, ends[:-1] + 1
-        if titles_differ(buffer, starts, ends):
-            raise NotPlainFastq("a '+' line repeats another title")
-        if (
-            (buffer[starts[0::4]] != ord("@")).any()
-            or (buffer[starts[2::4]] != ord("+")).any()
-            or ((ends[1::4] - starts[1::4]) != (ends[3::4] - starts[3::4])).any()
-            or (buffer[ends - 1] == 13).any()  # \r\n line ends: let the parser say
-        ):
-            raise NotPlainFastq("not four-line FASTQ")
-        yield buffer[:cut], starts, ends
-        if at_end:
-            return
-
-
-def titles_differ(buffer, starts, ends) -> bool:
-    """Whether a '+' line that repeats its record's title repeats another one."""
-    plus_lengths = ends[2::4] - starts[2::4]
-    titled = np.flatnonzero(plus_lengths > 1)
-    if not len(titled):
-        return False
-    title_lengths = (ends[0::4] - starts[0::4])[titled]
-    if (title_lengths != plus_lengths[titled]).any():
-        return True
-    total = int(title_lengths.sum())
-    first = np.repeat(np.cumsum(title_lengths) - title_lengths, title_lengths)
-    within = np.arange(total) - first
-    titles = buffer[np.repeat(starts[0::4][titled], title_lengths) + within]
-    pluses = buffer[np.repeat(starts[2::4][titled], title_lengths) + within]
-    return bool((titles[within > 0] != pluses[within > 0]).any())
-
-
 BAD_QUALITY = "its quality has a character that is not a Phred+33 score ('!' to '~')"
 
 
-def profile_fastq(stream, profile: Profile) -> None:
-    """Mean quality and lengths of every read; GC and quality per position of the
-    first SAMPLE reads."""
-    for buffer, starts, ends in fastq_blocks(stream):
-        seq_starts, seq_ends = starts[1::4], ends[1::4]
-        qual_starts = starts[3::4]
-        lengths = seq_ends - seq_starts
-        bad = add_reads(profile, buffer, seq_starts, qual_starts, lengths)
-        if bad is not None:
-            record = profile.records + bad + 1
-            raise BadInput(
-                f"record {record} (from line {4 * record - 3}): {BAD_QUALITY}"
-            )
+def seqkit(*arguments: str, path: Path) -> subprocess.Popen:
+    """A seqkit command on ``path`` whose output is read as it comes."""
+    return subprocess.Popen(  # noqa: S603 (fixed arguments, no shell)
+        ["seqkit", *arguments, str(path)],  # noqa: S607
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def profile_fastq_stream(path: Path, profile: Profile, on_sample=None) -> bool:
+    """Every read's length and quality from ``seqkit seq -q`` (one line of
+    qualities per read, whatever the file's wrapping or line ends), and the GC of
+    the first SAMPLE reads from ``seqkit fx2tab``; ``on_sample`` is called once
+    those reads are counted (their plots can be drawn while the rest is read).
+    False when seqkit could not read the file or a quality is not Phred+33: the
+    record path then says where."""
+    with seqkit("fx2tab", "-n", "-i", "-g", path=path) as process:
+        gc = []
+        for line in process.stdout:
+            gc.append(float(line.rsplit(b"\t", 1)[-1]))
+            if len(gc) == SAMPLE:
+                break
+        process.kill()  # the rest of the file is not needed
+    profile.gc_percent.append(np.asarray(gc, dtype=np.float64))
+    with seqkit("seq", "-q", "-w", "0", path=path) as process:
+        rest = b""
+        while data := process.stdout.read(BLOCK):
+            data = rest + data
+            cut = data.rfind(b"\n") + 1
+            rest = data[cut:]
+            if cut and not add_qualities(profile, np.frombuffer(data, np.uint8, cut)):
+                process.kill()
+                return False
+            if on_sample is not None and profile.sampled >= SAMPLE:
+                on_sample(profile)
+                on_sample = None
+        if rest and not add_qualities(profile, np.frombuffer(rest + b"\n", np.uint8)):
+            return False
+        complaint = process.stderr.read()
+    return process.returncode == 0 and b"[ERRO]" not in complaint
+
+
+def add_qualities(profile: Profile, buffer) -> bool:
+    """Count a block of quality lines (each ending with a newline); False, counting
+    nothing, when one holds a character outside '!' to '~'."""
+    ends = np.flatnonzero(buffer == 10)
+    if np.count_nonzero(buffer < 33) != len(ends) or buffer.max() > 126:
+        return False
+    starts = np.empty_like(ends)
+    starts[0], starts[1:] = 0, ends[:-1] + 1
+    lengths = ends - starts
+    profile.records += len(lengths)
+    profile.add_lengths(lengths)
+    profile.quality_sum += int(buffer.sum(dtype=np.uint64)) - 10 * len(ends)
+    profile.quality_bases += int(lengths.sum())
+    take = min(SAMPLE - profile.sampled, len(lengths))
+    if take > 0:
+        sample_positions(buffer, starts[:take], lengths[:take], profile)
+        profile.sampled += take
+    return True
 
 
 def quality_sums(buffer, qual_starts, lengths) -> tuple[np.ndarray, int]:
@@ -402,9 +390,9 @@ class CountingLines:
 
 
 def profile_fastq_records(path: Path, profile: Profile) -> None:
-    """Read a FASTQ file that is not four-line (wrapped, or broken) with
-    Biopython's parser, which says what is wrong; the record and line are counted
-    here."""
+    """Read a FASTQ file that seqkit could not, or whose qualities are not all
+    Phred+33, with Biopython's parser, which says what is wrong; the record and
+    line are counted here."""
     from Bio.SeqIO.QualityIO import FastqGeneralIterator
 
     opener = gzip.open if is_gzip(path) else open
@@ -422,7 +410,11 @@ def profile_fastq_records(path: Path, profile: Profile) -> None:
                     batch = []
             if batch:
                 _add_batch(profile, batch)
-    except (ValueError, EOFError, gzip.BadGzipFile) as exc:
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise BadInput(
+            f"the gzip data is damaged or ends early, after {record:,} records ({exc})"
+        ) from exc
+    except ValueError as exc:
         if isinstance(exc, BadInput):
             raise
         problem = str(exc).rstrip(".") or type(exc).__name__
@@ -443,24 +435,16 @@ def _add_batch(profile: Profile, batch: list[tuple[str, str, int]]) -> None:
         raise BadInput(f"record {record} (from line {batch[bad][2]}): {BAD_QUALITY}")
 
 
-def profile_file(path: Path, fmt: bytes) -> Profile:
-    """Read ``path`` for the plots and the mean quality, checking every FASTQ
-    record on the way (seqkit skips some broken ones without a word). Raises
-    BadInput naming the record and line."""
+def profile_file(path: Path, fmt: bytes, on_sample=None) -> Profile:
+    """Read ``path`` for the plots, the mean quality and the length quartiles.
+    Raises BadInput naming the record and line of what is wrong."""
     profile = Profile()
     if fmt == b"@":
-        try:
-            with open_bytes(path) as handle:
-                profile_fastq(handle, profile)
-            return profile
-        except NotPlainFastq:
-            profile = Profile()  # wrapped, or broken: record by record, from the start
-        except (EOFError, gzip.BadGzipFile, OSError) as exc:
-            raise BadInput(
-                f"the gzip data is damaged or ends early, after {profile.records:,} "
-                f"records ({exc})"
-            ) from exc
-        profile_fastq_records(path, profile)
+        if not profile_fastq_stream(path, profile, on_sample):
+            # Something is wrong: read it record by record, from the start, to say
+            # which record and line.
+            profile = Profile()
+            profile_fastq_records(path, profile)
         return profile
     # FASTA: seqkit gives each record's length and GC (a sequence can be a whole
     # chromosome on one line: it is never held here).
@@ -514,7 +498,11 @@ def pyplot():
     return import_module("matplotlib.pyplot")
 
 
-def plot(name: str, out: Path, profile: Profile) -> None:
+PLOTS = ("lengths", "gc", "quality")
+
+
+def plot(name: str, out: Path, profile: Profile, kinds=PLOTS) -> None:
+    """Draw the ``kinds`` of plots of ``profile`` as <name>_<kind>.png and .svg."""
     plt = pyplot()
 
     target = out / name
@@ -529,7 +517,7 @@ def plot(name: str, out: Path, profile: Profile) -> None:
 
     counts = profile.lengths
     present = np.flatnonzero(counts)
-    if len(present):
+    if "lengths" in kinds and len(present):
         low, high = int(present[0]), int(present[-1])
         figure, axis = plt.subplots(figsize=(6, 3.5))
         if high - low < 60:
@@ -548,7 +536,7 @@ def plot(name: str, out: Path, profile: Profile) -> None:
         save(figure, "lengths")
 
     gc = np.concatenate(profile.gc_percent) if profile.gc_percent else np.array([])
-    if len(gc):
+    if "gc" in kinds and len(gc):
         figure, axis = plt.subplots(figsize=(6, 3.5))
         axis.hist(gc, bins=50, range=(0, 100), color="#4c9a5b")
         scope = (
@@ -560,7 +548,7 @@ def plot(name: str, out: Path, profile: Profile) -> None:
         save(figure, "gc")
 
     table = profile.position_quality
-    if table is not None and table.sum():
+    if "quality" in kinds and table is not None and table.sum():
         table = table[table.sum(axis=1) > 0]
         totals = table.sum(axis=1)
         cumulative = np.cumsum(table, axis=1) / totals[:, None]
@@ -615,7 +603,7 @@ def display_name(path: Path, input_dir: Path | None) -> str:
     return path.name
 
 
-def qc_file(path: Path, name: str) -> tuple[dict, Profile | None]:
+def qc_file(path: Path, name: str, on_sample=None) -> tuple[dict, Profile | None]:
     """One file's summary row (``error`` set when it has no numbers) and profile."""
     row: dict = {"file": name}
     try:
@@ -639,7 +627,7 @@ def qc_file(path: Path, name: str) -> tuple[dict, Profile | None]:
 
     def read() -> None:
         try:
-            found["profile"] = profile_file(path, fmt)
+            found["profile"] = profile_file(path, fmt, on_sample)
         except BadInput as exc:
             found["problem"] = str(exc)
         except Exception as exc:  # a reader's failure, in words, not a traceback
@@ -681,11 +669,27 @@ def main(argv: list[str] | None = None) -> int:
     for number, path in enumerate(args.sequences):
         name = display_name(path, args.input_dir)
         progress(100 * number / total, f"reading {name}")
-        row, profile = qc_file(path, name)
+        early: list[threading.Thread] = []
+
+        def draw_sample_plots(profile, name=name, early=early) -> None:
+            # The GC and quality plots need only the first reads: drawn while the
+            # rest of a large file is read.
+            thread = threading.Thread(
+                target=plot, args=(name, args.out, profile, ("gc", "quality"))
+            )
+            early.append(thread)
+            thread.start()
+
+        row, profile = qc_file(path, name, draw_sample_plots)
+        for thread in early:
+            thread.join()
         rows.append(row)
         if row.get("error") and profile is None:
             failed += 1
             print(f"{name}: not summarised: {row['error']}", flush=True)
+            for kind in PLOTS if early else ():  # drawn before the fault was found
+                for suffix in ("png", "svg"):
+                    (args.out / f"{name}_{kind}.{suffix}").unlink(missing_ok=True)
             continue
         print(
             f"{name}: {row['format']}, {int(row['records']):,} records, "
@@ -694,7 +698,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         progress(100 * (number + 0.7) / total, f"plotting {name}")
         if profile is not None:
-            plot(name, args.out, profile)
+            plot(name, args.out, profile, ("lengths",) if early else PLOTS)
     with open(args.out / "qc_summary.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=FIELDS)
         writer.writeheader()
