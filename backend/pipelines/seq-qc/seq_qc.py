@@ -33,6 +33,7 @@ import argparse
 import csv
 import gzip
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -662,6 +663,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input-dir", type=Path, default=None)
     parser.add_argument("sequences", type=Path, nargs="+")
     args = parser.parse_args(argv)
+    if shutil.which("seqkit") is None:  # only outside the pipeline's image
+        sys.stderr.write("error: seqkit is not installed (apt-get install seqkit)\n")
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
     start_pyplot()
     rows, failed = [], 0
