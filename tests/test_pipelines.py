@@ -415,26 +415,3 @@ def test_table_profiler_escapes_spreadsheet_formulas(tmp_path):
     assert columns["'+SUM(A1)"]["type"] == "numeric"
     missing = (tmp_path / "out" / "=cmd.csv_missing.csv").read_text()
     assert "'=HYPERLINK" in missing and "\n=" not in missing
-
-
-def test_seq_qc_sums_quality_ranges_exactly(monkeypatch):
-    """The word-at-a-time sum behind mean_quality, against plain sums."""
-    import importlib.util
-    import sys
-
-    import numpy as np
-
-    path = PIPELINES_DIR / "seq-qc" / "seq_qc.py"
-    spec = importlib.util.spec_from_file_location("seq_qc_under_test", path)
-    seq_qc = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, seq_qc)  # for its dataclasses
-    spec.loader.exec_module(seq_qc)
-    rng = np.random.default_rng(0)
-    for _ in range(300):
-        size = int(rng.integers(1, 3000))
-        buffer = rng.integers(0, 256, size).astype(np.uint8)
-        cuts = np.sort(rng.choice(size + 1, size=2 * int(rng.integers(1, 20))))
-        starts, ends = cuts[0::2].astype(np.int64), cuts[1::2].astype(np.int64)
-        pairs = zip(starts, ends, strict=True)
-        expected = sum(int(buffer[a:b].sum()) for a, b in pairs)
-        assert seq_qc.ranges_sum(buffer, starts, ends) == expected

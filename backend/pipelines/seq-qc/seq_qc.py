@@ -263,78 +263,6 @@ def add_qualities(profile: Profile, buffer) -> bool:
     return True
 
 
-def quality_sums(buffer, qual_starts, lengths) -> tuple[np.ndarray, int]:
-    """Which reads have a quality character outside Phred+33 ('!' to '~'), and the
-    sum of all quality characters. The ranges [start, start + length) never
-    overlap and each is followed by a newline inside ``buffer``."""
-    ends = qual_starts + lengths
-    bounds = np.empty(2 * len(lengths), np.int64)
-    bounds[0::2], bounds[1::2] = qual_starts, ends
-    lows = np.minimum.reduceat(buffer, bounds)[0::2]
-    highs = np.maximum.reduceat(buffer, bounds)[0::2]
-    bad = (lengths > 0) & ((lows < 33) | (highs > 126))
-    return bad, ranges_sum(buffer, qual_starts, ends)
-
-
-LOW_BYTES = np.uint64(0x00FF00FF00FF00FF)
-LOW_PAIRS = np.uint64(0x0000FFFF0000FFFF)
-LOW_HALF = np.uint64(0x00000000FFFFFFFF)
-
-
-def ranges_sum(buffer, starts, ends) -> int:
-    """The sum of the bytes in all ranges [start, end) of ``buffer``: running sums
-    of 8-byte words (each word's bytes added in its lanes), and the few bytes from
-    each range's ends to the word boundaries before them."""
-    reach = int(ends.max())
-    padded = np.zeros(-(-reach // 8) * 8 + 8, np.uint8)
-    padded[:reach] = buffer[:reach]
-    words = padded.view(np.uint64)
-    lanes = (words & LOW_BYTES) + ((words >> np.uint64(8)) & LOW_BYTES)
-    lanes = (lanes & LOW_PAIRS) + ((lanes >> np.uint64(16)) & LOW_PAIRS)
-    word_sums = (lanes & LOW_HALF) + (lanes >> np.uint64(32))
-    before = np.zeros(len(words) + 1, np.uint64)  # bytes in the words before each
-    np.cumsum(word_sums, out=before[1:])
-
-    def up_to(offsets) -> int:  # the sum of buffer[:offset], over all offsets
-        word = offsets // 8
-        extra = offsets - word * 8
-        lane = np.arange(8)
-        tail = padded[(word * 8)[:, None] + lane] * (lane < extra[:, None])
-        return int(before[word].sum(dtype=np.uint64)) + int(tail.sum())
-
-    return up_to(ends) - up_to(starts)
-
-
-def add_reads(profile: Profile, buffer, seq_starts, qual_starts, lengths) -> int | None:
-    """Count a batch of reads (their sequence and quality at these offsets, never
-    at offset 0); returns the index of the first read whose quality is not
-    Phred+33, counting nothing."""
-    if not len(lengths):
-        return None
-    bad, quality_sum = quality_sums(buffer, qual_starts, lengths)
-    if bad.any():
-        return int(np.argmax(bad))
-    profile.records += len(lengths)
-    profile.add_lengths(lengths)
-    profile.quality_sum += quality_sum
-    profile.quality_bases += int(lengths.sum())
-    room = SAMPLE - profile.sampled
-    if room <= 0:
-        return None
-    take = slice(0, min(room, len(lengths)))
-    taken = lengths[take]
-    sample_positions(buffer, qual_starts[take], taken, profile)
-    # GC of each sampled read, from running counts over the part they are in.
-    starts = seq_starts[take]
-    reach = int((starts + taken).max()) + 1 if len(taken) else 0
-    running = np.zeros(reach + 1, np.int64)
-    np.cumsum(GC_BYTES[buffer[:reach]], out=running[1:])
-    gc = running[starts + taken] - running[starts]
-    profile.gc_percent.append(100 * gc / np.maximum(taken, 1).astype(np.float64))
-    profile.sampled += len(taken)
-    return None
-
-
 def sample_positions(buffer, qual_starts, lengths, profile: Profile) -> None:
     """Count each Phred value at each position (in groups for long reads)."""
     if profile.position_quality is None:
@@ -423,17 +351,38 @@ def profile_fastq_records(path: Path, profile: Profile) -> None:
 
 
 def _add_batch(profile: Profile, batch: list[tuple[str, str, int]]) -> None:
+    """Count a batch of records read by Biopython's parser; BadInput at the first
+    whose quality is not Phred+33 (nothing of the batch counted)."""
     sequences = "".join(s for s, _q, _l in batch).encode("ascii", "replace")
-    qualities = "".join(q for _s, q, _l in batch).encode("ascii", "replace")
+    # A newline closes the last read's qualities (each range ends inside them).
+    qualities = ("".join(q for _s, q, _l in batch) + "\n").encode("ascii", "replace")
     lengths = np.fromiter((len(s) for s, _q, _l in batch), np.int64, len(batch))
-    # One buffer: a newline, the sequences, the qualities and a newline (no range
-    # starts at offset 0, each ends before a byte of the buffer).
-    buffer = np.frombuffer(b"\n" + sequences + qualities + b"\n", np.uint8)
-    starts = 1 + np.cumsum(lengths) - lengths
-    bad = add_reads(profile, buffer, starts, starts + len(sequences), lengths)
-    if bad is not None:
-        record = profile.records + bad + 1
-        raise BadInput(f"record {record} (from line {batch[bad][2]}): {BAD_QUALITY}")
+    quals = np.frombuffer(qualities, np.uint8)
+    starts = np.cumsum(lengths) - lengths  # in the sequences and the qualities
+    bounds = np.empty(2 * len(lengths), np.int64)
+    bounds[0::2], bounds[1::2] = starts, starts + lengths
+    lows = np.minimum.reduceat(quals, bounds)[0::2]
+    highs = np.maximum.reduceat(quals, bounds)[0::2]
+    bad = np.flatnonzero((lengths > 0) & ((lows < 33) | (highs > 126)))
+    if len(bad):
+        first = int(bad[0])
+        record = profile.records + first + 1
+        raise BadInput(f"record {record} (from line {batch[first][2]}): {BAD_QUALITY}")
+    profile.records += len(lengths)
+    profile.add_lengths(lengths)
+    profile.quality_sum += int(quals[:-1].sum(dtype=np.uint64))
+    profile.quality_bases += int(lengths.sum())
+    take = min(SAMPLE - profile.sampled, len(lengths))
+    if take <= 0:
+        return
+    sample_positions(quals, starts[:take], lengths[:take], profile)
+    # GC of each sampled read, from running counts over their sequences.
+    ends = starts[:take] + lengths[:take]
+    running = np.zeros(int(ends[-1]) + 1, np.int64)
+    np.cumsum(GC_BYTES[np.frombuffer(sequences, np.uint8)[: ends[-1]]], out=running[1:])
+    gc = running[ends] - running[starts[:take]]
+    profile.gc_percent.append(100 * gc / np.maximum(lengths[:take], 1))
+    profile.sampled += take
 
 
 def profile_file(path: Path, fmt: bytes, on_sample=None) -> Profile:
