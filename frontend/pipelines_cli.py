@@ -34,6 +34,23 @@ def _docker_client():
         return None
 
 
+def _named(names: tuple[str, ...]) -> dict:
+    """Every pipeline, after refusing names that are none of them."""
+    pipelines, _errors = discover()
+    unknown = sorted(set(names) - set(pipelines))
+    if unknown:
+        raise click.UsageError(f"unknown pipeline(s): {', '.join(unknown)}")
+    return pipelines
+
+
+def _engine(refusal: str):
+    """A client for the engine, or a ClickException saying ``refusal``."""
+    client = _docker_client()
+    if client is None:
+        raise click.ClickException(f"No Docker engine answers: {refusal}")
+    return client
+
+
 @pipelines_cli.command("list")
 def list_command() -> None:
     """List the pipelines with their version, image and resources."""
@@ -155,13 +172,8 @@ def build_command(names: tuple[str, ...], base_image: str | None, make_base: boo
     when they are up to date."""
     from .analyses.execution import check_images
 
-    pipelines, errors = discover()
-    unknown = sorted(set(names) - set(pipelines))
-    if unknown:
-        raise click.UsageError(f"unknown pipeline(s): {', '.join(unknown)}")
-    client = _docker_client()
-    if client is None:
-        raise click.ClickException("No Docker engine answers: nothing can be built.")
+    pipelines = _named(names)
+    client = _engine("nothing can be built.")
     configured = current_app.config["PIPELINE_BASE_IMAGE"]
     local_base = current_app.config["PIPELINE_LOCAL_BASE_IMAGE"]
     base = base_image or configured
@@ -193,13 +205,8 @@ def test_command(names: tuple[str, ...]) -> None:
     from backend.pipeline_tests import load_cases, run_cases
     from backend.runners import DockerRunner
 
-    pipelines, errors = discover()
-    unknown = sorted(set(names) - set(pipelines))
-    if unknown:
-        raise click.UsageError(f"unknown pipeline(s): {', '.join(unknown)}")
-    client = _docker_client()
-    if client is None:
-        raise click.ClickException("No Docker engine answers: nothing can run.")
+    pipelines = _named(names)
+    client = _engine("nothing can run.")
 
     def say(result) -> None:
         verdict = "ok" if result.passed else "FAILED"
