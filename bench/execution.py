@@ -295,7 +295,7 @@ def main() -> dict:
         "many_started": many_started,
         "many_all_started_s": round(many_seconds, 1),
         "floor_many_started_s": round(floor_many_seconds, 1),
-        "many_ratio": round(floor_many_seconds / many_seconds, 2),
+        "many_ratio": round(many_seconds / floor_many_seconds, 2),
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     result["targets"] = targets(
