@@ -139,6 +139,7 @@ class RunWatch:
         self.last_size_check = 0.0
         self.last_usage = 0.0
         self.stop_reason: str | None = None
+        self.ended_at: float | None = None  # time.monotonic() its end was seen
 
     # --- while it runs ---------------------------------------------------------
 
@@ -187,11 +188,23 @@ class RunWatch:
 
     # --- once it has ended -----------------------------------------------------
 
+    def drained(self) -> bool:
+        """For a run that has ended: whether its output has all been copied, or
+        DRAIN_SECONDS have passed since its end was first seen (what is missing
+        then stays missing). A watcher with other runs asks this instead of
+        waiting in ``finish``."""
+        if self.ended_at is None:
+            self.ended_at = time.monotonic()
+        self.copy_log()
+        return self.log_complete or time.monotonic() - self.ended_at >= DRAIN_SECONDS
+
     def finish(self, status: Status) -> Ending:
         """Read the rest of the log, check what the run left once more (a burst
         between two checks does not pass), and say how it ended. Outputs over the
         cap are deleted."""
-        deadline = time.monotonic() + DRAIN_SECONDS
+        if self.ended_at is None:
+            self.ended_at = time.monotonic()
+        deadline = self.ended_at + DRAIN_SECONDS
         while not self.log_complete and time.monotonic() < deadline:
             before = self.offset
             self.copy_log()

@@ -330,7 +330,7 @@ def test_a_worker_failure_fails_the_run_and_mails_the_admins(
     class BrokenRunner:
         name = "broken"
 
-        def image_problem(self, image):
+        def image_problem(self, image, max_age=0):
             return None
 
         def close(self):

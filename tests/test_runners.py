@@ -245,6 +245,50 @@ def test_launching_twice_starts_one_container(docker_client, tmp_path):
     assert (spec.output_dir / "runs.txt").read_text() == "run\n"
 
 
+def _build_labelled(client, tag: str, build: int) -> str:
+    import io
+
+    dockerfile = f"FROM {BUSYBOX_IMAGE}\nLABEL build={build}\n"
+    image, _ = client.images.build(
+        fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True
+    )
+    return image.id
+
+
+@pytest.mark.docker
+def test_runs_start_from_the_image_found_and_a_rebuild_is_seen(docker_client, tmp_path):
+    from backend.runners import ImageMissing
+
+    tag = "labqueue-test/rebuilt:1"
+    runner = DockerRunner(docker_client)
+    first_id = _build_labelled(docker_client, tag, 1)
+    try:
+        assert runner.image_problem(tag) is None
+        first = runner.launch(spec_for(tmp_path / "a", ["true"], image=tag))
+        # The run's record names the very image its container was made from.
+        container = docker_client.api.inspect_container(first.job_id)
+        assert container["Image"] == first_id == runner.image_id(tag)
+        runner.cleanup(first)
+        # Rebuilt under the same name and the old image removed, within the time a
+        # start trusts its last look: the next run finds the new one.
+        second_id = _build_labelled(docker_client, tag, 2)
+        docker_client.images.remove(first_id, force=True)
+        assert runner.image_problem(tag, max_age=60) is None  # trusted, not asked
+        second = runner.launch(spec_for(tmp_path / "b", ["true"], image=tag))
+        container = docker_client.api.inspect_container(second.job_id)
+        assert container["Image"] == second_id == runner.image_id(tag)
+        runner.cleanup(second)
+        docker_client.images.remove(tag, force=True)
+        with pytest.raises(ImageMissing, match=f"the image {tag} is not on this"):
+            runner.launch(spec_for(tmp_path / "c", ["true"], image=tag))
+    finally:
+        for image in (tag, first_id):
+            try:
+                docker_client.images.remove(image, force=True)
+            except Exception:  # noqa: S110 (removed by the test already)
+                pass
+
+
 @pytest.mark.docker
 def test_a_new_watcher_goes_on_from_the_recorded_offset(docker_client, tmp_path):
     script = "for i in 1 2 3 4 5 6; do echo line $i; sleep 0.5; done"

@@ -157,6 +157,10 @@ class LaunchFailed(RuntimeError):
     """The run could not be started; the message is for admins."""
 
 
+class ImageMissing(LaunchFailed):
+    """The run's image is not on the host (it went between check and start)."""
+
+
 def parse_progress(line: str) -> tuple[float, str] | None:
     match = PROGRESS_RE.match(line.strip())
     if not match:

@@ -22,6 +22,7 @@ from .base import (
     CONTAINER_TMP,
     EngineUnavailable,
     Handle,
+    ImageMissing,
     LaunchFailed,
     LogChunk,
     RunSpec,
@@ -84,6 +85,9 @@ def _share_one_pool(client, socket_path: str, timeout: int) -> None:
         "http+unix://" + socket_path, timeout, max_pool_size=MAX_POOL
     )
     client.api.mount("http+docker://", adapter)
+    # No proxy stands between a process and a Unix socket: requests need not
+    # read the proxy variables of the environment on every call.
+    client.api.trust_env = False
 
 
 def _close_stream(stream) -> None:
@@ -292,7 +296,9 @@ class DockerRunner:
         self.host = host or socket.gethostname()
         self._followers: dict[str, _Follower] = {}
         self._cgroups: dict[str, _Cgroup] = {}
-        self._image_ids: dict[str, str] = {}
+        # Image name → (id, when it was looked up): runs are created from the id,
+        # so the id on a run's record is the image it ran.
+        self._image_ids: dict[str, tuple[str, float]] = {}
         # Whether each container was running when last polled.
         self._running: dict[str, bool] = {}
         # Where the engine puts a container's cgroups, "{id}" for its id.
@@ -310,21 +316,29 @@ class DockerRunner:
         if self.owns_client:
             self.client.close()
 
-    def image_problem(self, image: str) -> str | None:
-        """Why ``image`` cannot run here (for admins), or None when it can."""
+    def image_problem(self, image: str, max_age: float = 0) -> str | None:
+        """Why ``image`` cannot run here (for admins), or None when it can. With
+        ``max_age``, an image found that many seconds ago or less counts as found
+        without asking the engine again (a launch that then misses it looks
+        again)."""
         import docker.errors
 
+        known = self._image_ids.get(image)
+        if known and max_age and time.monotonic() - known[1] <= max_age:
+            return None
         try:
-            self._image_ids[image] = self.client.api.inspect_image(image)["Id"]
+            found = self.client.api.inspect_image(image)["Id"]
         except docker.errors.ImageNotFound:
+            self._image_ids.pop(image, None)
             return f"the image {image} is not on this host's Docker engine"
+        self._image_ids[image] = (found, time.monotonic())
         return None
 
     def image_id(self, image: str) -> str | None:
         """The id of the image a run of ``image`` uses (for its record)."""
         if image not in self._image_ids and self.image_problem(image) is not None:
             return None
-        return self._image_ids[image]
+        return self._image_ids[image][0]
 
     def container_name(self, analysis_id: int, attempt: int = 1) -> str:
         return f"labqueue-{self.site}-analysis-{analysis_id}-{attempt}"
@@ -368,7 +382,7 @@ class DockerRunner:
             },
         )
         created = api.create_container(
-            spec.image,
+            self.image_id(spec.image) or spec.image,
             command=spec.argv,
             name=self.container_name(spec.analysis_id, spec.attempt),
             labels={
@@ -401,12 +415,13 @@ class DockerRunner:
 
     def launch(self, spec: RunSpec) -> Handle:
         """Start the run's container (or find the one a first launch made) and
-        return without waiting for it. Raises LaunchFailed."""
+        return without waiting for it. Raises LaunchFailed (ImageMissing when the
+        image is not on the host)."""
         import docker.errors
 
         try:
             try:
-                container_id = self.create(spec)
+                container_id = self._create_once(spec)
             except docker.errors.APIError as exc:
                 if exc.status_code != 409:  # 409: the name exists, this run is there
                     raise
@@ -419,6 +434,19 @@ class DockerRunner:
         except docker.errors.DockerException as exc:
             raise LaunchFailed(str(exc)) from exc
         return Handle(self.name, container_id, self.host, str(spec.work_dir))
+
+    def _create_once(self, spec: RunSpec) -> str:
+        """``create``; if the image id known here has gone (the image was rebuilt
+        and the old one removed), look the image up again and create from that."""
+        import docker.errors
+
+        try:
+            return self.create(spec)
+        except docker.errors.ImageNotFound:
+            problem = self.image_problem(spec.image)
+            if problem:
+                raise ImageMissing(problem) from None
+            return self.create(spec)
 
     # --- watch -------------------------------------------------------------------
 
@@ -506,6 +534,8 @@ class DockerRunner:
         container = handle.job_id
         if container in self._cgroups:
             return self._cgroups[container]
+        if self._running.get(container) is False:
+            return False  # seen ended: its cgroup has gone, nothing to ask about
         if self._cgroup_layout:
             paths = {
                 controller: path.replace("{id}", container)

@@ -61,7 +61,7 @@ class LocalRunner:
     def close(self) -> None:
         pass
 
-    def image_problem(self, image: str) -> str | None:
+    def image_problem(self, image: str, max_age: float = 0) -> str | None:
         """The local runner needs no image: it runs the pipeline's own folder."""
         return None
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from flask import current_app, render_template
+from sqlalchemy.orm.attributes import set_committed_value
 
 from backend.manifest import load_pipeline
 from backend.params import build_argv
@@ -33,6 +34,7 @@ from backend.runners import (
     DockerRunner,
     EngineUnavailable,
     Handle,
+    ImageMissing,
     LaunchFailed,
     LocalRunner,
     RunSpec,
@@ -68,6 +70,9 @@ SYSTEM_FAILURE = (
     "the run could not be carried out because of a problem on the server; the "
     "administrators have been told"
 )
+# A start trusts an image its runner found this many seconds ago, rather than
+# asking the engine before every run.
+IMAGE_FOUND_SECONDS = 10
 # Claims take this PostgreSQL advisory lock, so that two claims never both pass a
 # limit (SQLite has one writer at a time anyway).
 CLAIM_LOCK = 0x4C61627175  # "Labqu"
@@ -137,7 +142,8 @@ def claim(analysis_id: int, runner_name: str) -> Analysis | None:
     if config["MAX_RUNNING"]:
         conditions.append(_running_count() < config["MAX_RUNNING"])
     stamp = now()
-    claimed = db.session.execute(
+    claimed = _update_returning(
+        analysis,
         sa.update(Analysis)
         .where(*conditions)
         .values(
@@ -154,8 +160,8 @@ def claim(analysis_id: int, runner_name: str) -> Analysis | None:
             dispatched_at=None,
             progress_percent=0.0,
             progress_message="starting",
-        )
-    ).rowcount
+        ),
+    )
     if not claimed:
         # Held back by a limit (or taken): due again at the next dispatch.
         db.session.execute(
@@ -166,8 +172,23 @@ def claim(analysis_id: int, runner_name: str) -> Analysis | None:
         db.session.commit()
         return None
     db.session.commit()
-    db.session.refresh(analysis)
     return analysis
+
+
+def _update_returning(analysis: Analysis, statement) -> bool:
+    """Run an UPDATE of ``analysis``'s row; when it matched, bring the object up to
+    date from the row the statement returned (one round trip, and the owner and
+    project already loaded stay loaded). False when nothing matched."""
+    attributes = sa.inspect(Analysis).column_attrs
+    row = db.session.execute(
+        statement.returning(*(attribute.columns[0] for attribute in attributes)),
+        execution_options={"synchronize_session": False},
+    ).first()
+    if row is None:
+        return False
+    for attribute, value in zip(attributes, row, strict=True):
+        set_committed_value(analysis, attribute.key, value)
+    return True
 
 
 def output_room(analysis: Analysis) -> int:
@@ -296,14 +317,16 @@ def _launch(analysis: Analysis, runner) -> str:
             "delete files or old analyses, then run it again",
         )
         return "failed"
-    problem = runner.image_problem(analysis.image)
+    # An image found a moment ago is taken as there; a launch that misses it
+    # after all says so (ImageMissing).
+    problem = runner.image_problem(analysis.image, max_age=IMAGE_FOUND_SECONDS)
     if problem:
-        note_image(analysis.pipeline, analysis.image, runner, problem)
-        finalize(analysis, NOT_INSTALLED, detail=problem)
-        return "failed"
+        return _not_installed(analysis, runner, problem)
     try:
         spec = build_spec(analysis, runner, room)
         handle = runner.launch(spec)
+    except ImageMissing as exc:
+        return _not_installed(analysis, runner, str(exc))
     except LaunchFailed as exc:
         log.error("Analysis %s did not start: %s", analysis.id, exc)
         finalize(analysis, COULD_NOT_START, detail=str(exc))
@@ -314,6 +337,12 @@ def _launch(analysis: Analysis, runner) -> str:
         return "failed"
     record_launch(analysis, handle, spec, runner.image_id(analysis.image))
     return "launched"
+
+
+def _not_installed(analysis: Analysis, runner, problem: str) -> str:
+    note_image(analysis.pipeline, analysis.image, runner, problem)
+    finalize(analysis, NOT_INSTALLED, detail=problem)
+    return "failed"
 
 
 def limits_of(spec: RunSpec) -> dict:
@@ -384,19 +413,19 @@ def finalize(
     }
     if state == AnalysisState.SUCCEEDED:
         values["progress_percent"] = 100.0
-    done = db.session.execute(
+    done = _update_returning(
+        analysis,
         sa.update(Analysis)
         .where(
             Analysis.id == analysis.id,
             Analysis.state == AnalysisState.RUNNING,
             Analysis.attempt == analysis.attempt,
         )
-        .values(**values)
-    ).rowcount
+        .values(**values),
+    )
     if not done:
         db.session.rollback()
         return False
-    db.session.refresh(analysis)
     mail = notification(analysis) if state != AnalysisState.CANCELLED else None
     db.session.commit()
     if state == AnalysisState.FAILED:
@@ -525,7 +554,7 @@ class _NoEngine:
     def __init__(self, reason: str):
         self.reason = reason
 
-    def image_problem(self, image: str) -> str:
+    def image_problem(self, image: str, max_age: float = 0) -> str:
         return f"no Docker engine answers on this host ({self.reason})"
 
     def close(self) -> None:

@@ -230,6 +230,10 @@ class Watcher:
                 db.session.commit()
                 runner.cancel(watch.handle)
             return False
+        if not watch.drained():
+            # Its last output is still on its way: the end of the output stream
+            # wakes the watcher, and the other runs need not wait meanwhile.
+            return False
         ending = watch.finish(status)
         if status.state == "missing":
             log.error("Analysis %s: its run disappeared (%s)", row.id, row.handle)
