@@ -49,6 +49,7 @@ bench: $(VENV)/.dev  ## upload, extraction, execution and pipeline benchmarks (s
 	$(BIN)/python -m bench.reference
 
 pipeline-images: $(VENV)/.runtime  ## build pipeline images on a debootstrap base (root)
+	$(FLASK) db upgrade
 	$(FLASK) pipelines build --make-base
 
 lint: $(VENV)/.dev

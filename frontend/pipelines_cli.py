@@ -193,7 +193,22 @@ def build_command(names: tuple[str, ...], base_image: str | None, make_base: boo
         raise click.ClickException(str(exc)) from exc
     finally:
         client.close()
-    check_images()
+    if _database_ready():
+        check_images()
+    else:  # built all the same; the workers check the images when they start
+        click.echo(
+            "Not recorded which pipelines can run: the database is not set up yet "
+            "(flask --app frontend db upgrade)."
+        )
+
+
+def _database_ready() -> bool:
+    """Whether the database has its tables (``flask db upgrade`` has run)."""
+    import sqlalchemy as sa
+
+    from .extensions import db
+
+    return sa.inspect(db.engine).has_table("pipeline_image")
 
 
 @pipelines_cli.command("test")

@@ -115,3 +115,30 @@ def test_making_the_base_by_hand_says_why_it_cannot(monkeypatch, capsys):
     assert backend.images.main(["labqueue-test/base:1"]) == 1
     said = capsys.readouterr().err
     assert "labqueue-test/base:1 was not made: making it needs root" in said
+
+
+@pytest.mark.docker
+def test_build_before_the_database_is_set_up_builds_and_says_so(
+    tmp_path, smtp, docker_client, pipelines_dir
+):
+    from frontend import create_app
+    from tests.conftest import base_config
+
+    _root, tag = pipelines_dir
+    fresh = create_app(
+        {
+            **base_config(tmp_path / "fresh", smtp),
+            "PIPELINES_DIR": str(pipelines_dir[0]),
+            "RUNNER": "docker",
+        }
+    )
+    try:
+        result = fresh.test_cli_runner().invoke(
+            args=["pipelines", "build", "--base-image", BUSYBOX_IMAGE, "sleeper"]
+        )
+        assert result.exit_code == 0, result.output
+        assert "the database is not set up yet" in result.output
+        assert "Traceback" not in result.output
+        assert docker_client.images.get(tag)
+    finally:
+        docker_client.images.remove(tag, force=True)
