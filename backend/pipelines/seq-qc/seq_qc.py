@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gc as garbage_collector
 import gzip
 import os
 import shutil
@@ -213,34 +214,49 @@ def seqkit(*arguments: str, path: Path) -> subprocess.Popen:
 def profile_fastq_stream(path: Path, profile: Profile, on_sample=None) -> bool:
     """Every read's length and quality from ``seqkit seq -q`` (one line of
     qualities per read, whatever the file's wrapping or line ends), and the GC of
-    the first SAMPLE reads from ``seqkit fx2tab``; ``on_sample`` is called once
-    those reads are counted (their plots can be drawn while the rest is read).
-    False when seqkit could not read the file or a quality is not Phred+33: the
-    record path then says where."""
+    the first SAMPLE reads from ``seqkit fx2tab`` at the same time; ``on_sample``
+    is called once those reads are counted (their plots can be drawn while the
+    rest is read). False when seqkit could not read the file or a quality is not
+    Phred+33: the record path then says where."""
+    gc_sample = threading.Thread(target=sample_gc, args=(path, profile))
+    gc_sample.start()
+    try:
+        with seqkit("seq", "-q", "-w", "0", path=path) as process:
+            rest = b""
+            while data := process.stdout.read(BLOCK):
+                data = rest + data
+                cut = data.rfind(b"\n") + 1
+                rest = data[cut:]
+                buffer = np.frombuffer(data, np.uint8, cut)
+                if cut and not add_qualities(profile, buffer):
+                    process.kill()
+                    return False
+                if on_sample is not None and profile.sampled >= SAMPLE:
+                    gc_sample.join()
+                    on_sample(profile)
+                    on_sample = None
+            if rest and not add_qualities(
+                profile, np.frombuffer(rest + b"\n", np.uint8)
+            ):
+                return False
+            complaint = process.stderr.read()
+    finally:
+        gc_sample.join()
+    return process.returncode == 0 and b"[ERRO]" not in complaint
+
+
+def sample_gc(path: Path, profile: Profile) -> None:
+    """The GC % seqkit gives each of the first SAMPLE reads."""
     with seqkit("fx2tab", "-n", "-i", "-g", path=path) as process:
-        gc = []
+        lines = []
         for line in process.stdout:
-            gc.append(float(line.rsplit(b"\t", 1)[-1]))
-            if len(gc) == SAMPLE:
+            lines.append(line)
+            if len(lines) == SAMPLE:
                 break
         process.kill()  # the rest of the file is not needed
-    profile.gc_percent.append(np.asarray(gc, dtype=np.float64))
-    with seqkit("seq", "-q", "-w", "0", path=path) as process:
-        rest = b""
-        while data := process.stdout.read(BLOCK):
-            data = rest + data
-            cut = data.rfind(b"\n") + 1
-            rest = data[cut:]
-            if cut and not add_qualities(profile, np.frombuffer(data, np.uint8, cut)):
-                process.kill()
-                return False
-            if on_sample is not None and profile.sampled >= SAMPLE:
-                on_sample(profile)
-                on_sample = None
-        if rest and not add_qualities(profile, np.frombuffer(rest + b"\n", np.uint8)):
-            return False
-        complaint = process.stderr.read()
-    return process.returncode == 0 and b"[ERRO]" not in complaint
+    # "id<TAB>gc": the last field of each line, converted by numpy at once.
+    values = np.array([line.rsplit(b"\t", 1)[-1] for line in lines])
+    profile.gc_percent.append(values.astype(np.float64))
 
 
 def add_qualities(profile: Profile, buffer) -> bool:
@@ -277,12 +293,23 @@ def sample_positions(buffer, qual_starts, lengths, profile: Profile) -> None:
         total = int(part_lengths.sum())
         if not total:
             continue
-        first = np.repeat(np.cumsum(part_lengths) - part_lengths, part_lengths)
-        position = np.arange(total) - first
-        offsets = np.repeat(part_starts, part_lengths) + position
-        values = buffer[offsets].astype(np.int64) - PHRED_OFFSET
-        values = np.clip(values, 0, MAX_QUALITY - 1)
-        group = position // width
+        if part_lengths.min() == part_lengths.max():
+            # Reads of one length (the usual case): the lines, one after the
+            # other, are the rows of a table.
+            length = int(part_lengths[0])
+            start = int(part_starts[0])
+            end = start + len(part_lengths) * (length + 1)
+            rows = buffer[start:end].reshape(-1, length + 1)[:, :length]
+            values = rows.astype(np.intp) - PHRED_OFFSET
+            group = np.broadcast_to(np.arange(length) // width, values.shape)
+        else:
+            first = np.repeat(np.cumsum(part_lengths) - part_lengths, part_lengths)
+            position = np.arange(total) - first
+            offsets = np.repeat(part_starts, part_lengths) + position
+            values = buffer[offsets].astype(np.intp) - PHRED_OFFSET
+            group = position // width
+        values = np.clip(values, 0, MAX_QUALITY - 1).ravel()
+        group = group.ravel()
         needed = int(group.max()) + 1
         table = profile.position_quality
         if needed > len(table):  # a longer read than the first batch's longest
@@ -435,6 +462,9 @@ def start_pyplot() -> None:
         # SVG text stays text (selectable, and far quicker than drawing each glyph).
         matplotlib.rcParams["svg.fonttype"] = "none"
         import_module("matplotlib.pyplot")
+        # What is loaded so far lives as long as the run: the collector need not
+        # look at it again every time the plots make their many small objects.
+        garbage_collector.freeze()
 
     thread = threading.Thread(target=load, daemon=True)
     _PYPLOT.append(thread)
