@@ -18,6 +18,7 @@ from .cli import register_cli
 from .errors import register_error_handlers
 from .extensions import csrf, db, mail, migrate, security
 from .formatting import human_size
+from .headers import init_headers
 from .http import init_http, trusted_hosts
 from .logs import configure_logging
 from .models import Role, User
@@ -56,7 +57,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(accounts.bp)
     app.register_blueprint(projects.bp)
     app.register_blueprint(analyses.bp)
-    init_admin(app)
+    init_headers(app, init_admin(app))
 
     celery_init_app(app)
     register_error_handlers(app)
@@ -64,12 +65,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     configure_logging(app)
 
     app.add_template_filter(human_size)
-
-    @app.after_request
-    def no_sniffing(response):
-        # Browsers must take our Content-Type at its word, for user files above all.
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        return response
 
     @app.context_processor
     def inject_app_name() -> dict[str, Any]:
@@ -100,8 +95,10 @@ def _complete_config(app: Flask) -> None:
     if config.get("TRUSTED_HOSTS"):
         # Flask checks the list too, after SiteOnly made every request the site's.
         config["TRUSTED_HOSTS"] = trusted_hosts(config)
-    # Cookies only over HTTPS when the site is served over HTTPS; the one-year
-    # remember cookie follows the session cookie.
+    # Links, cookies and HSTS follow the site's scheme: over HTTPS, cookies are
+    # only sent over HTTPS; the one-year remember cookie follows the session one.
+    if config["SITE_URL"].startswith("https:"):
+        config["PREFERRED_URL_SCHEME"] = "https"
     if config.get("SESSION_COOKIE_SECURE") is None:
         config["SESSION_COOKIE_SECURE"] = config["SITE_URL"].startswith("https:")
     if config.get("REMEMBER_COOKIE_SECURE") is None:

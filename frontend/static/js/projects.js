@@ -132,8 +132,8 @@
     li.innerHTML =
       '<div class="d-flex justify-content-between gap-2">' +
       '<span class="text-break name"></span><span class="text-nowrap state">Waiting</span></div>' +
-      '<div class="progress mt-1" role="progressbar" style="height: .35rem">' +
-      '<div class="progress-bar" style="width: 0%"></div></div>';
+      '<div class="progress progress-thin mt-1" role="progressbar">' +
+      '<div class="progress-bar w-0"></div></div>';
     li.querySelector(".name").textContent = `${item.path} (${humanSize(item.file.size)})`;
     li.querySelector(".progress").setAttribute("aria-label", `Upload of ${item.path}`);
     list.appendChild(li);
