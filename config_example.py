@@ -260,6 +260,13 @@
 # past it is stopped and fails. Env: LABQUEUE_MAX_LOG_BYTES
 # MAX_LOG_BYTES = 50 * 1024**2
 
+# Caps on run parameters, whatever a pipeline's schema allows: a text value longer
+# than MAX_PARAM_CHARS characters is refused on its field, and a whole command over
+# MAX_ARGV_BYTES (the values with the files chosen) on the form.
+# Env: LABQUEUE_MAX_PARAM_CHARS, LABQUEUE_MAX_ARGV_BYTES
+# MAX_PARAM_CHARS = 10_000
+# MAX_ARGV_BYTES = 256 * 1024
+
 # How often a run is started again after its host was lost, before it fails with
 # "worker lost". Env: LABQUEUE_MAX_ATTEMPTS
 # MAX_ATTEMPTS = 2

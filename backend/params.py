@@ -20,8 +20,9 @@ from .manifest import PLACEHOLDER_RE, Pipeline
 class ParamsInvalid(ValueError):
     """Values the schema refuses, as {field: message} (field "" for the form)."""
 
-    def __init__(self, errors: dict[str, str]):
+    def __init__(self, errors: dict[str, str], too_long: tuple[str, ...] = ()):
         self.errors = errors
+        self.too_long = too_long  # fields refused for their length
         super().__init__("; ".join(f"{k or 'form'}: {v}" for k, v in errors.items()))
 
 
@@ -68,10 +69,56 @@ def _message(error: ValidationError) -> str:
     return error.message
 
 
+def _too_long(value: Any, max_chars: int) -> int | None:
+    """The length of the longest text in ``value`` (a list's items included) when
+    one is over ``max_chars``."""
+    items = value if isinstance(value, list) else [value]
+    longest = max((len(item) for item in items if isinstance(item, str)), default=0)
+    return longest if longest > max_chars else None
+
+
+def check_sizes(
+    pipeline: Pipeline,
+    values: dict[str, Any],
+    max_chars: int | None = None,
+    max_argv_bytes: int | None = None,
+) -> None:
+    """The site's caps, whatever the schema says: no text value longer than
+    ``max_chars`` (a message on its field), and the whole command no longer than
+    ``max_argv_bytes`` (a message for the form). Raises ParamsInvalid."""
+    errors: dict[str, str] = {}
+    if max_chars is not None:
+        for key, value in values.items():
+            length = _too_long(value, max_chars)
+            if length is not None:
+                errors[key] = (
+                    f"is too long: {length:,} characters, and at most "
+                    f"{max_chars:,} are allowed"
+                )
+    if errors:
+        raise ParamsInvalid(errors, too_long=tuple(errors))
+    if max_argv_bytes is not None:
+        size = sum(len(part.encode()) + 1 for part in build_argv(pipeline, values))
+        if size > max_argv_bytes:
+            raise ParamsInvalid(
+                {
+                    "": f"the parameters are too long together ({size:,} bytes; at "
+                    f"most {max_argv_bytes:,}): shorten the longest values or "
+                    "choose fewer files"
+                }
+            )
+
+
 def validate_params(
-    pipeline: Pipeline, values: dict[str, Any], project_files: Iterable[str]
+    pipeline: Pipeline,
+    values: dict[str, Any],
+    project_files: Iterable[str],
+    max_chars: int | None = None,
+    max_argv_bytes: int | None = None,
 ) -> dict[str, Any]:
-    """Check ``values`` and return them with defaults filled in."""
+    """Check ``values`` against the schema and the site's caps (``check_sizes``)
+    and return them with defaults filled in."""
+    check_sizes(pipeline, values, max_chars)  # before the schema reads them
     files = set(project_files)
     checker = FormatChecker(formats=())
     checker.checks("file-path")(
@@ -99,6 +146,7 @@ def validate_params(
             errors.setdefault(key, _message(error))
     if errors:
         raise ParamsInvalid(errors)
+    check_sizes(pipeline, complete, max_argv_bytes=max_argv_bytes)
     return complete
 
 

@@ -141,6 +141,10 @@ class Defaults:
     MAX_RUN_MINUTES = 24 * 60
     MAX_OUTPUT_BYTES = 10 * 1024**3  # and never more than the owner's quota leaves
     MAX_LOG_BYTES = 50 * 1024**2  # a run whose log grows past this is stopped
+    # Run parameters, whatever a schema allows: each text value, and the whole
+    # command (Linux refuses one argument over 128 KiB, all of them over ~2 MiB).
+    MAX_PARAM_CHARS = 10_000
+    MAX_ARGV_BYTES = 256 * 1024
     MAX_ATTEMPTS = 2  # runs started again after their host was lost
     HEARTBEAT_TIMEOUT_SECONDS = 60  # a host whose watcher is silent this long is gone
     RECONCILE_SECONDS = 30  # how often the reconciler looks

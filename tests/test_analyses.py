@@ -559,3 +559,46 @@ def test_the_mail_subject_is_one_line_whatever_the_project_was_named(
         outbox.flush()
     mail = smtp.wait_for("ada@cs.ox.ac.uk", "seq-qc on two lines finished")
     assert "\n" not in mail["Subject"]
+
+
+def labelled_pipeline(root):
+    """The sleeper with a free-text parameter (no maxLength in its schema)."""
+    import shutil
+
+    from tests.conftest import TEST_PIPELINES
+
+    folder = root / "labeller"
+    shutil.copytree(TEST_PIPELINES / "sleeper", folder)
+    manifest = folder / "manifest.toml"
+    manifest.write_text(
+        manifest.read_text()
+        .replace('name = "sleeper"', 'name = "labeller"')
+        .replace("exit {exit_code}", "echo {label}; exit {exit_code}")
+    )
+    schema = folder / "parameters.schema.json"
+    schema.write_text(
+        schema.read_text().replace(
+            '"properties": {',
+            '"properties": {\n    "label": {"type": "string", "default": "run"},',
+        )
+    )
+    return root
+
+
+def test_an_overlong_text_parameter_is_refused_on_its_field(
+    client, app, project, tmp_path
+):
+    app.config["PIPELINES_DIR"] = str(labelled_pipeline(tmp_path / "pipelines"))
+    form = client.get(f"/projects/{project}/run/labeller").text
+    assert 'name="p_label"' in form and 'maxlength="10000"' in form
+    long = "x" * 1024**2  # a MiB: under the body limit, over the parameter cap
+    response = post_run(client, project, "labeller", label=long, seconds="0")
+    assert response.status_code == 200
+    assert f"is too long: {len(long):,} characters, and at most 10,000" in " ".join(
+        errors(response.text)
+    )
+    assert len(response.text) < 200_000  # the value is not sent back whole
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(Analysis.id))) == 0
+    accepted = post_run(client, project, "labeller", label="batch 7", seconds="0")
+    assert accepted.status_code == 302

@@ -152,3 +152,21 @@ def test_an_edited_manifest_or_schema_is_read_again(tmp_path):
     schema_path.write_text("{ broken")
     with pytest.raises(ManifestError):
         load_pipeline(folder)
+
+
+def test_site_caps_refuse_long_values_and_long_commands(pipeline):
+    from backend.params import check_sizes
+
+    long = {"source": "b" * 20_000 + ".txt"}
+    with pytest.raises(ParamsInvalid) as caught:
+        validate_params(pipeline, long, FILES | {long["source"]}, max_chars=10_000)
+    assert caught.value.errors == {
+        "source": "is too long: 20,004 characters, and at most 10,000 are allowed"
+    }
+    assert caught.value.too_long == ("source",)
+    # Each value within the cap, the whole command over its own.
+    values = {"source": "notes/a.txt", "times": 2}
+    assert validate_params(pipeline, values, FILES, 10_000, 4096)["times"] == 2
+    with pytest.raises(ParamsInvalid) as caught:
+        check_sizes(pipeline, values, max_argv_bytes=40)
+    assert caught.value.errors[""].startswith("the parameters are too long together")

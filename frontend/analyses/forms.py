@@ -23,7 +23,7 @@ from backend.manifest import Pipeline
 from backend.params import matches_glob
 
 
-def _field(key: str, prop: dict, files: list[str], required: bool):
+def _field(key: str, prop: dict, files: list[str], required: bool, max_chars: int):
     label = prop.get("title") or key.replace("_", " ").capitalize()
     description = prop.get("description", "")
     kind = prop.get("type")
@@ -56,16 +56,20 @@ def _field(key: str, prop: dict, files: list[str], required: bool):
         return field_class(validators=[Optional()], render_kw=render, **common)
     if kind == "boolean":
         return BooleanField(render_kw=render, **common)
-    if "maxLength" in prop:
-        render["maxlength"] = prop["maxLength"]
+    # The browser stops at the schema's maxLength or the site's cap, the lower.
+    render["maxlength"] = min(prop.get("maxLength", max_chars), max_chars)
     return StringField(render_kw=render, **common)
 
 
 def run_form(
-    pipeline: Pipeline, files: list[str], prefill: dict | None = None
+    pipeline: Pipeline,
+    files: list[str],
+    prefill: dict | None = None,
+    max_chars: int = 10_000,
 ) -> FlaskForm:
     """A form for ``pipeline``'s parameters, file pickers listing ``files``,
-    optionally filled with an earlier run's values (files that still exist)."""
+    optionally filled with an earlier run's values (files that still exist); text
+    fields take at most ``max_chars`` characters (MAX_PARAM_CHARS)."""
     properties = pipeline.schema.get("properties", {})
     required = set(pipeline.schema.get("required", []))
 
@@ -73,7 +77,8 @@ def run_form(
         submit = SubmitField("Start the analysis")
 
     for key, prop in properties.items():
-        setattr(RunForm, f"p_{key}", _field(key, prop, files, key in required))
+        field = _field(key, prop, files, key in required, max_chars)
+        setattr(RunForm, f"p_{key}", field)
     form = RunForm()
     form.parameter_names = list(properties)
     if prefill and not form.is_submitted():

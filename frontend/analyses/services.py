@@ -175,7 +175,14 @@ def submit(
         raise PipelineUnavailable(state.message(pipeline))
     if files is None:
         files = project_file_paths(project)
-    params = validate_params(pipeline, values, files)
+    config = current_app.config
+    params = validate_params(
+        pipeline,
+        values,
+        files,
+        max_chars=config["MAX_PARAM_CHARS"],
+        max_argv_bytes=config["MAX_ARGV_BYTES"],
+    )
     analysis = Analysis(
         owner=user,
         project=project,

@@ -1,5 +1,6 @@
 from flask import (
     abort,
+    current_app,
     flash,
     jsonify,
     redirect,
@@ -52,7 +53,7 @@ def run(project_id: int, name: str):
     files = svc.project_file_paths(project)
     earlier = request.args.get("again", type=int)
     prefill = svc.get_analysis_or_404(earlier).params if earlier else None
-    form = run_form(pipeline, files, prefill)
+    form = run_form(pipeline, files, prefill, current_app.config["MAX_PARAM_CHARS"])
     refused = None
     if form.validate_on_submit():
         try:
@@ -65,6 +66,8 @@ def run(project_id: int, name: str):
             for key, message in invalid.errors.items():
                 if key and f"p_{key}" in form:
                     form[f"p_{key}"].errors.append(message)
+                    if key in invalid.too_long:  # not sent back to the browser
+                        form[f"p_{key}"].data = form[f"p_{key}"].raw_data = None
                 else:
                     form.form_errors.append(message)
         else:
