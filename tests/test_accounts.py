@@ -351,3 +351,36 @@ def test_cookies_are_secure_exactly_when_the_site_is_https(tmp_path, smtp):
         app = create_app({**base_config(tmp_path, smtp), "SITE_URL": site})
         assert app.config["SESSION_COOKIE_SECURE"] is secure
         assert app.config["REMEMBER_COOKIE_SECURE"] is secure
+
+
+def test_profile_shows_storage_with_outputs_counted(
+    client, auth, make_user, make_project, app
+):
+    import re
+
+    from frontend.models import Analysis, AnalysisState
+    from tests.conftest import upload
+
+    owner = make_user()
+    project = make_project(owner)
+    auth.login()
+    upload(client, project, "reads.fastq", b"@r1\nACGT\n+\nIIII\n" * 128)  # 2 KiB
+    with app.app_context():
+        db.session.add(
+            Analysis(
+                owner_id=owner,
+                project_id=project,
+                pipeline="seq-qc",
+                pipeline_version="2.0.0",
+                image="x",
+                params={},
+                state=AnalysisState.SUCCEEDED,
+                output_bytes=3 * 1024**2,
+            )
+        )
+        db.session.commit()
+    page = client.get("/account/profile").text
+    parts = re.sub(r"\s+", " ", page[page.index('id="storage-parts"') :])
+    assert 'Project files</dt> <dd class="col-sm-6">2.0 KiB' in parts
+    assert 'Analysis outputs and logs</dt> <dd class="col-sm-6">3.0 MiB' in parts
+    assert "Using 3.0 MiB of your 20.0 GiB quota." in re.sub(r"\s+", " ", page)

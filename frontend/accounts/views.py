@@ -1,6 +1,7 @@
 from flask import flash, redirect, render_template, url_for
 from flask_security import auth_required, current_user
 
+from ..projects.services import quota_for, storage_by_kind
 from . import bp
 from .forms import ProfileForm
 from .services import update_profile
@@ -20,4 +21,11 @@ def profile():
         )
         flash("Your profile was saved.", "success")
         return redirect(url_for("accounts.profile"))
-    return render_template("accounts/profile.html", form=form)
+    storage = storage_by_kind(current_user)
+    return render_template(
+        "accounts/profile.html",
+        form=form,
+        storage=storage,
+        used=sum(storage.values()),
+        quota=quota_for(current_user),
+    )

@@ -170,9 +170,10 @@ def project_totals(project: Project) -> tuple[int, int]:
 # --- Storage quota ------------------------------------------------------------------
 
 
-def _usage(user_id: int, leaving_out: int | None = None):
-    """SQL for the bytes a user takes: project files, analysis folders (outputs
-    and logs), and space set aside for uploads in progress (but ``leaving_out``)."""
+def _usage_parts(user_id: int, leaving_out: int | None = None) -> dict:
+    """SQL for the bytes a user takes, by kind: project files, analysis folders
+    (outputs and logs), and space set aside for uploads in progress (but
+    ``leaving_out``)."""
     total = sa.func.coalesce
     files = (
         sa.select(total(sa.func.sum(ProjectFile.size), 0))
@@ -191,7 +192,21 @@ def _usage(user_id: int, leaving_out: int | None = None):
     )
     if leaving_out is not None:
         held = held.where(StorageReservation.id != leaving_out)
-    return files + outputs + held.scalar_subquery()
+    return {"files": files, "outputs": outputs, "uploading": held.scalar_subquery()}
+
+
+def _usage(user_id: int, leaving_out: int | None = None):
+    """SQL for the bytes a user takes in all (``_usage_parts`` summed)."""
+    parts = _usage_parts(user_id, leaving_out)
+    return parts["files"] + parts["outputs"] + parts["uploading"]
+
+
+def storage_by_kind(user: User) -> dict[str, int]:
+    """Bytes ``user`` takes as project files, analysis outputs (with their logs)
+    and uploads in progress: what the quota counts, for the profile page."""
+    parts = _usage_parts(user.id)
+    row = db.session.execute(sa.select(*parts.values())).one()
+    return dict(zip(parts, (int(value) for value in row), strict=True))
 
 
 def storage_used(user: User, leaving_out: int | None = None) -> int:
