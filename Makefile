@@ -14,7 +14,7 @@ export LABQUEUE_SITE_URL ?= http://127.0.0.1:$(PORT)
 # The local runner starts pipelines with the python3 found first on the PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test lint format bench pipeline-images clean-venv
+.PHONY: run test lint format bench pipeline-images clean-venv lock
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -22,15 +22,38 @@ $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) \
 		|| { echo "Could not create $(VENV). On Debian/Ubuntu: sudo apt install python3-venv"; exit 1; }
 
+# Every package is pinned with its hashes (requirements/*.in, locked by `make lock`):
+# pip installs exactly those files or nothing.
+PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check --require-hashes
+
 $(VENV)/.runtime: requirements.txt | $(BIN)/python
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PIP_INSTALL) -r requirements.txt
 	@touch $@
 
-$(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+# The pipelines' own libraries, for the local runner (LABQUEUE_RUNNER=local).
+$(VENV)/.local: requirements.txt requirements-local.txt | $(BIN)/python
+	$(PIP_INSTALL) -r requirements.txt -r requirements-local.txt
 	@touch $@ $(VENV)/.runtime
 
-run: $(VENV)/.runtime  ## web app on http://127.0.0.1:$(PORT) and a Celery worker
+$(VENV)/.dev: requirements.txt requirements-local.txt requirements-dev.txt | $(BIN)/python
+	$(PIP_INSTALL) -r requirements.txt -r requirements-dev.txt
+	@touch $@ $(VENV)/.runtime $(VENV)/.local
+
+# Lock again after changing requirements/*.in (versions already locked are kept;
+# `make lock UPGRADE=1` takes the newest each .in allows). Needs PyPI.
+LOCK_VENV := .venv-lock
+LOCK := CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile --quiet \
+	--generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+	$(if $(UPGRADE),--upgrade)
+
+lock:  ## pin requirements/*.in, with hashes, into requirements*.txt
+	@test -x $(LOCK_VENV)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_VENV) \
+		&& $(LOCK_VENV)/bin/pip install --quiet pip-tools==7.5.2; }
+	$(LOCK) -o requirements.txt requirements/runtime.in
+	$(LOCK) -o requirements-local.txt requirements/local-runner.in
+	$(LOCK) -o requirements-dev.txt requirements/dev.in
+
+run: $(VENV)/.runtime $(if $(filter local,$(LABQUEUE_RUNNER)),$(VENV)/.local)  ## web app on http://127.0.0.1:$(PORT) and a Celery worker
 	$(FLASK) db upgrade
 	@$(FLASK) create-admin --email $(DEV_ADMIN_EMAIL)
 	@$(FLASK) pipelines prepare
