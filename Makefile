@@ -44,6 +44,7 @@ $(VENV)/.dev: requirements.txt requirements-local.txt requirements-dev.txt | $(B
 LOCK_VENV := .venv-lock
 LOCK := CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile --quiet \
 	--generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+	--no-emit-find-links --no-emit-trusted-host \
 	$(if $(UPGRADE),--upgrade)
 
 lock:  ## pin requirements/*.in, with hashes, into requirements*.txt
