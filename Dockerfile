@@ -15,7 +15,7 @@ RUN useradd --system --uid 10001 --home-dir /app labqueue
 
 # A virtualenv works the same on python:*-slim and on Debian's own python3.
 COPY requirements.txt ./
-RUN python3 -m venv /opt/venv && pip install -r requirements.txt
+RUN python3 -m venv /opt/venv && pip install --require-hashes -r requirements.txt
 
 COPY frontend/ frontend/
 COPY backend/ backend/

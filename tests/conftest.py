@@ -267,3 +267,26 @@ def images(docker_client):
         for pipeline in pipelines.values():
             build_pipeline_image(docker_client, pipeline, base)
     return docker_client
+
+
+def make_analysis(app: Flask, project: int, **fields) -> int:
+    """Add an analysis row of ``project``'s owner (seq-qc unless ``fields`` say
+    otherwise); returns its id."""
+    from frontend.models import Analysis, Project
+
+    with app.app_context():
+        owner = db.session.get(Project, project).owner_id
+        analysis = Analysis(
+            **{
+                "owner_id": owner,
+                "project_id": project,
+                "pipeline": "seq-qc",
+                "pipeline_version": "1.0.0",
+                "image": "labqueue/seq-qc:2.0.0",
+                "params": {},
+                **fields,
+            }
+        )
+        db.session.add(analysis)
+        db.session.commit()
+        return analysis.id

@@ -358,27 +358,13 @@ def test_profile_shows_storage_with_outputs_counted(
 ):
     import re
 
-    from frontend.models import Analysis, AnalysisState
-    from tests.conftest import upload
+    from frontend.models import AnalysisState
+    from tests.conftest import make_analysis, upload
 
-    owner = make_user()
-    project = make_project(owner)
+    project = make_project(make_user())
     auth.login()
     upload(client, project, "reads.fastq", b"@r1\nACGT\n+\nIIII\n" * 128)  # 2 KiB
-    with app.app_context():
-        db.session.add(
-            Analysis(
-                owner_id=owner,
-                project_id=project,
-                pipeline="seq-qc",
-                pipeline_version="2.0.0",
-                image="x",
-                params={},
-                state=AnalysisState.SUCCEEDED,
-                output_bytes=3 * 1024**2,
-            )
-        )
-        db.session.commit()
+    make_analysis(app, project, state=AnalysisState.SUCCEEDED, output_bytes=3 * 1024**2)
     page = client.get("/account/profile").text
     parts = re.sub(r"\s+", " ", page[page.index('id="storage-parts"') :])
     assert 'Project files</dt> <dd class="col-sm-6">2.0 KiB' in parts

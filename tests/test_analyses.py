@@ -22,7 +22,7 @@ from frontend.models import (
     PipelineSetting,
     utcnow,
 )
-from tests.conftest import Auth, csrf_token, upload
+from tests.conftest import Auth, csrf_token, make_analysis, upload
 
 DATA = Path(__file__).parent / "data"
 
@@ -172,25 +172,6 @@ def test_a_disabled_pipeline_is_not_offered(client, app, project):
         db.session.commit()
     assert "Sequence QC" not in client.get(f"/projects/{project}/run").text
     assert client.get(f"/projects/{project}/run/seq-qc").status_code == 404
-
-
-def make_analysis(app, project, **fields) -> int:
-    with app.app_context():
-        from frontend.models import Project
-
-        owner = db.session.get(Project, project).owner_id
-        analysis = Analysis(
-            owner_id=owner,
-            project_id=project,
-            pipeline="seq-qc",
-            pipeline_version="1.0.0",
-            image="labqueue/seq-qc:2.0.0",
-            params={},
-            **fields,
-        )
-        db.session.add(analysis)
-        db.session.commit()
-        return analysis.id
 
 
 def test_reconciler_requeues_then_gives_up_on_runs_of_lost_hosts(app, project, smtp):
