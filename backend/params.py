@@ -77,36 +77,39 @@ def _too_long(value: Any, max_chars: int) -> int | None:
     return longest if longest > max_chars else None
 
 
-def check_sizes(
-    pipeline: Pipeline,
-    values: dict[str, Any],
-    max_chars: int | None = None,
-    max_argv_bytes: int | None = None,
-) -> None:
-    """The site's caps, whatever the schema says: no text value longer than
-    ``max_chars`` (a message on its field), and the whole command no longer than
-    ``max_argv_bytes`` (a message for the form). Raises ParamsInvalid."""
-    errors: dict[str, str] = {}
-    if max_chars is not None:
-        for key, value in values.items():
-            length = _too_long(value, max_chars)
-            if length is not None:
-                errors[key] = (
-                    f"is too long: {length:,} characters, and at most "
-                    f"{max_chars:,} are allowed"
-                )
+def _check_lengths(values: dict[str, Any], max_chars: int | None) -> None:
+    """No text value longer than ``max_chars``, whatever the schema says (a message
+    on its field). Raises ParamsInvalid."""
+    if max_chars is None:
+        return
+    errors = {}
+    for key, value in values.items():
+        length = _too_long(value, max_chars)
+        if length is not None:
+            errors[key] = (
+                f"is too long: {length:,} characters, and at most "
+                f"{max_chars:,} are allowed"
+            )
     if errors:
         raise ParamsInvalid(errors, too_long=tuple(errors))
-    if max_argv_bytes is not None:
-        size = sum(len(part.encode()) + 1 for part in build_argv(pipeline, values))
-        if size > max_argv_bytes:
-            raise ParamsInvalid(
-                {
-                    "": f"the parameters are too long together ({size:,} bytes; at "
-                    f"most {max_argv_bytes:,}): shorten the longest values or "
-                    "choose fewer files"
-                }
-            )
+
+
+def _check_command(
+    pipeline: Pipeline, values: dict[str, Any], max_argv_bytes: int | None
+) -> None:
+    """The whole command no longer than ``max_argv_bytes`` (a message for the
+    form). Raises ParamsInvalid."""
+    if max_argv_bytes is None:
+        return
+    size = sum(len(part.encode()) + 1 for part in build_argv(pipeline, values))
+    if size > max_argv_bytes:
+        raise ParamsInvalid(
+            {
+                "": f"the parameters are too long together ({size:,} bytes; at "
+                f"most {max_argv_bytes:,}): shorten the longest values or "
+                "choose fewer files"
+            }
+        )
 
 
 def validate_params(
@@ -116,9 +119,11 @@ def validate_params(
     max_chars: int | None = None,
     max_argv_bytes: int | None = None,
 ) -> dict[str, Any]:
-    """Check ``values`` against the schema and the site's caps (``check_sizes``)
-    and return them with defaults filled in."""
-    check_sizes(pipeline, values, max_chars)  # before the schema reads them
+    """Check ``values`` against the site's caps, whatever the schema allows (each
+    text value at most ``max_chars``, the whole command at most
+    ``max_argv_bytes``), and against the schema; return them with defaults filled
+    in."""
+    _check_lengths(values, max_chars)  # before the schema reads them
     files = set(project_files)
     checker = FormatChecker(formats=())
     checker.checks("file-path")(
@@ -146,7 +151,7 @@ def validate_params(
             errors.setdefault(key, _message(error))
     if errors:
         raise ParamsInvalid(errors)
-    check_sizes(pipeline, complete, max_argv_bytes=max_argv_bytes)
+    _check_command(pipeline, complete, max_argv_bytes)
     return complete
 
 

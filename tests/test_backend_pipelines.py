@@ -155,8 +155,6 @@ def test_an_edited_manifest_or_schema_is_read_again(tmp_path):
 
 
 def test_site_caps_refuse_long_values_and_long_commands(pipeline):
-    from backend.params import check_sizes
-
     long = {"source": "b" * 20_000 + ".txt"}
     with pytest.raises(ParamsInvalid) as caught:
         validate_params(pipeline, long, FILES | {long["source"]}, max_chars=10_000)
@@ -168,5 +166,5 @@ def test_site_caps_refuse_long_values_and_long_commands(pipeline):
     values = {"source": "notes/a.txt", "times": 2}
     assert validate_params(pipeline, values, FILES, 10_000, 4096)["times"] == 2
     with pytest.raises(ParamsInvalid) as caught:
-        check_sizes(pipeline, values, max_argv_bytes=40)
+        validate_params(pipeline, values, FILES, max_argv_bytes=40)
     assert caught.value.errors[""].startswith("the parameters are too long together")

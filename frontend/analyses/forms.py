@@ -65,7 +65,8 @@ def run_form(
     pipeline: Pipeline,
     files: list[str],
     prefill: dict | None = None,
-    max_chars: int = 10_000,
+    *,
+    max_chars: int,
 ) -> FlaskForm:
     """A form for ``pipeline``'s parameters, file pickers listing ``files``,
     optionally filled with an earlier run's values (files that still exist); text

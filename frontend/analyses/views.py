@@ -53,7 +53,9 @@ def run(project_id: int, name: str):
     files = svc.project_file_paths(project)
     earlier = request.args.get("again", type=int)
     prefill = svc.get_analysis_or_404(earlier).params if earlier else None
-    form = run_form(pipeline, files, prefill, current_app.config["MAX_PARAM_CHARS"])
+    form = run_form(
+        pipeline, files, prefill, max_chars=current_app.config["MAX_PARAM_CHARS"]
+    )
     refused = None
     if form.validate_on_submit():
         try:
