@@ -189,22 +189,20 @@ class RunWatch:
     # --- once it has ended -----------------------------------------------------
 
     def drained(self) -> bool:
-        """For a run that has ended: whether its output has all been copied, or
-        DRAIN_SECONDS have passed since its end was first seen (what is missing
-        then stays missing). A watcher with other runs asks this instead of
-        waiting in ``finish``."""
+        """For a run that has ended, after ``copy_log``: whether its output has all
+        been copied, or DRAIN_SECONDS have passed since its end was first seen
+        (what is missing then stays missing). A watcher with other runs asks this
+        instead of waiting in ``finish``."""
         if self.ended_at is None:
             self.ended_at = time.monotonic()
-        self.copy_log()
         return self.log_complete or time.monotonic() - self.ended_at >= DRAIN_SECONDS
 
     def finish(self, status: Status) -> Ending:
         """Read the rest of the log, check what the run left once more (a burst
         between two checks does not pass), and say how it ended. Outputs over the
         cap are deleted."""
-        if self.ended_at is None:
-            self.ended_at = time.monotonic()
-        deadline = self.ended_at + DRAIN_SECONDS
+        seen = self.ended_at if self.ended_at is not None else time.monotonic()
+        deadline = seen + DRAIN_SECONDS
         while not self.log_complete and time.monotonic() < deadline:
             before = self.offset
             self.copy_log()
