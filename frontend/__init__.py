@@ -97,10 +97,11 @@ def _complete_config(app: Flask) -> None:
         config["TRUSTED_HOSTS"] = trusted_hosts(config)
     # Links, cookies and HSTS follow the site's scheme: over HTTPS, cookies are
     # only sent over HTTPS; the one-year remember cookie follows the session one.
-    if config["SITE_URL"].startswith("https:"):
+    https = config["SITE_URL"].startswith("https:")
+    if https:
         config["PREFERRED_URL_SCHEME"] = "https"
     if config.get("SESSION_COOKIE_SECURE") is None:
-        config["SESSION_COOKIE_SECURE"] = config["SITE_URL"].startswith("https:")
+        config["SESSION_COOKIE_SECURE"] = https
     if config.get("REMEMBER_COOKIE_SECURE") is None:
         config["REMEMBER_COOKIE_SECURE"] = config["SESSION_COOKIE_SECURE"]
     for key in ("SECRET_KEY", "SECURITY_PASSWORD_SALT"):

@@ -70,17 +70,12 @@ def admin_handlers(admin) -> list[str]:
 def init_headers(app: Flask, admin) -> None:
     """Set the headers on every response of ``app``; ``admin`` is its Flask-Admin."""
     site_policy = policy_text(SITE_POLICY)
+    # The views and their actions are all registered by now.
+    hashes = " ".join(handler_hash(text) for text in admin_handlers(admin))
+    admin_policy = policy_text(
+        {**SITE_POLICY, "script-src": f"'self' 'unsafe-hashes' {hashes}"}
+    )
     admin_url = admin.url.rstrip("/")
-    state: dict[str, str] = {}
-
-    def admin_policy() -> str:
-        # The views' actions are known once the first request comes.
-        if "admin" not in state:
-            hashes = " ".join(handler_hash(text) for text in admin_handlers(admin))
-            state["admin"] = policy_text(
-                {**SITE_POLICY, "script-src": f"'self' 'unsafe-hashes' {hashes}"}
-            )
-        return state["admin"]
 
     @app.after_request
     def security_headers(response: Response) -> Response:
@@ -89,7 +84,7 @@ def init_headers(app: Flask, admin) -> None:
         headers.setdefault("X-Content-Type-Options", "nosniff")
         in_admin = request.path == admin_url or request.path.startswith(admin_url + "/")
         headers.setdefault(
-            "Content-Security-Policy", admin_policy() if in_admin else site_policy
+            "Content-Security-Policy", admin_policy if in_admin else site_policy
         )
         headers.setdefault("X-Frame-Options", "DENY")
         headers.setdefault("Referrer-Policy", "same-origin")
