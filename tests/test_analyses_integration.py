@@ -10,6 +10,7 @@ import time
 import uuid
 from pathlib import Path
 
+import docker.errors
 import flask_migrate
 import pytest
 
@@ -102,8 +103,10 @@ class Stack:
         raise AssertionError(f"#{analysis_id} is {row.state.value}, not {states}")
 
     def containers(self) -> list:
+        # The watcher removes ended containers as it goes: one may vanish
+        # between the engine's listing and its inspection.
         return self.docker.containers.list(
-            all=True, filters={"label": "labqueue.analysis"}
+            all=True, filters={"label": "labqueue.analysis"}, ignore_removed=True
         )
 
     def leftover_containers(self, timeout: float = 20) -> list:
@@ -140,7 +143,10 @@ class Stack:
         celery = self.app.extensions["celery"]
         celery.close()
         for container in self.containers():
-            container.remove(force=True)
+            try:
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                pass
 
 
 @pytest.fixture
