@@ -11,7 +11,11 @@ from flask import Flask
 from flask_security import SQLAlchemyUserDatastore
 
 from . import accounts, analyses, main, projects, settings
-from .accounts.forms import AcademicRegisterForm
+from .accounts.forms import (
+    AcademicRegisterForm,
+    QueuedForgotPasswordForm,
+    QueuedSendConfirmationForm,
+)
 from .admin import init_admin
 from .celery_app import celery_init_app
 from .cli import register_cli
@@ -51,6 +55,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app,
         SQLAlchemyUserDatastore(db, User, Role),
         register_form=AcademicRegisterForm,
+        forgot_password_form=QueuedForgotPasswordForm,
+        send_confirmation_form=QueuedSendConfirmationForm,
     )
 
     app.register_blueprint(main.bp)

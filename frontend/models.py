@@ -330,6 +330,9 @@ class OutgoingMail(db.Model):
     recipient: Mapped[str] = mapped_column(sa.String(255))
     subject: Mapped[str] = mapped_column(sa.String(255))
     body: Mapped[str] = mapped_column(sa.Text)
+    html: Mapped[str | None] = mapped_column(sa.Text)
+    # Account mails carry one-time links: their text is wiped once sent.
+    confidential: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(), default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(sa.DateTime())
     attempts: Mapped[int] = mapped_column(default=0)

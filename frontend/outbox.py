@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 from flask import current_app
-from flask_mailman import EmailMessage
+from flask_mailman import EmailMultiAlternatives
 
 from .extensions import db
 from .models import OutgoingMail, utcnow
@@ -18,16 +18,30 @@ from .models import OutgoingMail, utcnow
 log = logging.getLogger(__name__)
 CLAIM_SECONDS = 120  # a sender holds a mail this long at most
 MAX_WAIT_SECONDS = 3600  # between two tries, at most
+WIPED = "(Removed once sent: this mail held a one-time link.)"
 
 
-def queue_mail(recipient: str, subject: str, body: str) -> OutgoingMail:
-    """Add a mail to the session; it is sent once the caller commits."""
+def queue_mail(
+    recipient: str,
+    subject: str,
+    body: str,
+    html: str | None = None,
+    *,
+    confidential: bool = False,
+) -> OutgoingMail:
+    """Add a mail to the session; it is sent once the caller commits.
+
+    A ``confidential`` mail (one holding a sign-in or reset link) loses its text
+    once the server has taken it.
+    """
     mail = OutgoingMail(
         recipient=recipient,
         # One line, whatever went into it (a project named before names were
         # checked, say): a line break would make the header invalid.
         subject=" ".join(subject.split())[:255],
         body=body,
+        html=html,
+        confidential=confidential,
     )
     db.session.add(mail)
     return mail
@@ -44,6 +58,12 @@ def send_after_commit(mail_ids: list[int]) -> None:
             )
         except Exception as exc:  # the broker is away: the flush will do it
             log.warning("Mail %s waits for the next flush: %s", mail_id, exc)
+
+
+def commit_and_send(mails: list[OutgoingMail]) -> None:
+    """Commit the session that holds ``mails``, then have them sent."""
+    db.session.commit()
+    send_after_commit([mail.id for mail in mails])
 
 
 def _claim(mail_id: int) -> bool:
@@ -71,7 +91,12 @@ def send(mail_id: int) -> bool:
         return False
     mail = db.session.get(OutgoingMail, mail_id)
     try:
-        EmailMessage(subject=mail.subject, body=mail.body, to=[mail.recipient]).send()
+        message = EmailMultiAlternatives(
+            subject=mail.subject, body=mail.body, to=[mail.recipient]
+        )
+        if mail.html:
+            message.attach_alternative(mail.html, "text/html")
+        message.send()
     except Exception as exc:  # any SMTP or network trouble: try again later
         mail.attempts += 1
         wait = min(
@@ -93,6 +118,8 @@ def send(mail_id: int) -> bool:
     mail.sent_at = utcnow()
     mail.attempts += 1
     mail.last_error = None
+    if mail.confidential:
+        mail.body, mail.html = WIPED, None
     db.session.commit()
     return True
 

@@ -71,6 +71,12 @@ class Defaults:
     SECURITY_PASSWORD_HASH = "argon2"  # noqa: S105 (a scheme name)
     SECURITY_PASSWORD_LENGTH_MIN = 12
     SECURITY_RETURN_GENERIC_RESPONSES = True
+    # What confirmation and reset tokens carry to tie them to the account's
+    # address and password: a plain digest (the token is signed anyway), not
+    # Flask-Security's default of half a million sha256_crypt rounds per link.
+    # Links made under that default still verify.
+    SECURITY_HASHING_SCHEMES = ["hex_sha512", "sha256_crypt"]
+    SECURITY_DEPRECATED_HASHING_SCHEMES = ["sha256_crypt"]
     SECURITY_LOGOUT_METHODS = ["POST"]
     # The welcome mail carries the confirmation link.
     SECURITY_SEND_REGISTER_EMAIL = True

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from celery import shared_task
 
 from . import outbox
+from .accounts.services import send_account_mail
 from .analyses.execution import check_images, reconcile, start
 from .analyses.queueing import dispatch
 from .extensions import db
@@ -62,3 +63,10 @@ def send_mail(mail_id: int) -> bool:
 def flush_mail() -> int:
     """Send every mail of the outbox that is due."""
     return outbox.flush()
+
+
+@shared_task(name="labqueue.account_mail", ignore_result=True)
+def account_mail(kind: str, email: str) -> bool:
+    """Send the reset or confirmation mail asked for, if the address has an
+    account it suits (decided here, so the web does the same for any address)."""
+    return send_account_mail(kind, email)

@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 from flask_security import hash_password
 from werkzeug.serving import make_server
 
-from frontend import create_app
+from frontend import create_app, outbox
 from frontend.extensions import db, security
 from frontend.models import User, utcnow
 from tests.images import BUSYBOX_IMAGE
@@ -80,17 +80,53 @@ def database_url(request, tmp_path: Path) -> Iterator[str]:
         server.dispose()
 
 
+def sending_outbox(app: Flask, smtp: SMTPServer):
+    """Have ``smtp`` send ``app``'s outbox whenever a test looks for mail: the
+    work a worker's mail task does, for tests that run no worker."""
+
+    def send() -> None:
+        with app.app_context():
+            outbox.flush()
+
+    smtp.senders.append(send)
+    return send
+
+
 @pytest.fixture
-def app(tmp_path: Path, smtp: SMTPServer, database_url: str) -> Iterator[Flask]:
+def app_config(tmp_path: Path, smtp: SMTPServer, database_url: str) -> dict:
+    return {**base_config(tmp_path, smtp), "SQLALCHEMY_DATABASE_URI": database_url}
+
+
+@pytest.fixture
+def app(app_config: dict, smtp: SMTPServer) -> Iterator[Flask]:
     smtp.clear()
-    app = create_app(
-        {**base_config(tmp_path, smtp), "SQLALCHEMY_DATABASE_URI": database_url}
-    )
+    app = create_app(app_config)
     with app.app_context():
         flask_migrate.upgrade()
+    send = sending_outbox(app, smtp)
     yield app
+    smtp.senders.remove(send)
     with app.app_context():
         db.engine.dispose()
+
+
+@pytest.fixture
+def start_worker(app: Flask, app_config: dict):
+    """Start a real Celery worker for ``app`` (over its embedded broker), with the
+    app's settings and any given."""
+    from tests.workers import Worker
+
+    workers = []
+
+    def start(**settings) -> Worker:
+        worker = Worker({**app_config, **settings})
+        workers.append(worker)
+        worker.wait_ready()
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
 
 
 @pytest.fixture

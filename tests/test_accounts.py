@@ -1,13 +1,16 @@
 """Account flows end to end over HTTP, with mail through a real SMTP server."""
 
+import base64
+import json
 from urllib.parse import urlsplit
 
 import pytest
+import sqlalchemy as sa
 
 from frontend.extensions import db
-from frontend.models import DomainRule, DomainRuleKind
+from frontend.models import DomainRule, DomainRuleKind, OutgoingMail
 from tests.conftest import PASSWORD, csrf_token, get_user
-from tests.smtp import link_in
+from tests.smtp import link_in, text_body
 
 
 def register(client, email, password=PASSWORD, first="Ada", last="Lovelace"):
@@ -139,8 +142,9 @@ def test_registering_an_existing_address_reveals_nothing(client, make_user, smtp
     smtp.wait_for("ada@cs.ox.ac.uk")
 
 
-def test_password_reset_by_mail(client, auth, make_user, smtp, app):
+def test_password_reset_by_mail(client, auth, make_user, smtp, app, start_worker):
     make_user(email="ada@cs.ox.ac.uk")
+    start_worker()
     token = csrf_token(client.get("/reset").text)
     client.post("/reset", data={"email": "ada@cs.ox.ac.uk", "csrf_token": token})
     message = smtp.wait_for("ada@cs.ox.ac.uk", "Reset your Labqueue password")
@@ -160,19 +164,83 @@ def test_password_reset_by_mail(client, auth, make_user, smtp, app):
     assert response.headers["Location"].endswith("/account/profile")
 
 
-def test_forgot_password_answers_the_same_for_unknown_addresses(client, make_user):
-    make_user(email="ada@cs.ox.ac.uk")
-    answers = []
+def outbox_rows(app) -> list[tuple[str, str]]:
+    with app.app_context():
+        return [
+            (mail.recipient, mail.subject)
+            for mail in db.session.scalars(sa.select(OutgoingMail))
+        ]
+
+
+def broker_messages(app) -> list[tuple[str, list]]:
+    """The tasks waiting in the embedded broker (no worker is consuming)."""
+    broker = sa.create_engine(app.config["CELERY_BROKER_URL"].removeprefix("sqla+"))
+    messages = []
+    with broker.connect() as connection:
+        if sa.inspect(connection).has_table("kombu_message"):  # made on first send
+            payloads = connection.execute(sa.text("SELECT payload FROM kombu_message"))
+            messages = [json.loads(payload) for (payload,) in payloads]
+    broker.dispose()
+    return [
+        (m["headers"]["task"], json.loads(base64.b64decode(m["body"]))[0])
+        for m in messages
+    ]
+
+
+@pytest.mark.parametrize("path", ["/reset", "/confirm"])
+def test_mail_requests_do_the_same_work_for_any_address(
+    client, make_user, app, smtp, path, start_worker
+):
+    make_user(email="ada@cs.ox.ac.uk", confirmed=path == "/reset")
+    pages = []
     for email in ("ada@cs.ox.ac.uk", "nobody@cs.ox.ac.uk"):
-        token = csrf_token(client.get("/reset").text)
+        token = csrf_token(client.get(path).text)
         response = client.post(
-            "/reset",
-            data={"email": email, "csrf_token": token},
-            follow_redirects=True,
+            path, data={"email": email, "csrf_token": token}, follow_redirects=True
         )
-        sent = "Instructions to reset your password have been sent" in response.text
-        answers.append((response.status_code, sent))
-    assert answers[0] == answers[1] == (200, True)
+        assert response.status_code == 200
+        pages.append(response.text.replace(token, "").replace(email, "EMAIL"))
+    # The same page, nothing written, and one request each for a worker: the
+    # request never looked the address up, so it cannot take longer for either.
+    assert pages[0] == pages[1]
+    assert outbox_rows(app) == []
+    kind = "reset" if path == "/reset" else "confirm"
+    assert broker_messages(app) == [
+        ("labqueue.account_mail", [kind, "ada@cs.ox.ac.uk"]),
+        ("labqueue.account_mail", [kind, "nobody@cs.ox.ac.uk"]),
+    ]
+    # The worker sends the mail where an account suits it, and only there.
+    start_worker()
+    subject = "Reset your" if path == "/reset" else "Confirm your"
+    smtp.wait_for("ada@cs.ox.ac.uk", subject)
+    assert smtp.sent_to("nobody@cs.ox.ac.uk") == []
+
+
+def test_unknown_requests_for_mail_change_nothing(client, make_user, app, smtp):
+    """A confirmed account asking for confirmation again, or a malformed address,
+    gets the same answer and no mail."""
+    make_user(email="ada@cs.ox.ac.uk")
+    token = csrf_token(client.get("/confirm").text)
+    bad = client.post("/confirm", data={"email": "not an address", "csrf_token": token})
+    assert bad.status_code == 200
+    assert "Invalid email address" in bad.text
+    assert broker_messages(app) == []
+    with app.app_context():
+        from frontend.accounts.services import send_account_mail
+
+        assert send_account_mail("confirm", "ada@cs.ox.ac.uk") is False
+        assert send_account_mail("reset", "nobody@cs.ox.ac.uk") is False
+    assert outbox_rows(app) == []
+
+
+def test_account_mail_is_wiped_from_the_outbox_once_sent(client, app, smtp):
+    register(client, "new@cs.ox.ac.uk")
+    message = smtp.wait_for("new@cs.ox.ac.uk", "Confirm your Labqueue account")
+    assert "/confirm/" in text_body(message)
+    with app.app_context():
+        mail = db.session.scalars(sa.select(OutgoingMail)).one()
+        assert mail.sent_at is not None
+        assert "/confirm/" not in mail.body and mail.html is None
 
 
 def test_login_is_tracked(auth, make_user, app):
@@ -267,7 +335,9 @@ def all_links(smtp) -> list[str]:
         {"X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "http"},
     ],
 )
-def test_reset_mail_never_links_off_the_site(client, make_user, smtp, app, headers):
+def test_reset_mail_never_links_off_the_site(
+    client, make_user, smtp, app, headers, start_worker
+):
     app.config["SITE_URL"] = SITE
     make_user(email="ada@cs.ox.ac.uk")
     # The attacker's client sends both requests with its headers, as in the report
@@ -284,6 +354,7 @@ def test_reset_mail_never_links_off_the_site(client, make_user, smtp, app, heade
         assert response.status_code == 400
         assert smtp.sent_to("ada@cs.ox.ac.uk") == []
     else:
+        start_worker(SITE_URL=SITE)  # the worker sends the mail, with its links
         client.post(
             "/reset",
             data={"email": "ada@cs.ox.ac.uk", "csrf_token": csrf_token(form.text)},

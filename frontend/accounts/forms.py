@@ -2,12 +2,14 @@
 
 from typing import Any
 
-from flask_security import RegisterFormV2
+from flask_security import ForgotPasswordForm, RegisterFormV2, SendConfirmationForm
+from flask_security.forms import EmailValidation, email_required
+from flask_security.forms import Form as SecurityForm
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, StringField, SubmitField, ValidationError
+from wtforms import BooleanField, EmailField, StringField, SubmitField, ValidationError
 from wtforms.validators import DataRequired, Length
 
-from .services import check_registration_email
+from .services import check_registration_email, request_account_mail
 
 
 class AcademicRegisterForm(RegisterFormV2):
@@ -46,3 +48,39 @@ class ProfileForm(FlaskForm):
     last_name = StringField("Last name", validators=[DataRequired(), Length(max=100)])
     notify_by_email = BooleanField("Email me when an analysis ends")
     submit = SubmitField("Save")
+
+
+class _HandedToWorker:
+    """A mail request handed to a worker as it stands: whether the address has an
+    account (and so whether it gets a mail) is decided there, so the request does
+    the same work for every address and takes the same time.
+
+    Only the address's form is checked here. Validation then reports failure with
+    no error, which makes Flask-Security answer as it does for any address (its
+    generic response) without looking the address up.
+    """
+
+    mail_kind: str
+    email = EmailField(
+        "Email Address",
+        render_kw={"autocomplete": "email"},
+        validators=[email_required, EmailValidation(verify=False)],
+    )
+
+    def validate(self, **kwargs: Any) -> bool:
+        # The fields' own checks only: Flask-Security's validate looks the user up.
+        if SecurityForm.validate(self, **kwargs):
+            request_account_mail(self.mail_kind, self.email.data)
+        else:
+            # A malformed address says nothing about accounts: shown as the
+            # form's error, which Flask-Security leaves in place.
+            self.form_errors.extend(self.email.errors)
+        return False
+
+
+class QueuedForgotPasswordForm(_HandedToWorker, ForgotPasswordForm):
+    mail_kind = "reset"
+
+
+class QueuedSendConfirmationForm(_HandedToWorker, SendConfirmationForm):
+    mail_kind = "confirm"

