@@ -133,6 +133,24 @@
 # Shortest password accepted. Env: LABQUEUE_SECURITY_PASSWORD_LENGTH_MIN
 # SECURITY_PASSWORD_LENGTH_MIN = 12
 
+# Login protection, counted in the database so that every web process sees it.
+# Failed logins for one address, and reset or confirmation requests for one
+# address, are free up to RATE_LIMIT_FREE_ATTEMPTS; from one IP (a lab may share
+# one) up to RATE_LIMIT_FREE_PER_IP, registrations included. Each further attempt
+# must wait twice as long as the one before, from RATE_LIMIT_FIRST_DELAY_SECONDS to
+# RATE_LIMIT_MAX_DELAY_SECONDS; sooner, it is refused (429, with Retry-After).
+# Counts lapse RATE_LIMIT_WINDOW_SECONDS after their first attempt.
+# ACCOUNT_LOCK_AFTER failed logins lock the account and mail its owner a link that
+# unlocks it, valid for UNLOCK_LINK_DAYS; admins unlock under Admin -> Users.
+# Env: LABQUEUE_<NAME>
+# RATE_LIMIT_FREE_ATTEMPTS = 5
+# RATE_LIMIT_FREE_PER_IP = 20
+# RATE_LIMIT_FIRST_DELAY_SECONDS = 1.0
+# RATE_LIMIT_MAX_DELAY_SECONDS = 900.0
+# RATE_LIMIT_WINDOW_SECONDS = 3600
+# ACCOUNT_LOCK_AFTER = 20
+# UNLOCK_LINK_DAYS = 7
+
 # Any other Flask-Security-Too setting (SECURITY_*) can be given the same way; those
 # Labqueue sets are in frontend/settings.py: SECURITY_REGISTERABLE,
 # SECURITY_CONFIRMABLE, SECURITY_RECOVERABLE, SECURITY_TRACKABLE, SECURITY_CHANGEABLE,

@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask
 from flask_security import SQLAlchemyUserDatastore
 
-from . import accounts, analyses, main, projects, settings
+from . import accounts, analyses, limits, main, projects, settings
 from .accounts.forms import (
     AcademicRegisterForm,
     QueuedForgotPasswordForm,
@@ -58,6 +58,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         forgot_password_form=QueuedForgotPasswordForm,
         send_confirmation_form=QueuedSendConfirmationForm,
     )
+    limits.init_app(app)
 
     app.register_blueprint(main.bp)
     app.register_blueprint(accounts.bp)

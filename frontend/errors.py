@@ -1,6 +1,6 @@
 """Central error pages: JSON for API and htmx requests, a page for browsers."""
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, jsonify, make_response, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
@@ -45,6 +45,11 @@ def register_error_handlers(app: Flask) -> None:
     def http_error(error: HTTPException):
         if error.code is None or error.code < 400:
             return error
+        if error.code == 429:  # a limit: say how long to wait, and in the header
+            body, code = render_error(429, error.description)
+            response = make_response(body, code)
+            response.headers["Retry-After"] = str(error.retry_after)
+            return response
         if error.code == 413:
             limit = request.max_content_length
             message = MESSAGES[413]

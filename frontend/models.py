@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from flask_security import RoleMixin, UserMixin
+from flask_security.utils import get_message
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .extensions import db
@@ -57,6 +58,19 @@ class User(db.Model, UserMixin):
     last_login_ip: Mapped[str | None] = mapped_column(sa.String(64))
     current_login_ip: Mapped[str | None] = mapped_column(sa.String(64))
     login_count: Mapped[int | None] = mapped_column(default=0)
+    # Set when repeated failed logins locked the account (frontend/limits.py);
+    # the unlock mail's link or an admin clears it.
+    locked_at: Mapped[datetime | None] = mapped_column(sa.DateTime())
+
+    def is_locked(self, form_error: list[str] | None = None) -> bool:
+        """Flask-Security asks this after the password was checked: a locked
+        account cannot log in (nor be reset) until it is unlocked. It answers as
+        for a wrong password (the owner has the unlock mail)."""
+        if self.locked_at is None:
+            return False
+        if form_error is not None:
+            form_error.append(get_message("GENERIC_AUTHN_FAILED")[0])
+        return True
 
     # Bytes this user may store; None means the site's STORAGE_QUOTA_BYTES.
     storage_quota: Mapped[int | None] = mapped_column(sa.BigInteger)
@@ -343,3 +357,38 @@ class OutgoingMail(db.Model):
 
     def __str__(self) -> str:
         return f"{self.subject} → {self.recipient}"
+
+
+class AuditEvent(db.Model):
+    """A security or admin event: who did what to what, when and from where.
+    Rows are only ever added (Admin → Audit trail lists and searches them)."""
+
+    __table_args__ = (sa.Index("ix_audit_event_action_at", "action", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(sa.DateTime(), default=utcnow, index=True)
+    action: Mapped[str] = mapped_column(sa.String(64))
+    # Who: kept as an address too, so that the row outlives the account.
+    actor_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("user.id", ondelete="SET NULL")
+    )
+    actor_email: Mapped[str | None] = mapped_column(sa.String(255))
+    target: Mapped[str] = mapped_column(sa.String(255), default="")
+    ip: Mapped[str | None] = mapped_column(sa.String(64))
+    detail: Mapped[str] = mapped_column(sa.Text, default="")
+
+    actor: Mapped[User | None] = relationship()
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.target}"
+
+
+class RateLimit(db.Model):
+    """Attempts counted for one key ("login-account:5", "reset-ip:192.0.2.1"),
+    in the database so that every web process sees the same counts."""
+
+    key: Mapped[str] = mapped_column(sa.String(300), primary_key=True)
+    attempts: Mapped[int] = mapped_column(default=0)
+    first_at: Mapped[datetime] = mapped_column(sa.DateTime(), default=utcnow)
+    # No attempt is taken before then (the growing delay).
+    blocked_until: Mapped[datetime | None] = mapped_column(sa.DateTime())

@@ -100,6 +100,20 @@ class Defaults:
         "error",
     )
 
+    # Login protection (frontend/limits.py), counted in the database. Failed logins
+    # per address and requests per address are free up to RATE_LIMIT_FREE_ATTEMPTS,
+    # per IP up to RATE_LIMIT_FREE_PER_IP; each further one waits twice as long as
+    # the last, from the first delay up to the longest. Counts lapse after the
+    # window. ACCOUNT_LOCK_AFTER failed logins lock the account; its unlock mail's
+    # link works for UNLOCK_LINK_DAYS.
+    RATE_LIMIT_FREE_ATTEMPTS = 5
+    RATE_LIMIT_FREE_PER_IP = 20
+    RATE_LIMIT_FIRST_DELAY_SECONDS = 1.0
+    RATE_LIMIT_MAX_DELAY_SECONDS = 900.0
+    RATE_LIMIT_WINDOW_SECONDS = 3600
+    ACCOUNT_LOCK_AFTER = 20
+    UNLOCK_LINK_DAYS = 7
+
     # Forms: CSRF on every form, for a working day.
     WTF_CSRF_TIME_LIMIT = 8 * 3600
 

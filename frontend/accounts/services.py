@@ -14,6 +14,7 @@ from flask_security import hash_password
 from flask_security.confirmable import send_confirmation_instructions
 from flask_security.recoverable import send_reset_password_instructions
 
+from .. import audit
 from ..extensions import db, security
 from ..mail import send_queued
 from ..models import DomainRule, DomainRuleKind, User, utcnow
@@ -117,7 +118,12 @@ def create_admin(email: str, password: str | None = None) -> tuple[User, str | N
             first_name="Admin",
             confirmed_at=utcnow(),
         )
-    datastore.add_role_to_user(user, admin_role)
+    if datastore.add_role_to_user(user, admin_role):
+        audit.record(
+            "user.roles_changed",
+            audit.user_label(user),
+            "added admin (from the command line)",
+        )
     db.session.commit()
     return user, generated
 
@@ -175,3 +181,12 @@ def send_account_mail(kind: str, email: str) -> bool:
         send(user)
         send_queued()
     return True
+
+
+def audit_password_changed(sender, user: User, **extra) -> None:
+    """Flask-Security's signal: the audit row is committed with the new password."""
+    audit.record("password.changed", audit.user_label(user), actor=user)
+
+
+def audit_password_reset(sender, user: User, **extra) -> None:
+    audit.record("password.reset", audit.user_label(user), "by mail", actor=user)

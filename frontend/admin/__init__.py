@@ -11,6 +11,7 @@ from flask_security import current_user
 from wtforms.validators import Email as EmailSyntax
 from wtforms.validators import ValidationError
 
+from .. import audit
 from ..accounts.services import email_domain
 from ..analyses.services import (
     AnalysisError,
@@ -21,8 +22,10 @@ from ..analyses.services import (
 from ..analyses.services import delete as delete_analysis
 from ..extensions import db
 from ..formatting import human_size
+from ..limits import unlock
 from ..models import (
     Analysis,
+    AuditEvent,
     DomainRule,
     OutgoingMail,
     PipelineSetting,
@@ -94,6 +97,7 @@ class UserView(SecureModelView):
         "institution",
         "roles",
         "active",
+        "locked_at",
         "confirmed_at",
         "last_login_at",
         "login_count",
@@ -102,13 +106,18 @@ class UserView(SecureModelView):
     column_searchable_list = ("email", "first_name", "last_name", "institution")
     column_filters = (
         "active",
+        "locked_at",
         "confirmed_at",
         "institution",
         "roles.name",
         "created_at",
     )
     column_default_sort = ("created_at", True)
-    column_labels = {"confirmed_at": "Confirmed", "roles.name": "Role"}
+    column_labels = {
+        "confirmed_at": "Confirmed",
+        "locked_at": "Locked",
+        "roles.name": "Role",
+    }
     form_args = {"email": {"validators": [EmailSyntax()]}}
     can_view_details = True
     # People register themselves; accounts are deactivated, not deleted, so that
@@ -123,6 +132,18 @@ class UserView(SecureModelView):
             raise ValidationError(
                 "You cannot remove your own admin role or deactivate yourself."
             )
+        before = {role.name for role in form.roles.object_data or ()}
+        after = {role.name for role in model.roles}
+        changes = [f"added {name}" for name in sorted(after - before)] + [
+            f"removed {name}" for name in sorted(before - after)
+        ]
+        if changes:
+            audit.record(
+                "user.roles_changed", audit.user_label(model), "; ".join(changes)
+            )
+        if form.active.object_data != model.active:
+            action = "user.activated" if model.active else "user.deactivated"
+            audit.record(action, audit.user_label(model))
 
     @action("confirm", "Confirm email", "Mark the selected accounts as confirmed?")
     def action_confirm(self, ids: list[str]) -> None:
@@ -133,9 +154,20 @@ class UserView(SecureModelView):
         for user in users:
             if user.confirmed_at is None:
                 user.confirmed_at = utcnow()
+                audit.record("user.confirmed", audit.user_label(user))
                 count += 1
         db.session.commit()
         flash(f"{count} account(s) confirmed.", "success")
+
+    @action("unlock", "Unlock", "Unlock the selected accounts?")
+    def action_unlock(self, ids: list[str]) -> None:
+        """Clear the lock that repeated failed logins put on these accounts."""
+        stmt = db.select(User).where(User.id.in_(ids), User.locked_at.is_not(None))
+        count = 0
+        for user in db.session.scalars(stmt):
+            unlock(user, "by an admin")
+            count += 1
+        flash(f"{count} account(s) unlocked.", "success")
 
     @action("deactivate", "Deactivate", "Deactivate the selected accounts?")
     def action_deactivate(self, ids: list[str]) -> None:
@@ -143,8 +175,10 @@ class UserView(SecureModelView):
         stmt = db.select(User).where(User.id.in_(ids), User.id != current_user.id)
         count = 0
         for user in db.session.scalars(stmt):
-            user.active = False
-            count += 1
+            if user.active:
+                user.active = False
+                audit.record("user.deactivated", audit.user_label(user))
+                count += 1
         db.session.commit()
         flash(f"{count} account(s) deactivated.", "success")
 
@@ -308,6 +342,20 @@ class OutgoingMailView(SecureModelView):
     can_view_details = True
 
 
+class AuditEventView(SecureModelView):
+    """The audit trail: read only, newest first, searchable."""
+
+    column_list = ("at", "action", "actor_email", "target", "ip", "detail")
+    column_searchable_list = ("action", "actor_email", "target", "ip", "detail")
+    column_filters = ("at", "action", "actor_email", "ip")
+    column_default_sort = ("at", True)
+    column_labels = {"actor_email": "Who", "ip": "From", "at": "When"}
+    can_create = False
+    can_edit = False
+    can_delete = False
+    can_view_details = True
+
+
 class PipelineSettingView(SecureModelView):
     """Switch pipelines off without deleting them (rows appear on first switch)."""
 
@@ -370,6 +418,9 @@ def init_admin(app: Flask) -> Admin:
         OutgoingMailView(OutgoingMail, db, name="Mail", endpoint="admin_mail")
     )
     admin.add_view(RoleView(Role, db, name="Roles", endpoint="admin_roles"))
+    admin.add_view(
+        AuditEventView(AuditEvent, db, name="Audit trail", endpoint="admin_audit")
+    )
     admin.add_view(
         DomainRuleView(DomainRule, db, name="Email domains", endpoint="admin_domains")
     )

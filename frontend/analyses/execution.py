@@ -44,6 +44,7 @@ from backend.runners import (
     now,
 )
 
+from .. import audit
 from ..extensions import db
 from ..formatting import human_size
 from ..links import external_url
@@ -730,6 +731,10 @@ def _remove_orphans(runner) -> list[int]:
 def delete_analysis(analysis: Analysis) -> None:
     """Delete an analysis row and its folder (outputs, log, parameters)."""
     folder = analysis_dir(analysis)
+    audit.record(
+        "analysis.deleted",
+        f"analysis {analysis.id} ({analysis.pipeline}) of {analysis.owner.email}",
+    )
     db.session.delete(analysis)
     db.session.commit()
     shutil.rmtree(folder, ignore_errors=True)

@@ -18,6 +18,7 @@ from backend.manifest import Pipeline, discover
 from backend.params import validate_params
 from backend.runners import format_duration, mib
 
+from .. import audit
 from ..downloads import INLINE_IMAGES, suffix_of
 from ..extensions import db
 from ..models import (
@@ -249,6 +250,12 @@ def requeue(analysis: Analysis) -> Analysis:
         retry_of_id=analysis.id,
     )
     db.session.add(again)
+    db.session.flush()
+    audit.record(
+        "analysis.requeued",
+        f"analysis {analysis.id} of {analysis.owner.email}",
+        f"queued again as analysis {again.id}",
+    )
     db.session.commit()
     _write_params(again)
     request_dispatch()

@@ -33,6 +33,7 @@ from backend.archives import (
 )
 from backend.files import UnsafeName, clean_name, clean_relpath, inside, numbered_name
 
+from .. import audit
 from ..extensions import db
 from ..formatting import human_size
 from ..models import (
@@ -380,6 +381,10 @@ def update_project(project: Project, name: str, description: str) -> None:
 def delete_project(project: Project) -> None:
     """Delete a project, its rows and its folder on disk."""
     folder = project_dir(project)
+    audit.record(
+        "project.deleted",
+        f"project {project.id} {project.name!r} of {project.owner.email}",
+    )
     db.session.delete(project)
     db.session.commit()
     shutil.rmtree(folder, ignore_errors=True)

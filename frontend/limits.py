@@ -1,0 +1,227 @@
+"""Login protection: attempts counted per account and per address, in the database
+(every web process sees the same counts), with a growing wait once the free ones
+are spent, and accounts locked after repeated failed logins.
+
+- **Login**: failed attempts count for the address typed and for the client's IP.
+  After ``RATE_LIMIT_FREE_ATTEMPTS`` each further attempt waits twice as long as the
+  last (from ``RATE_LIMIT_FIRST_DELAY_SECONDS`` up to ``RATE_LIMIT_MAX_DELAY_SECONDS``);
+  an attempt made sooner is refused (429, with Retry-After) without the password
+  being checked. ``ACCOUNT_LOCK_AFTER`` failures lock the account: it gets a mail
+  with a link that unlocks it, admins see and clear locks. A login that succeeds
+  clears its account's count.
+- **Registration, reset and confirmation requests**: every request counts, for the
+  client's IP and (reset, confirmation) the address asked about.
+
+Counts lapse ``RATE_LIMIT_WINDOW_SECONDS`` after their first attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from datetime import timedelta
+
+import sqlalchemy as sa
+from flask import Flask, current_app, render_template, request
+from flask_login import current_user
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from sqlalchemy.dialects import postgresql, sqlite
+from werkzeug.exceptions import RequestEntityTooLarge, TooManyRequests
+
+from . import audit
+from .extensions import db, security
+from .links import external_url
+from .models import RateLimit, User, utcnow
+from .outbox import queue_mail, send_after_commit
+
+log = logging.getLogger(__name__)
+
+# The endpoints whose POSTs are limited, and by what besides the client's IP.
+LIMITED = {
+    "security.login": "login",
+    "security.register": "register",
+    "security.forgot_password": "mail",
+    "security.send_confirmation": "mail",
+}
+UNLOCK_SALT = "labqueue-unlock"
+
+
+def _email_in_request() -> str:
+    try:
+        if request.form:
+            email = request.form.get("email")
+        else:
+            data = request.get_json(silent=True)
+            email = data.get("email") if isinstance(data, dict) else None
+    except RequestEntityTooLarge:  # refused on its own; the IP still counts
+        return ""
+    return str(email or "").strip().lower()[:255]
+
+
+def keys_for(kind: str) -> list[str]:
+    keys = [f"{kind}-ip:{request.remote_addr}"]
+    if kind in ("login", "mail") and (email := _email_in_request()):
+        keys.append(f"{kind}-address:{email}")
+    return keys
+
+
+def _free(key: str) -> int:
+    """Attempts free of any wait: more for an IP, which a whole lab may share."""
+    config = current_app.config
+    if "-ip:" in key:
+        return config["RATE_LIMIT_FREE_PER_IP"]
+    return config["RATE_LIMIT_FREE_ATTEMPTS"]
+
+
+def seconds_to_wait(keys: list[str]) -> float:
+    """How long the attempt must wait (0: it may go ahead)."""
+    now = utcnow()
+    until = db.session.scalar(
+        sa.select(sa.func.max(RateLimit.blocked_until)).where(
+            RateLimit.key.in_(keys), RateLimit.blocked_until > now
+        )
+    )
+    return (until - now).total_seconds() if until else 0.0
+
+
+def _delay(key: str, attempts: int) -> float:
+    config = current_app.config
+    over = attempts - _free(key)
+    if over <= 0:
+        return 0.0
+    first = config["RATE_LIMIT_FIRST_DELAY_SECONDS"]
+    return min(first * 2 ** min(over - 1, 40), config["RATE_LIMIT_MAX_DELAY_SECONDS"])
+
+
+def count(keys: list[str]) -> int:
+    """Count one attempt for each key, atomically (two processes may count the
+    same key at once); returns the highest count. Committed by the caller."""
+    now = utcnow()
+    lapsed = now - timedelta(seconds=current_app.config["RATE_LIMIT_WINDOW_SECONDS"])
+    dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
+    table = RateLimit.__table__
+    highest = 0
+    for key in keys:
+        fresh = dialect.insert(table).values(key=key, attempts=1, first_at=now)
+        attempts = db.session.scalar(
+            fresh.on_conflict_do_update(
+                index_elements=[table.c.key],
+                set_={
+                    # A count whose window has passed starts again.
+                    "attempts": sa.case(
+                        (table.c.first_at < lapsed, 1),
+                        else_=table.c.attempts + 1,
+                    ),
+                    "first_at": sa.case(
+                        (table.c.first_at < lapsed, now), else_=table.c.first_at
+                    ),
+                },
+            ).returning(table.c.attempts)
+        )
+        if wait := _delay(key, attempts):
+            db.session.execute(
+                sa.update(RateLimit)
+                .where(RateLimit.key == key)
+                .values(blocked_until=now + timedelta(seconds=wait))
+            )
+        highest = max(highest, attempts)
+    return highest
+
+
+def refuse_if_waiting() -> None:
+    """Before a limited POST: refuse it while one of its keys must wait, and count
+    the requests that are counted whatever their outcome."""
+    kind = LIMITED.get(request.endpoint or "")
+    if kind is None or request.method != "POST":
+        return
+    keys = keys_for(kind)
+    wait = seconds_to_wait(keys)
+    if wait > 0:
+        seconds = math.ceil(wait)
+        raise TooManyRequests(
+            f"Too many attempts for this account or from your address. Wait "
+            f"{seconds} second{'s' if seconds != 1 else ''} and try again.",
+            retry_after=seconds,
+        )
+    if kind != "login":  # a login counts only when it fails (after the request)
+        count(keys)
+        db.session.commit()
+
+
+def after_login_attempt(response):
+    """After a limited POST to the login: count a failure, lock the account when
+    there were too many, or clear the account's count on success."""
+    if request.endpoint != "security.login" or request.method != "POST":
+        return response
+    if response.status_code in (413, 429):  # refused before any password check
+        return response
+    email = _email_in_request()
+    if current_user.is_authenticated:
+        db.session.execute(
+            sa.delete(RateLimit).where(RateLimit.key == f"login-address:{email}")
+        )
+        db.session.commit()
+        return response
+    failures = count(keys_for("login"))
+    audit.record("login.failed", email, f"attempt {failures}")
+    user = security.datastore.find_user(case_insensitive=True, email=email)
+    if (
+        user is not None
+        and user.locked_at is None
+        and failures >= current_app.config["ACCOUNT_LOCK_AFTER"]
+    ):
+        mail = lock(user, f"after {failures} failed logins")
+        db.session.commit()
+        send_after_commit([mail.id])
+    else:
+        db.session.commit()
+    return response
+
+
+def lock(user: User, why: str):
+    """Lock ``user``'s account and queue the mail that unlocks it."""
+    user.locked_at = utcnow()
+    audit.record("account.locked", audit.user_label(user), why)
+    token = _serializer().dumps([user.id, user.locked_at.isoformat()])
+    link = external_url("accounts.unlock", token=token)
+    body = render_template("accounts/email/unlock.txt", user=user, link=link)
+    return queue_mail(
+        user.email, "Your Labqueue account was locked", body, confidential=True
+    )
+
+
+def unlock(user: User, how: str) -> None:
+    """Clear ``user``'s lock and its failed-login count (committed here)."""
+    user.locked_at = None
+    db.session.execute(
+        sa.delete(RateLimit).where(
+            RateLimit.key == f"login-address:{user.email.lower()}"
+        )
+    )
+    audit.record("account.unlocked", audit.user_label(user), how)
+    db.session.commit()
+
+
+def _serializer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=UNLOCK_SALT)
+
+
+def user_to_unlock(token: str) -> User | None:
+    """The locked user an unlock link is for, while the link is valid: one lock
+    only (a later lock needs its own mail), within UNLOCK_LINK_DAYS."""
+    max_age = current_app.config["UNLOCK_LINK_DAYS"] * 86400
+    try:
+        user_id, locked_at = _serializer().loads(token, max_age=max_age)
+    except (BadSignature, ValueError, TypeError):
+        return None
+    user = db.session.get(User, user_id) if isinstance(user_id, int) else None
+    if user is None or user.locked_at is None:
+        return None
+    if user.locked_at.isoformat() != locked_at:
+        return None
+    return user
+
+
+def init_app(app: Flask) -> None:
+    app.before_request(refuse_if_waiting)
+    app.after_request(after_login_attempt)

@@ -1,0 +1,224 @@
+"""Login protection: limits shared by every web process, locks and unlock mail."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import sqlalchemy as sa
+
+from frontend.extensions import db
+from frontend.models import AuditEvent, RateLimit
+from tests.conftest import PASSWORD, csrf_token, get_user
+from tests.smtp import link_in
+from tests.workers import ROOT, worker_env
+
+WRONG = "not the password at all"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class WebProcess:
+    """``flask run`` in a process of its own, on the test's database."""
+
+    def __init__(self, config: dict):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        log = Path(config["LOG_DIR"])
+        log.mkdir(parents=True, exist_ok=True)
+        self.output = (log / f"web-{self.port}.out").open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "flask", "--app", "frontend", "run"]
+            + ["--port", str(self.port), "--no-reload"],
+            cwd=ROOT,
+            env=worker_env(config),
+            stdout=self.output,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                requests.get(self.url + "/login", timeout=2)
+                return
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        self.stop()
+        raise AssertionError(f"the web process did not start: {self.output.name}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        self.output.close()
+
+
+def login(session: requests.Session, base: str, email: str, password: str):
+    page = session.get(base + "/login")
+    return session.post(
+        base + "/login",
+        data={
+            "email": email,
+            "password": password,
+            "csrf_token": csrf_token(page.text),
+        },
+        allow_redirects=False,
+    )
+
+
+def test_wrong_logins_are_slowed_then_locked_across_two_web_processes(
+    app_config, app, make_user, smtp, tmp_path
+):
+    config = {
+        **app_config,
+        "SITE_URL": "http://127.0.0.1:5055",
+        "RATE_LIMIT_FIRST_DELAY_SECONDS": 0.5,
+        "RATE_LIMIT_MAX_DELAY_SECONDS": 0.5,
+        "ACCOUNT_LOCK_AFTER": 20,
+    }
+    make_user(email="ada@cs.ox.ac.uk")
+    webs = [WebProcess(config), WebProcess(config)]
+    try:
+        session = requests.Session()
+        outcomes, refused = [], []
+        while len(outcomes) < 30:
+            web = webs[len(outcomes) % 2]  # alternate between the two processes
+            response = login(session, web.url, "ada@cs.ox.ac.uk", WRONG)
+            if response.status_code == 429:
+                refused.append(len(outcomes))
+                assert int(response.headers["Retry-After"]) >= 1
+                assert "Too many attempts" in response.text
+                time.sleep(0.55)  # longer than the longest wait set above
+                continue
+            assert response.status_code == 200
+            outcomes.append("Login failed" in response.text)
+        assert all(outcomes)
+        # The first five were free; after that the other process refused the
+        # next attempt too: both read one count.
+        assert refused and refused[0] == 6
+        # Locked at the twentieth failure: even the right password fails now.
+        assert get_user(app, "ada@cs.ox.ac.uk").locked_at is not None
+        time.sleep(0.55)
+        locked = login(session, webs[0].url, "ada@cs.ox.ac.uk", PASSWORD)
+        assert locked.status_code == 200 and "Login failed" in locked.text
+        # One unlock mail (not one per further failure); its link unlocks.
+        message = smtp.wait_for("ada@cs.ox.ac.uk", "Your Labqueue account was locked")
+        assert len(smtp.sent_to("ada@cs.ox.ac.uk")) == 1
+        path = link_in(message, "/account/unlock/").removeprefix(config["SITE_URL"])
+        page = session.get(webs[1].url + path)
+        assert "Unlock my account" in page.text
+        # Following the link changes nothing (a mail scanner may follow it).
+        assert get_user(app, "ada@cs.ox.ac.uk").locked_at is not None
+        unlocked = session.post(
+            webs[1].url + path, data={"csrf_token": csrf_token(page.text)}
+        )
+        assert "Your account is unlocked" in unlocked.text
+        time.sleep(0.55)  # this IP's own count (past its 20 free) still applies
+        response = login(session, webs[0].url, "ada@cs.ox.ac.uk", PASSWORD)
+        assert response.status_code == 302
+        assert response.headers["Location"].endswith("/account/profile")
+        # The link was for that lock only.
+        again = session.get(webs[1].url + path)
+        assert again.status_code == 400 and "not valid" in again.text
+    finally:
+        for web in webs:
+            web.stop()
+    with app.app_context():
+        actions = db.session.scalars(
+            sa.select(AuditEvent.action).order_by(AuditEvent.id)
+        ).all()
+    # The 30 wrong passwords and the right one while locked.
+    assert actions.count("login.failed") == 31
+    assert actions.count("account.locked") == 1
+    assert actions[-1] == "account.unlocked"
+
+
+@pytest.fixture
+def strict(app):
+    app.config.update(
+        RATE_LIMIT_FREE_ATTEMPTS=2,
+        RATE_LIMIT_FREE_PER_IP=3,
+        RATE_LIMIT_FIRST_DELAY_SECONDS=60.0,
+    )
+    return app
+
+
+def test_reset_requests_for_one_address_are_limited(client, strict):
+    answers = []
+    for _ in range(4):
+        token = csrf_token(client.get("/reset").text)
+        response = client.post(
+            "/reset", data={"email": "ada@cs.ox.ac.uk", "csrf_token": token}
+        )
+        answers.append(response.status_code)
+    # Two free, the third counted and made to wait, the fourth refused.
+    assert answers == [200, 200, 200, 429]
+    assert response.headers["Retry-After"] == "60"
+    assert "Wait 60 seconds and try again" in response.text
+    # Another address from the same IP: the IP's count has one free left.
+    token = csrf_token(client.get("/reset").text)
+    other = client.post(
+        "/reset", data={"email": "bob@cs.ox.ac.uk", "csrf_token": token}
+    )
+    assert other.status_code == 200
+
+
+def test_registrations_from_one_address_are_limited(client, strict):
+    from tests.test_accounts import register
+
+    codes = [register(client, f"user{n}@cs.ox.ac.uk").status_code for n in range(5)]
+    assert codes == [200, 200, 200, 200, 429]
+
+
+def test_a_successful_login_clears_the_account_count(auth, make_user, strict, app):
+    make_user(email="ada@cs.ox.ac.uk")
+    auth.login("ada@cs.ox.ac.uk", WRONG)
+    assert auth.login("ada@cs.ox.ac.uk").status_code == 302
+    with app.app_context():
+        keys = db.session.scalars(sa.select(RateLimit.key)).all()
+    assert "login-address:ada@cs.ox.ac.uk" not in keys
+    assert "login-ip:127.0.0.1" in keys  # an IP's count lapses on its own
+
+
+def test_admins_see_and_clear_locks(client, auth, make_user, app, smtp):
+    app.config.update(ACCOUNT_LOCK_AFTER=3, RATE_LIMIT_FREE_ATTEMPTS=10)
+    make_user(email="ada@cs.ox.ac.uk")
+    make_user(email="root@cs.ox.ac.uk", roles=("admin",))
+    for _ in range(3):
+        auth.login("ada@cs.ox.ac.uk", WRONG)
+    smtp.wait_for("ada@cs.ox.ac.uk", "Your Labqueue account was locked")
+    auth.login("root@cs.ox.ac.uk")
+    page = client.get("/admin/admin_users/")
+    assert "Locked" in page.text
+    user_id = get_user(app, "ada@cs.ox.ac.uk").id
+    client.post(
+        "/admin/admin_users/action/",
+        data={
+            "action": "unlock",
+            "rowid": [str(user_id)],
+            "csrf_token": csrf_token(page.text),
+        },
+    )
+    assert get_user(app, "ada@cs.ox.ac.uk").locked_at is None
+    auth.logout()
+    assert auth.login("ada@cs.ox.ac.uk").status_code == 302
+    with app.app_context():
+        event = db.session.scalars(
+            sa.select(AuditEvent).where(AuditEvent.action == "account.unlocked")
+        ).one()
+        assert (event.actor_email, event.detail) == ("root@cs.ox.ac.uk", "by an admin")
+
+
+def test_a_forged_unlock_link_does_nothing(client, make_user, app):
+    make_user(email="ada@cs.ox.ac.uk", locked_at=None)
+    page = client.get("/account/unlock/WzEsIjIwMjYtMDEtMDFUMDA6MDA6MDAiXQ.forged")
+    assert page.status_code == 400 and "not valid" in page.text
+    assert not re.search(r"Unlock my account</button>", page.text)
