@@ -133,6 +133,12 @@
 # Shortest password accepted. Env: LABQUEUE_SECURITY_PASSWORD_LENGTH_MIN
 # SECURITY_PASSWORD_LENGTH_MIN = 12
 
+# Password strength: Flask-Security-Too's zxcvbn checker, and the lowest score
+# (0-4) it accepts. Env: LABQUEUE_SECURITY_PASSWORD_COMPLEXITY_CHECKER,
+# LABQUEUE_SECURITY_ZXCVBN_MINIMUM_SCORE
+# SECURITY_PASSWORD_COMPLEXITY_CHECKER = "zxcvbn"
+# SECURITY_ZXCVBN_MINIMUM_SCORE = 3
+
 # Login protection, counted in the database so that every web process sees it.
 # Failed logins for one address, and reset or confirmation requests for one
 # address, are free up to RATE_LIMIT_FREE_ATTEMPTS; from one IP (a lab may share

@@ -70,6 +70,10 @@ class Defaults:
     SECURITY_CHANGEABLE = True
     SECURITY_PASSWORD_HASH = "argon2"  # noqa: S105 (a scheme name)
     SECURITY_PASSWORD_LENGTH_MIN = 12
+    # Passwords are also scored by zxcvbn (0-4) on registration, change and reset;
+    # a guessable one ("password1234") is refused with zxcvbn's advice.
+    SECURITY_PASSWORD_COMPLEXITY_CHECKER = "zxcvbn"  # noqa: S105 (a checker name)
+    SECURITY_ZXCVBN_MINIMUM_SCORE = 3
     SECURITY_RETURN_GENERIC_RESPONSES = True
     # What confirmation and reset tokens carry to tie them to the account's
     # address and password: a plain digest (the token is signed anyway), not

@@ -446,3 +446,19 @@ def test_profile_shows_storage_with_outputs_counted(
     assert 'Project files</dt> <dd class="col-sm-6">2.0 KiB' in parts
     assert 'Analysis outputs and logs</dt> <dd class="col-sm-6">3.0 MiB' in parts
     assert "Using 3.0 MiB of your 20.0 GiB quota." in re.sub(r"\s+", " ", page)
+
+
+@pytest.mark.parametrize(
+    ("password", "advice"),
+    [
+        ("password1234", "This is a very common password."),
+        ("aaaaaaaaaaaaaaaa", "Repeats like &#34;aaa&#34; are easy to guess."),
+    ],
+)
+def test_a_guessable_password_is_refused_with_advice(
+    client, app, smtp, password, advice
+):
+    page = register(client, "new@cs.ox.ac.uk", password=password)
+    assert advice in page.text
+    assert get_user(app, "new@cs.ox.ac.uk") is None
+    assert smtp.sent_to("new@cs.ox.ac.uk") == []
