@@ -139,6 +139,21 @@
 # SECURITY_PASSWORD_COMPLEXITY_CHECKER = "zxcvbn"
 # SECURITY_ZXCVBN_MINIMUM_SCORE = 3
 
+# Two-factor login with an authenticator app (TOTP): anyone can turn it on from
+# their profile; with ADMIN_TWO_FACTOR_REQUIRED, admins must (their next login asks
+# them to set it up, and the admin pages wait until they have). The stored secrets
+# are encrypted with SECURITY_TOTP_SECRETS ({"1": "..."}; made once in instance/
+# when unset, and shared by every process like SECRET_KEY). The authenticator app
+# names the site SECURITY_TOTP_ISSUER (default APP_NAME).
+# Env: LABQUEUE_ADMIN_TWO_FACTOR_REQUIRED, LABQUEUE_SECURITY_TOTP_SECRETS, ...
+# ADMIN_TWO_FACTOR_REQUIRED = False
+# SECURITY_TOTP_SECRETS = None
+# SECURITY_TOTP_ISSUER = None
+# Flask-Security-Too's switches for it, set in frontend/settings.py:
+# SECURITY_TWO_FACTOR = True
+# SECURITY_TWO_FACTOR_ENABLED_METHODS = ["authenticator"]
+# SECURITY_TWO_FACTOR_POST_SETUP_VIEW = "accounts.profile"
+
 # Login protection, counted in the database so that every web process sees it.
 # Failed logins for one address, and reset or confirmation requests for one
 # address, are free up to RATE_LIMIT_FREE_ATTEMPTS; from one IP (a lab may share

@@ -114,6 +114,12 @@ def _complete_config(app: Flask) -> None:
     for key in ("SECRET_KEY", "SECURITY_PASSWORD_SALT"):
         if not config.get(key):
             config[key] = _persisted_secret(instance / key.lower())
+    if not config.get("SECURITY_TOTP_SECRETS"):
+        secret = _persisted_secret(instance / "security_totp_secret")
+        config["SECURITY_TOTP_SECRETS"] = {"1": secret}
+    config["SECURITY_TOTP_ISSUER"] = (
+        config["SECURITY_TOTP_ISSUER"] or config["APP_NAME"]
+    )
 
     if config.get("MAIL_SERVER"):
         config.setdefault("MAIL_BACKEND", "smtp")

@@ -22,8 +22,17 @@ import math
 from datetime import timedelta
 
 import sqlalchemy as sa
-from flask import Flask, current_app, render_template, request
+from flask import (
+    Flask,
+    current_app,
+    g,
+    has_request_context,
+    render_template,
+    request,
+    session,
+)
 from flask_login import current_user
+from flask_security.signals import user_failed_authn
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy.dialects import postgresql, sqlite
 from werkzeug.exceptions import RequestEntityTooLarge, TooManyRequests
@@ -39,10 +48,12 @@ log = logging.getLogger(__name__)
 # The endpoints whose POSTs are limited, and by what besides the client's IP.
 LIMITED = {
     "security.login": "login",
+    "security.two_factor_token_validation": "login",
     "security.register": "register",
     "security.forgot_password": "mail",
     "security.send_confirmation": "mail",
 }
+LOGIN_STEPS = ("security.login", "security.two_factor_token_validation")
 UNLOCK_SALT = "labqueue-unlock"
 
 
@@ -62,6 +73,12 @@ def keys_for(kind: str) -> list[str]:
     keys = [f"{kind}-ip:{request.remote_addr}"]
     if kind in ("login", "mail") and (email := _email_in_request()):
         keys.append(f"{kind}-address:{email}")
+    elif request.endpoint == "security.two_factor_token_validation":
+        # The code's account is the one whose password was just given.
+        pending = session.get("tf_user_id")
+        user = security.datastore.find_user(fs_uniquifier=pending) if pending else None
+        if user is not None:
+            keys.append(f"login-address:{user.email.lower()}")
     return keys
 
 
@@ -148,23 +165,39 @@ def refuse_if_waiting() -> None:
         db.session.commit()
 
 
+def note_failed_authn(sender, user: User, auth_type: str, tfa: bool, **extra) -> None:
+    """Flask-Security's signal for a credential that did not verify (a wrong
+    password, or a wrong two-factor code): remembered for after the request."""
+    if has_request_context():
+        g.labqueue_failed_authn = (user, "two-factor code" if tfa else auth_type)
+
+
 def after_login_attempt(response):
-    """After a limited POST to the login: count a failure, lock the account when
-    there were too many, or clear the account's count on success."""
-    if request.endpoint != "security.login" or request.method != "POST":
+    """After a limited POST to the login or the two-factor code: count a failure,
+    lock the account when there were too many, or clear its count on success."""
+    if request.endpoint not in LOGIN_STEPS or request.method != "POST":
         return response
     if response.status_code in (413, 429):  # refused before any password check
         return response
-    email = _email_in_request()
-    if current_user.is_authenticated:
-        db.session.execute(
-            sa.delete(RateLimit).where(RateLimit.key == f"login-address:{email}")
-        )
-        db.session.commit()
+    failed = g.pop("labqueue_failed_authn", None)
+    if current_user.is_authenticated:  # signed in: the account's count restarts
+        _forget(f"login-address:{current_user.email.lower()}")
         return response
-    failures = count(keys_for("login"))
-    audit.record("login.failed", email, f"attempt {failures}")
-    user = security.datastore.find_user(case_insensitive=True, email=email)
+    if failed is not None:
+        user, what = failed
+        email = user.email.lower()
+    elif request.endpoint == "security.login":
+        email = _email_in_request()
+        if security.datastore.find_user(case_insensitive=True, email=email):
+            return response  # the password was right: a code or a lock comes next
+        user, what = None, "address (no such account)"
+    else:
+        return response  # no code was checked
+    keys = [f"login-ip:{request.remote_addr}"]
+    if email:
+        keys.append(f"login-address:{email}")
+    failures = count(keys)
+    audit.record("login.failed", email, f"wrong {what}, attempt {failures}")
     if (
         user is not None
         and user.locked_at is None
@@ -176,6 +209,11 @@ def after_login_attempt(response):
     else:
         db.session.commit()
     return response
+
+
+def _forget(key: str) -> None:
+    db.session.execute(sa.delete(RateLimit).where(RateLimit.key == key))
+    db.session.commit()
 
 
 def lock(user: User, why: str):
@@ -193,13 +231,8 @@ def lock(user: User, why: str):
 def unlock(user: User, how: str) -> None:
     """Clear ``user``'s lock and its failed-login count (committed here)."""
     user.locked_at = None
-    db.session.execute(
-        sa.delete(RateLimit).where(
-            RateLimit.key == f"login-address:{user.email.lower()}"
-        )
-    )
     audit.record("account.unlocked", audit.user_label(user), how)
-    db.session.commit()
+    _forget(f"login-address:{user.email.lower()}")
 
 
 def _serializer() -> URLSafeTimedSerializer:
@@ -225,3 +258,4 @@ def user_to_unlock(token: str) -> User | None:
 def init_app(app: Flask) -> None:
     app.before_request(refuse_if_waiting)
     app.after_request(after_login_attempt)
+    user_failed_authn.connect(note_failed_authn, app)

@@ -6,6 +6,7 @@ import enum
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
+from flask import current_app
 from flask_security import RoleMixin, UserMixin
 from flask_security.utils import get_message
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -61,6 +62,26 @@ class User(db.Model, UserMixin):
     # Set when repeated failed logins locked the account (frontend/limits.py);
     # the unlock mail's link or an admin clears it.
     locked_at: Mapped[datetime | None] = mapped_column(sa.DateTime())
+
+    # Two-factor login (Flask-Security-Too's; "authenticator": TOTP). The secret
+    # is stored encrypted with SECURITY_TOTP_SECRETS.
+    tf_primary_method: Mapped[str | None] = mapped_column(sa.String(64))
+    tf_totp_secret: Mapped[str | None] = mapped_column(sa.String(255))
+    tf_phone_number: Mapped[str | None] = mapped_column(sa.String(128))
+
+    def check_tf_required(self, tf_setup_methods, tf_fresh):
+        """A second factor at every login for whoever set one up, and for admins
+        when the site requires it (they set one up at their next login)."""
+        required, methods = super().check_tf_required(tf_setup_methods, tf_fresh)
+        return required or self._admin_needs_tf(), methods
+
+    def check_tf_required_setup(self) -> bool:
+        return super().check_tf_required_setup() or self._admin_needs_tf()
+
+    def _admin_needs_tf(self) -> bool:
+        return bool(current_app.config["ADMIN_TWO_FACTOR_REQUIRED"]) and self.has_role(
+            "admin"
+        )
 
     def is_locked(self, form_error: list[str] | None = None) -> bool:
         """Flask-Security asks this after the password was checked: a locked

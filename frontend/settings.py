@@ -75,6 +75,15 @@ class Defaults:
     SECURITY_PASSWORD_COMPLEXITY_CHECKER = "zxcvbn"  # noqa: S105 (a checker name)
     SECURITY_ZXCVBN_MINIMUM_SCORE = 3
     SECURITY_RETURN_GENERIC_RESPONSES = True
+    # Two-factor login with an authenticator app (TOTP), for whoever turns it on;
+    # required for the admin role when ADMIN_TWO_FACTOR_REQUIRED is set. The key
+    # that encrypts the stored secrets is made once in instance/ unless given.
+    SECURITY_TWO_FACTOR = True
+    SECURITY_TWO_FACTOR_ENABLED_METHODS = ["authenticator"]
+    SECURITY_TWO_FACTOR_POST_SETUP_VIEW = "accounts.profile"
+    SECURITY_TOTP_SECRETS: dict | None = None
+    SECURITY_TOTP_ISSUER: str | None = None  # None: APP_NAME
+    ADMIN_TWO_FACTOR_REQUIRED = False
     # What confirmation and reset tokens carry to tie them to the account's
     # address and password: a plain digest (the token is signed anyway), not
     # Flask-Security's default of half a million sha256_crypt rounds per link.

@@ -519,3 +519,35 @@ def test_admin_pages_keep_their_policy_and_their_actions_work(
     assert questions == ["Mark the selected accounts as confirmed?"]
     with app.app_context():
         assert db.session.get(User, waiting).confirmed_at is not None
+
+
+def test_two_factor_enrolment_and_login(page, make_user):
+    """Turn two-factor login on from the profile, scan (here: read) the key, then
+    log in again with password and code; no page breaks the site's CSP."""
+    from playwright.sync_api import expect
+
+    from tests.test_two_factor import code_for
+
+    make_user(email="ada@cs.ox.ac.uk")
+    log_in(page, "ada@cs.ox.ac.uk")
+    page.get_by_role("link", name="Two-factor login: off").click()
+    page.get_by_label("Set up an authenticator app").check()
+    page.get_by_role("button", name="Submit").click()
+    qr = page.locator("#qrcode")
+    expect(qr).to_be_visible()
+    assert qr.evaluate("image => image.naturalWidth") > 0  # the QR code drew
+    key = page.locator("#tf-key").inner_text().strip()
+    page.get_by_label("Authentication Code").fill(code_for(key))
+    page.get_by_role("button", name="Submit Code").click()
+    expect(page.get_by_role("link", name="Two-factor login: on")).to_be_visible()
+    page.screenshot(path=OUTPUT / "two-factor-on.png", full_page=True)
+
+    page.get_by_role("button", name="Log out").click()
+    log_in(page, "ada@cs.ox.ac.uk")
+    expect(page.get_by_role("heading", name="Enter your code")).to_be_visible()
+    page.get_by_label("Authentication Code").fill("123456")
+    page.get_by_role("button", name="Submit Code").click()
+    expect(page.get_by_text("Invalid code")).to_be_visible()
+    page.get_by_label("Authentication Code").fill(code_for(key, offset=1))
+    page.get_by_role("button", name="Submit Code").click()
+    expect(page.get_by_role("heading", name="Your profile")).to_be_visible()

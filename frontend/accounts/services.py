@@ -190,3 +190,12 @@ def audit_password_changed(sender, user: User, **extra) -> None:
 
 def audit_password_reset(sender, user: User, **extra) -> None:
     audit.record("password.reset", audit.user_label(user), "by mail", actor=user)
+
+
+def audit_two_factor_set(sender, user: User, method: str | None = None, **extra):
+    """Flask-Security's signals: committed with the change, by its view."""
+    audit.record("two_factor.enabled", audit.user_label(user), method or "", actor=user)
+
+
+def audit_two_factor_off(sender, user: User, **extra) -> None:
+    audit.record("two_factor.disabled", audit.user_label(user), actor=user)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, abort, flash, g, redirect, request, url_for
+from flask import Flask, abort, current_app, flash, g, redirect, request, url_for
 from flask_admin import Admin, AdminIndexView, expose
 from flask_admin.actions import action
 from flask_admin.contrib.sqla import ModelView
@@ -20,7 +20,7 @@ from ..analyses.services import (
     requeue,
 )
 from ..analyses.services import delete as delete_analysis
-from ..extensions import db
+from ..extensions import db, security
 from ..formatting import human_size
 from ..limits import unlock
 from ..models import (
@@ -41,14 +41,30 @@ class AdminOnlyMixin:
     """Only the ``admin`` role gets in; others get 403, anonymous users the login."""
 
     def is_accessible(self) -> bool:
-        return current_user.is_authenticated and current_user.has_role("admin")
+        return (
+            current_user.is_authenticated
+            and current_user.has_role("admin")
+            and not _needs_two_factor()
+        )
 
     def inaccessible_callback(self, name, **kwargs):
         if not current_user.is_authenticated:
             return redirect(
                 url_for("security.login", next=request.full_path.rstrip("?"))
             )
+        if current_user.has_role("admin") and _needs_two_factor():
+            flash("This site requires two-factor login for admins: set it up first.")
+            return redirect(url_for("security.two_factor_setup"))
         abort(403)
+
+
+def _needs_two_factor() -> bool:
+    """An admin signed in before the site required two-factor login for admins,
+    who has not set it up yet (a new login would ask for it anyway)."""
+    return bool(
+        current_app.config["ADMIN_TWO_FACTOR_REQUIRED"]
+        and not current_user.tf_primary_method
+    )
 
 
 class LabqueueIndexView(AdminOnlyMixin, AdminIndexView):
@@ -168,6 +184,25 @@ class UserView(SecureModelView):
             unlock(user, "by an admin")
             count += 1
         flash(f"{count} account(s) unlocked.", "success")
+
+    @action(
+        "reset_two_factor",
+        "Turn two-factor login off",
+        "Turn two-factor login off for the selected accounts (for a lost phone)?",
+    )
+    def action_reset_two_factor(self, ids: list[str]) -> None:
+        """For someone who lost their authenticator: they log in with their
+        password alone again (and set up a new app if they must)."""
+        stmt = db.select(User).where(
+            User.id.in_(ids), User.tf_primary_method.is_not(None)
+        )
+        count = 0
+        for user in db.session.scalars(stmt):
+            security.datastore.tf_reset(user)
+            audit.record("two_factor.removed", audit.user_label(user), "by an admin")
+            count += 1
+        db.session.commit()
+        flash(f"Two-factor login turned off for {count} account(s).", "success")
 
     @action("deactivate", "Deactivate", "Deactivate the selected accounts?")
     def action_deactivate(self, ids: list[str]) -> None:
