@@ -12,13 +12,23 @@ from frontend import create_app
 from frontend.headers import admin_handlers, handler_hash
 from tests.conftest import base_config, upload
 
-PAGES = ["/", "/login", "/register", "/about", "/reset", "/no-such-page"]
+PAGES = [
+    "/",
+    "/login",
+    "/register",
+    "/about",
+    "/reset",
+    "/confirm",
+    "/account/unlock/not-a-token",
+    "/no-such-page",
+]
 SIGNED_IN_PAGES = [
     "/",
     "/projects/",
     "/analyses/",
     "/analyses/history",
     "/account/profile",
+    "/tf-setup",
 ]
 
 
