@@ -318,7 +318,7 @@ def make_analysis(app: Flask, project: int, **fields) -> int:
                 "project_id": project,
                 "pipeline": "seq-qc",
                 "pipeline_version": "1.0.0",
-                "image": "labqueue/seq-qc:2.0.0",
+                "image": "labqueue/seq-qc:2.1.0",
                 "params": {},
                 **fields,
             }

@@ -271,7 +271,7 @@ def test_seq_qc_numbers_equal_seqkit_on_public_files(images, tmp_path):
         images,
         tmp_path,
         "seq-qc",
-        {"sequences": SEQUENCES + LENIENT + list(MALFORMED)},
+        {"sequences": SEQUENCES + LENIENT + list(MALFORMED), "vector_plots": True},
         9202,
         extra={
             "cut.fastq.gz": cut[: len(cut) // 2],
@@ -316,6 +316,7 @@ def test_seq_qc_numbers_equal_seqkit_on_public_files(images, tmp_path):
     for name in ("sequences/example.fastq", "sequences/example.fastq.gz"):
         for kind in ("lengths", "gc", "quality"):
             assert is_png(out / f"{name}_{kind}.png"), (name, kind)
+    # Asked for: vector copies too (by default the plots are PNG only).
     assert (out / "sequences/example.fastq_quality.svg").read_text().count("<svg")
     assert is_png(out / "contigs.fa_lengths.png")
     assert not (out / "contigs.fa_quality.png").exists()  # FASTA has no qualities
