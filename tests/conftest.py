@@ -191,6 +191,16 @@ class Auth:
         return self.client.post("/logout", data={"csrf_token": token})
 
 
+def admin_action(client: FlaskClient, view: str, action: str, *ids: int):
+    """Run a Flask-Admin bulk action (as its list page's form sends it) on rows
+    ``ids`` of ``view`` ("admin_users", "admin_analyses", ...)."""
+    token = csrf_token(client.get(f"/admin/{view}/").text)
+    return client.post(
+        f"/admin/{view}/action/",
+        data={"action": action, "rowid": [str(i) for i in ids], "csrf_token": token},
+    )
+
+
 @pytest.fixture
 def auth(client: FlaskClient) -> Auth:
     return Auth(client)

@@ -4,7 +4,7 @@ import pytest
 
 from frontend.extensions import db
 from frontend.models import DomainRule, DomainRuleKind, Role
-from tests.conftest import Auth, csrf_token, get_user, upload
+from tests.conftest import Auth, admin_action, csrf_token, get_user, upload
 
 ADMIN_PAGES = [
     "/admin/",
@@ -91,12 +91,8 @@ def test_password_hash_never_appears_in_admin_pages(admin_client, make_user, app
 
 def test_admin_confirms_and_deactivates_users(admin_client, make_user, app):
     user_id = make_user(email="bob@cs.ox.ac.uk", confirmed=False)
-    token = csrf_token(admin_client.get("/admin/admin_users/").text)
     for action in ("confirm", "deactivate"):
-        admin_client.post(
-            "/admin/admin_users/action/",
-            data={"action": action, "rowid": [str(user_id)], "csrf_token": token},
-        )
+        admin_action(admin_client, "admin_users", action, user_id)
     user = get_user(app, "bob@cs.ox.ac.uk")
     assert user.confirmed_at is not None
     assert user.active is False

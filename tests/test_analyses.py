@@ -22,7 +22,7 @@ from frontend.models import (
     PipelineSetting,
     utcnow,
 )
-from tests.conftest import Auth, csrf_token, make_analysis, upload
+from tests.conftest import Auth, admin_action, csrf_token, make_analysis, upload
 
 DATA = Path(__file__).parent / "data"
 
@@ -264,14 +264,7 @@ def test_admin_sees_failures_and_can_queue_again(client, app, project, make_user
     auth.login("root@cs.ox.ac.uk")
     page = client.get("/admin/admin_analyses/")
     assert "The pipeline exited with code 2." in page.text
-    client.post(
-        "/admin/admin_analyses/action/",
-        data={
-            "action": "requeue",
-            "rowid": [str(failed)],
-            "csrf_token": csrf_token(page.text),
-        },
-    )
+    admin_action(client, "admin_analyses", "requeue", failed)
     with app.app_context():
         # A new analysis runs; the failed one keeps its outcome.
         earlier = db.session.get(Analysis, failed)

@@ -6,7 +6,7 @@ import sqlalchemy as sa
 
 from frontend.extensions import db
 from frontend.models import AnalysisState, AuditEvent, Role, utcnow
-from tests.conftest import PASSWORD, Auth, csrf_token, make_analysis
+from tests.conftest import PASSWORD, Auth, admin_action, csrf_token, make_analysis
 
 
 def events(app) -> list[tuple[str, str | None, str, str]]:
@@ -44,24 +44,13 @@ def test_admin_changes_are_in_the_audit_trail(
             "csrf_token": csrf_token(client.get(edit).text),
         },
     )
-    page = client.get("/admin/admin_analyses/").text
     for action in ("requeue", "remove"):
-        client.post(
-            "/admin/admin_analyses/action/",
-            data={
-                "action": action,
-                "rowid": [str(finished)],
-                "csrf_token": csrf_token(page),
-            },
-        )
+        admin_action(client, "admin_analyses", action, finished)
     token = csrf_token(client.get("/admin/admin_projects/").text)
     client.post(
         "/admin/admin_projects/delete/", data={"id": str(project), "csrf_token": token}
     )
-    client.post(
-        "/admin/admin_users/action/",
-        data={"action": "deactivate", "rowid": [str(ada)], "csrf_token": token},
-    )
+    admin_action(client, "admin_users", "deactivate", ada)
     result = runner.invoke(args=["create-admin", "--email", "ada@cs.ox.ac.uk"])
     assert result.exit_code == 0, result.output
     root = "root@cs.ox.ac.uk"

@@ -3,19 +3,12 @@ a real gunicorn process for the memory an anonymous client can make it use."""
 
 from __future__ import annotations
 
-import re
 import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
-import psutil
 import requests
 
 from tests.conftest import Auth, base_config, upload
-from tests.smtp import _free_port
-from tests.workers import ROOT, worker_env
+from tests.workers import Gunicorn
 
 MiB = 1024**2
 
@@ -36,40 +29,6 @@ def test_uploads_may_be_larger_than_forms(client, app, make_user, make_project):
     refused = upload(client, project, "bigger.bin", b"x" * (3 * MiB))
     assert refused.status_code == 413
     assert "The limit is 2.0 MiB per request" in refused.json["message"]
-
-
-class Gunicorn:
-    """The app under gunicorn (one threaded worker, as in production)."""
-
-    def __init__(self, config: dict):
-        self.port = _free_port()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}"]
-            + ["--workers", "1", "--worker-class", "gthread", "--threads", "4"]
-            + ["--no-control-socket", "frontend:create_app()"],
-            cwd=ROOT,
-            env=worker_env(config),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 1).close()
-                break
-            except OSError:
-                time.sleep(0.2)
-        self.worker = psutil.Process(self.process.pid).children()[0]
-
-    def peak_rss(self) -> int:
-        """The worker's largest resident size so far (the kernel's high-water mark:
-        a body read and freed again still shows)."""
-        status = Path(f"/proc/{self.worker.pid}/status").read_text()
-        return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) * 1024
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
 
 
 def post_raw(port: int, path: str, length: int) -> bytes:

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import re
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -15,50 +11,11 @@ import sqlalchemy as sa
 
 from frontend.extensions import db
 from frontend.models import AuditEvent, RateLimit
-from tests.conftest import PASSWORD, csrf_token, get_user
+from tests.conftest import PASSWORD, admin_action, csrf_token, get_user
 from tests.smtp import link_in
-from tests.workers import ROOT, worker_env
+from tests.workers import Gunicorn
 
 WRONG = "not the password at all"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class WebProcess:
-    """``flask run`` in a process of its own, on the test's database."""
-
-    def __init__(self, config: dict):
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        log = Path(config["LOG_DIR"])
-        log.mkdir(parents=True, exist_ok=True)
-        self.output = (log / f"web-{self.port}.out").open("w")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "flask", "--app", "frontend", "run"]
-            + ["--port", str(self.port), "--no-reload"],
-            cwd=ROOT,
-            env=worker_env(config),
-            stdout=self.output,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                requests.get(self.url + "/login", timeout=2)
-                return
-            except requests.ConnectionError:
-                time.sleep(0.2)
-        self.stop()
-        raise AssertionError(f"the web process did not start: {self.output.name}")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
-        self.output.close()
 
 
 def login(session: requests.Session, base: str, email: str, password: str):
@@ -85,7 +42,7 @@ def test_wrong_logins_are_slowed_then_locked_across_two_web_processes(
         "ACCOUNT_LOCK_AFTER": 20,
     }
     make_user(email="ada@cs.ox.ac.uk")
-    webs = [WebProcess(config), WebProcess(config)]
+    webs = [Gunicorn(config), Gunicorn(config)]
     try:
         session = requests.Session()
         outcomes, refused = [], []
@@ -199,14 +156,7 @@ def test_admins_see_and_clear_locks(client, auth, make_user, app, smtp):
     page = client.get("/admin/admin_users/")
     assert "Locked" in page.text
     user_id = get_user(app, "ada@cs.ox.ac.uk").id
-    client.post(
-        "/admin/admin_users/action/",
-        data={
-            "action": "unlock",
-            "rowid": [str(user_id)],
-            "csrf_token": csrf_token(page.text),
-        },
-    )
+    admin_action(client, "admin_users", "unlock", user_id)
     assert get_user(app, "ada@cs.ox.ac.uk").locked_at is None
     auth.logout()
     assert auth.login("ada@cs.ox.ac.uk").status_code == 302

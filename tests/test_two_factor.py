@@ -9,7 +9,7 @@ from passlib.totp import TOTP
 
 from frontend.extensions import db
 from frontend.models import AuditEvent, RateLimit
-from tests.conftest import PASSWORD, csrf_token, get_user
+from tests.conftest import PASSWORD, admin_action, csrf_token, get_user
 
 
 def code_for(key: str, offset: int = 0) -> str:
@@ -106,15 +106,7 @@ def test_admin_turns_it_off_for_a_lost_phone(client, auth, make_user, app):
     enable(client)
     auth.logout()
     auth.login("root@cs.ox.ac.uk")
-    page = client.get("/admin/admin_users/").text
-    client.post(
-        "/admin/admin_users/action/",
-        data={
-            "action": "reset_two_factor",
-            "rowid": [str(ada)],
-            "csrf_token": csrf_token(page),
-        },
-    )
+    admin_action(client, "admin_users", "reset_two_factor", ada)
     auth.logout()
     assert password_step(client).headers["Location"].endswith("/account/profile")
     with app.app_context():

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
+
+import psutil
+
+from tests.smtp import _free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 READY = "ready, consuming from"
@@ -91,3 +97,39 @@ class Worker:
                 self.process.wait()
         if not self.output.closed:
             self.output.close()
+
+
+class Gunicorn:
+    """The app under gunicorn (one threaded worker, as in production), on the
+    test's settings."""
+
+    def __init__(self, config: dict):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}"]
+            + ["--workers", "1", "--worker-class", "gthread", "--threads", "4"]
+            + ["--no-control-socket", "frontend:create_app()"],
+            cwd=ROOT,
+            env=worker_env(config),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        self.worker = psutil.Process(self.process.pid).children()[0]
+
+    def peak_rss(self) -> int:
+        """The worker's largest resident size so far (the kernel's high-water mark:
+        a body read and freed again still shows)."""
+        status = Path(f"/proc/{self.worker.pid}/status").read_text()
+        return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) * 1024
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
