@@ -72,6 +72,10 @@ def celery_init_app(app: Flask) -> Celery:
                 "task": "labqueue.flush_mail",
                 "schedule": float(app.config["MAIL_RETRY_SECONDS"]),
             },
+            "forget-lapsed-limits": {
+                "task": "labqueue.forget_lapsed_limits",
+                "schedule": 600.0,
+            },
         },
         beat_schedule_filename=str(Path(app.instance_path) / "celerybeat-schedule"),
     )

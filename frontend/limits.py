@@ -1,8 +1,8 @@
-"""Login protection: attempts counted per account and per address, in the database
-(every web process sees the same counts), with a growing wait once the free ones
-are spent, and accounts locked after repeated failed logins.
+"""Login protection: attempts counted per email address and per client IP, in the
+database (every web process sees the same counts), with a growing wait once the
+free ones are spent, and accounts locked after repeated failed logins.
 
-- **Login**: failed attempts count for the address typed and for the client's IP.
+- **Login**: failed attempts count for the email typed and for the client's IP.
   After ``RATE_LIMIT_FREE_ATTEMPTS`` each further attempt waits twice as long as the
   last (from ``RATE_LIMIT_FIRST_DELAY_SECONDS`` up to ``RATE_LIMIT_MAX_DELAY_SECONDS``);
   an attempt made sooner is refused (429, with Retry-After) without the password
@@ -10,14 +10,14 @@ are spent, and accounts locked after repeated failed logins.
   with a link that unlocks it, admins see and clear locks. A login that succeeds
   clears its account's count.
 - **Registration, reset and confirmation requests**: every request counts, for the
-  client's IP and (reset, confirmation) the address asked about.
+  client's IP and (reset, confirmation) the email asked about.
 
-Counts lapse ``RATE_LIMIT_WINDOW_SECONDS`` after their first attempt.
+Counts lapse ``RATE_LIMIT_WINDOW_SECONDS`` after their first attempt; a periodic
+task removes them then (``forget_lapsed``).
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from datetime import timedelta
 
@@ -42,8 +42,6 @@ from .extensions import db, security
 from .links import external_url
 from .models import RateLimit, User, utcnow
 from .outbox import queue_mail, send_after_commit
-
-log = logging.getLogger(__name__)
 
 # The endpoints whose POSTs are limited, and by what besides the client's IP.
 LIMITED = {
@@ -110,14 +108,14 @@ def _delay(key: str, attempts: int) -> float:
     return min(first * 2 ** min(over - 1, 40), config["RATE_LIMIT_MAX_DELAY_SECONDS"])
 
 
-def count(keys: list[str]) -> int:
+def count(keys: list[str]) -> dict[str, int]:
     """Count one attempt for each key, atomically (two processes may count the
-    same key at once); returns the highest count. Committed by the caller."""
+    same key at once); returns each key's count. Committed by the caller."""
     now = utcnow()
     lapsed = now - timedelta(seconds=current_app.config["RATE_LIMIT_WINDOW_SECONDS"])
     dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
     table = RateLimit.__table__
-    highest = 0
+    counts = {}
     for key in keys:
         fresh = dialect.insert(table).values(key=key, attempts=1, first_at=now)
         attempts = db.session.scalar(
@@ -141,8 +139,8 @@ def count(keys: list[str]) -> int:
                 .where(RateLimit.key == key)
                 .values(blocked_until=now + timedelta(seconds=wait))
             )
-        highest = max(highest, attempts)
-    return highest
+        counts[key] = attempts
+    return counts
 
 
 def refuse_if_waiting() -> None:
@@ -193,10 +191,10 @@ def after_login_attempt(response):
         user, what = None, "address (no such account)"
     else:
         return response  # no code was checked
-    keys = [f"login-ip:{request.remote_addr}"]
-    if email:
-        keys.append(f"login-address:{email}")
-    failures = count(keys)
+    account = f"login-address:{email}"
+    counts = count([f"login-ip:{request.remote_addr}"] + ([account] if email else []))
+    # The account's own count decides a lock (an IP may be a whole lab's).
+    failures = counts.get(account, 0)
     audit.record("login.failed", email, f"wrong {what}, attempt {failures}")
     if (
         user is not None
@@ -253,6 +251,21 @@ def user_to_unlock(token: str) -> User | None:
     if user.locked_at.isoformat() != locked_at:
         return None
     return user
+
+
+def forget_lapsed() -> int:
+    """Remove the counts whose window has passed and that hold no wait; returns
+    how many went (run periodically by the workers)."""
+    now = utcnow()
+    lapsed = now - timedelta(seconds=current_app.config["RATE_LIMIT_WINDOW_SECONDS"])
+    gone = db.session.execute(
+        sa.delete(RateLimit).where(
+            RateLimit.first_at < lapsed,
+            sa.or_(RateLimit.blocked_until.is_(None), RateLimit.blocked_until < now),
+        )
+    ).rowcount
+    db.session.commit()
+    return gone
 
 
 def init_app(app: Flask) -> None:

@@ -10,7 +10,7 @@ import socket
 import sqlalchemy as sa
 from celery import shared_task
 
-from . import outbox
+from . import limits, outbox
 from .accounts.services import send_account_mail
 from .analyses.execution import check_images, reconcile, start
 from .analyses.queueing import dispatch
@@ -70,3 +70,9 @@ def account_mail(kind: str, email: str) -> bool:
     """Send the reset or confirmation mail asked for, if the address has an
     account it suits (decided here, so the web does the same for any address)."""
     return send_account_mail(kind, email)
+
+
+@shared_task(name="labqueue.forget_lapsed_limits", ignore_result=True)
+def forget_lapsed_limits() -> int:
+    """Remove login and request counts whose window has passed."""
+    return limits.forget_lapsed()

@@ -172,3 +172,32 @@ def test_a_forged_unlock_link_does_nothing(client, make_user, app):
     page = client.get("/account/unlock/WzEsIjIwMjYtMDEtMDFUMDA6MDA6MDAiXQ.forged")
     assert page.status_code == 400 and "not valid" in page.text
     assert not re.search(r"Unlock my account</button>", page.text)
+
+
+def test_a_shared_ip_does_not_lock_an_account(auth, make_user, app):
+    """A lab behind one address: others' failures slow that address down, but
+    only the account's own failures lock it."""
+    app.config.update(ACCOUNT_LOCK_AFTER=3, RATE_LIMIT_FREE_PER_IP=100)
+    make_user(email="ada@cs.ox.ac.uk")
+    for n in range(5):
+        auth.login(f"student{n}@cs.ox.ac.uk", WRONG)
+    auth.login("ada@cs.ox.ac.uk", WRONG)
+    assert get_user(app, "ada@cs.ox.ac.uk").locked_at is None
+    assert auth.login("ada@cs.ox.ac.uk").status_code == 302
+
+
+def test_lapsed_counts_are_forgotten(auth, app):
+    from datetime import timedelta
+
+    from frontend.limits import forget_lapsed
+    from frontend.models import utcnow
+
+    auth.login("ada@cs.ox.ac.uk", WRONG)
+    auth.login("bob@cs.ox.ac.uk", WRONG)
+    with app.app_context():
+        old = db.session.get(RateLimit, "login-address:bob@cs.ox.ac.uk")
+        old.first_at = utcnow() - timedelta(hours=2)
+        db.session.commit()
+        assert forget_lapsed() == 1
+        keys = set(db.session.scalars(sa.select(RateLimit.key)))
+    assert keys == {"login-ip:127.0.0.1", "login-address:ada@cs.ox.ac.uk"}
