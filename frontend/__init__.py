@@ -120,6 +120,10 @@ def _complete_config(app: Flask) -> None:
     config["SECURITY_TOTP_ISSUER"] = (
         config["SECURITY_TOTP_ISSUER"] or config["APP_NAME"]
     )
+    # "Lost your phone? Ask the administrators": Flask-Security mails them here.
+    helpers = config.get("ACCESS_REQUEST_CONTACT") or next(iter(config["ADMINS"]), None)
+    if helpers and not config.get("SECURITY_TWO_FACTOR_RESCUE_MAIL"):
+        config["SECURITY_TWO_FACTOR_RESCUE_MAIL"] = helpers
 
     if config.get("MAIL_SERVER"):
         config.setdefault("MAIL_BACKEND", "smtp")

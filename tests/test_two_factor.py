@@ -114,3 +114,19 @@ def test_admin_turns_it_off_for_a_lost_phone(client, auth, make_user, app):
             sa.select(AuditEvent).where(AuditEvent.action == "two_factor.removed")
         ).one()
     assert event.actor_email == "root@cs.ox.ac.uk"
+
+
+def test_a_lost_phone_can_ask_the_administrators(client, auth, make_user, smtp):
+    make_user(email="ada@cs.ox.ac.uk")
+    auth.login("ada@cs.ox.ac.uk")
+    enable(client)
+    auth.logout()
+    step = password_step(client)
+    page = client.get(step.headers["Location"]).text
+    assert "Lost your phone?" in page
+    token = re.search(r'id="rescue_csrf_token"[^>]*value="([^"]+)"', page).group(1)
+    answer = client.post("/tf-rescue", data={"help_setup": "help", "csrf_token": token})
+    assert "The administrators were asked to help" in answer.text
+    # To the site's admins (ADMINS), not Flask-Security's no-reply@localhost.
+    message = smtp.wait_for("admins@example.org")
+    assert "ada@cs.ox.ac.uk" in message.as_string()
