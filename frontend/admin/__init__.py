@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, abort, current_app, flash, g, redirect, request, url_for
+from flask import Flask, abort, flash, g, redirect, request, url_for
 from flask_admin import Admin, AdminIndexView, expose
 from flask_admin.actions import action
 from flask_admin.contrib.sqla import ModelView
@@ -59,12 +59,9 @@ class AdminOnlyMixin:
 
 
 def _needs_two_factor() -> bool:
-    """An admin signed in before the site required two-factor login for admins,
-    who has not set it up yet (a new login would ask for it anyway)."""
-    return bool(
-        current_app.config["ADMIN_TWO_FACTOR_REQUIRED"]
-        and not current_user.tf_primary_method
-    )
+    """Someone signed in before the site required them a second factor (the
+    User's own rule), who has not set one up yet (a new login would ask)."""
+    return current_user.check_tf_required_setup() and not current_user.tf_primary_method
 
 
 class LabqueueIndexView(AdminOnlyMixin, AdminIndexView):
