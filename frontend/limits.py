@@ -19,7 +19,7 @@ task removes them then (``forget_lapsed``).
 from __future__ import annotations
 
 import math
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from flask import (
@@ -41,7 +41,7 @@ from . import audit
 from .extensions import db, security
 from .links import external_url
 from .models import RateLimit, User, utcnow
-from .outbox import queue_mail, send_after_commit
+from .outbox import commit_and_send, queue_mail
 
 # The endpoints whose POSTs are limited, and by what besides the client's IP.
 LIMITED = {
@@ -108,11 +108,16 @@ def _delay(key: str, attempts: int) -> float:
     return min(first * 2 ** min(over - 1, 40), config["RATE_LIMIT_MAX_DELAY_SECONDS"])
 
 
+def _window_start(now: datetime) -> datetime:
+    """Counts begun before this have lapsed."""
+    return now - timedelta(seconds=current_app.config["RATE_LIMIT_WINDOW_SECONDS"])
+
+
 def count(keys: list[str]) -> dict[str, int]:
     """Count one attempt for each key, atomically (two processes may count the
     same key at once); returns each key's count. Committed by the caller."""
     now = utcnow()
-    lapsed = now - timedelta(seconds=current_app.config["RATE_LIMIT_WINDOW_SECONDS"])
+    lapsed = _window_start(now)
     dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
     table = RateLimit.__table__
     counts = {}
@@ -196,16 +201,14 @@ def after_login_attempt(response):
     # The account's own count decides a lock (an IP may be a whole lab's).
     failures = counts.get(account, 0)
     audit.record("login.failed", email, f"wrong {what}, attempt {failures}")
+    mails = []
     if (
         user is not None
         and user.locked_at is None
         and failures >= current_app.config["ACCOUNT_LOCK_AFTER"]
     ):
-        mail = lock(user, f"after {failures} failed logins")
-        db.session.commit()
-        send_after_commit([mail.id])
-    else:
-        db.session.commit()
+        mails.append(lock(user, f"after {failures} failed logins"))
+    commit_and_send(mails)
     return response
 
 
@@ -257,7 +260,7 @@ def forget_lapsed() -> int:
     """Remove the counts whose window has passed and that hold no wait; returns
     how many went (run periodically by the workers)."""
     now = utcnow()
-    lapsed = now - timedelta(seconds=current_app.config["RATE_LIMIT_WINDOW_SECONDS"])
+    lapsed = _window_start(now)
     gone = db.session.execute(
         sa.delete(RateLimit).where(
             RateLimit.first_at < lapsed,
