@@ -149,6 +149,11 @@ def validate_params(
         else:
             key = str(error.path[0]) if error.path else ""
             errors.setdefault(key, _message(error))
+    # A name the schema does not declare is never used: most likely a typo.
+    declared = schema.get("properties", {})
+    for key in values:
+        if key not in declared:
+            errors.setdefault(key, "this pipeline has no parameter of that name")
     if errors:
         raise ParamsInvalid(errors)
     _check_command(pipeline, complete, max_argv_bytes)
