@@ -172,6 +172,19 @@
 # ACCOUNT_LOCK_AFTER = 20
 # UNLOCK_LINK_DAYS = 7
 
+# --- Personal API tokens ---------------------------------------------------------
+# Users make tokens on their profile page (or `flask tokens create`) for the REST
+# API at /api/v1 and the TES endpoint. Each user may hold API_TOKENS_PER_USER live
+# tokens; a new one expires after API_TOKEN_DAYS unless chosen otherwise, and
+# after API_TOKEN_MAX_DAYS at most (0 allows tokens that never expire). Writes
+# through the API (uploads, submissions, deletions) are limited to
+# API_WRITES_PER_MINUTE per token; more are answered 429 with Retry-After.
+# Env: LABQUEUE_<NAME>
+# API_TOKENS_PER_USER = 20
+# API_TOKEN_DAYS = 90
+# API_TOKEN_MAX_DAYS = 365
+# API_WRITES_PER_MINUTE = 120
+
 # Any other Flask-Security-Too setting (SECURITY_*) can be given the same way; those
 # Labqueue sets are in frontend/settings.py: SECURITY_REGISTERABLE,
 # SECURITY_CONFIRMABLE, SECURITY_RECOVERABLE, SECURITY_TRACKABLE, SECURITY_CHANGEABLE,

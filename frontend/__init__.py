@@ -17,6 +17,7 @@ from .accounts.forms import (
     QueuedSendConfirmationForm,
 )
 from .admin import init_admin
+from .api import init_api
 from .celery_app import celery_init_app
 from .cli import register_cli
 from .errors import register_error_handlers
@@ -64,6 +65,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(accounts.bp)
     app.register_blueprint(projects.bp)
     app.register_blueprint(analyses.bp)
+    init_api(app)
     init_headers(app, init_admin(app))
 
     celery_init_app(app)

@@ -15,6 +15,7 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(create_admin_command)
     app.cli.add_command(worker_ping_command)
     app.cli.add_command(pipelines_cli)
+    app.cli.add_command(tokens_cli)
 
 
 @click.command("create-admin")
@@ -51,3 +52,69 @@ def worker_ping_command(timeout: float) -> None:
         message = f"No worker answered within {timeout}s: {exc}"
         raise click.ClickException(message) from exc
     click.echo(f"Worker {answer['hostname']} answered at {answer['time']} UTC.")
+
+
+@click.group("tokens")
+def tokens_cli() -> None:
+    """Personal API tokens (for scripts and tests)."""
+
+
+def _user_by_email(email: str):
+    from .extensions import security
+
+    user = security.datastore.find_user(case_insensitive=True, email=email)
+    if user is None:
+        raise click.UsageError(f"There is no account for {email}.")
+    return user
+
+
+@tokens_cli.command("create")
+@with_appcontext
+@click.option("--email", required=True, help="The account the token acts for.")
+@click.option("--name", required=True, help="What the token is for.")
+@click.option(
+    "--read-only", is_flag=True, help="Reads only: no uploads, runs, deletes."
+)
+@click.option(
+    "--days", type=int, default=None, help="Lifetime (default API_TOKEN_DAYS; 0: none)."
+)
+def create_token_command(email: str, name: str, read_only: bool, days) -> None:
+    """Make a token and print it (only this once: it is stored as a digest)."""
+    from .api.tokens import TokenRefused, create
+
+    try:
+        _token, secret = create(_user_by_email(email), name, days, read_only)
+    except TokenRefused as exc:
+        raise click.UsageError(str(exc)) from exc
+    click.echo(secret)
+
+
+@tokens_cli.command("list")
+@with_appcontext
+@click.option("--email", required=True)
+def list_tokens_command(email: str) -> None:
+    """An account's tokens not revoked: id, state, start, name."""
+    from .api.tokens import live_tokens, state_of
+
+    for token in live_tokens(_user_by_email(email)):
+        scope = "read-only" if token.read_only else "read-write"
+        click.echo(
+            f"{token.id}\t{state_of(token)}\t{scope}\t{token.prefix}…\t{token.name}"
+        )
+
+
+@tokens_cli.command("revoke")
+@with_appcontext
+@click.option("--email", required=True)
+@click.argument("token_id", type=int)
+def revoke_token_command(email: str, token_id: int) -> None:
+    """Revoke one of an account's tokens by its id (see ``tokens list``)."""
+    from .api.tokens import live_tokens, revoke
+
+    token = next(
+        (t for t in live_tokens(_user_by_email(email)) if t.id == token_id), None
+    )
+    if token is None:
+        raise click.UsageError(f"{email} has no live token {token_id}.")
+    revoke(token, "from the command line")
+    click.echo(f"Token {token.prefix}… revoked.")

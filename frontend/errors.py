@@ -6,6 +6,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 
 from .extensions import db
 from .formatting import human_size
+from .http import is_api_path
 
 MESSAGES = {
     400: "The request could not be understood.",
@@ -18,17 +19,23 @@ MESSAGES = {
 }
 
 
+FIELD_ERRORS = "Some fields are missing or not valid; nothing was changed."
+
+
 def wants_json() -> bool:
-    if request.headers.get("HX-Request"):
+    if request.headers.get("HX-Request") or is_api_path(request.path):
         return True
     best = request.accept_mimetypes.best_match(["text/html", "application/json"])
     return best == "application/json" and not request.accept_mimetypes.accept_html
 
 
-def render_error(code: int, message: str | None = None):
+def render_error(code: int, message: str | None = None, errors: dict | None = None):
     message = message or MESSAGES.get(code, "")
     if wants_json():
-        return jsonify(error=code, message=message), code
+        body = {"error": code, "message": message}
+        if errors:
+            body["errors"] = errors
+        return jsonify(body), code
     return render_template("errors/error.html", code=code, message=message), code
 
 
@@ -50,12 +57,27 @@ def register_error_handlers(app: Flask) -> None:
             response = make_response(body, code)
             response.headers["Retry-After"] = str(error.retry_after)
             return response
+        if error.code == 401:  # an API call without a usable token
+            body, code = render_error(401, error.description)
+            response = make_response(body, code)
+            response.headers["WWW-Authenticate"] = 'Bearer realm="labqueue"'
+            return response
+        # The API's aborts carry their own message, and field errors (422).
+        data = getattr(error, "data", None) or {}
+        if data.get("message") or data.get("errors") or data.get("messages"):
+            return render_error(
+                error.code,
+                data.get("message") or FIELD_ERRORS,
+                data.get("errors") or data.get("messages"),
+            )
         if error.code == 413:
             limit = request.max_content_length
             message = MESSAGES[413]
             if limit:
                 message += f" The limit is {human_size(limit)} per request."
             return render_error(413, message)
+        if is_api_path(request.path) and error.code == 403:
+            return render_error(error.code, error.description)
         return render_error(error.code, MESSAGES.get(error.code, error.description))
 
     @app.errorhandler(InternalServerError)

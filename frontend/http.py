@@ -23,6 +23,12 @@ from werkzeug.exceptions import BadRequest
 from werkzeug.sansio.utils import host_is_trusted
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
+# Where the API and the TES endpoint live: token-authenticated, JSON, no cookies.
+API_PREFIXES = ("/api/", "/ga4gh/")
+
+
+def is_api_path(path: str) -> bool:
+    return path.startswith(API_PREFIXES)
 
 
 def _is_loopback(host: str) -> bool:

@@ -50,6 +50,7 @@ LIMITED = {
     "security.register": "register",
     "security.forgot_password": "mail",
     "security.send_confirmation": "mail",
+    "accounts.create_token": "token",
 }
 LOGIN_STEPS = ("security.login", "security.two_factor_token_validation")
 UNLOCK_SALT = "labqueue-unlock"
@@ -113,31 +114,37 @@ def _window_start(now: datetime) -> datetime:
     return now - timedelta(seconds=current_app.config["RATE_LIMIT_WINDOW_SECONDS"])
 
 
-def count(keys: list[str]) -> dict[str, int]:
-    """Count one attempt for each key, atomically (two processes may count the
-    same key at once); returns each key's count. Committed by the caller."""
-    now = utcnow()
-    lapsed = _window_start(now)
+def _add_attempt(key: str, now: datetime, lapsed: datetime) -> tuple[int, datetime]:
+    """Count one attempt for ``key`` atomically (two processes may count it at
+    once), starting again if its count began before ``lapsed``; returns the count
+    and when it began."""
     dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
     table = RateLimit.__table__
+    fresh = dialect.insert(table).values(key=key, attempts=1, first_at=now)
+    row = db.session.execute(
+        fresh.on_conflict_do_update(
+            index_elements=[table.c.key],
+            set_={
+                "attempts": sa.case(
+                    (table.c.first_at < lapsed, 1), else_=table.c.attempts + 1
+                ),
+                "first_at": sa.case(
+                    (table.c.first_at < lapsed, now), else_=table.c.first_at
+                ),
+            },
+        ).returning(table.c.attempts, table.c.first_at)
+    ).one()
+    return row.attempts, row.first_at
+
+
+def count(keys: list[str]) -> dict[str, int]:
+    """Count one attempt for each key; returns each key's count, and sets the
+    growing wait of those past their free attempts. Committed by the caller."""
+    now = utcnow()
+    lapsed = _window_start(now)
     counts = {}
     for key in keys:
-        fresh = dialect.insert(table).values(key=key, attempts=1, first_at=now)
-        attempts = db.session.scalar(
-            fresh.on_conflict_do_update(
-                index_elements=[table.c.key],
-                set_={
-                    # A count whose window has passed starts again.
-                    "attempts": sa.case(
-                        (table.c.first_at < lapsed, 1),
-                        else_=table.c.attempts + 1,
-                    ),
-                    "first_at": sa.case(
-                        (table.c.first_at < lapsed, now), else_=table.c.first_at
-                    ),
-                },
-            ).returning(table.c.attempts)
-        )
+        attempts, _first = _add_attempt(key, now, lapsed)
         if wait := _delay(key, attempts):
             db.session.execute(
                 sa.update(RateLimit)
@@ -146,6 +153,15 @@ def count(keys: list[str]) -> dict[str, int]:
             )
         counts[key] = attempts
     return counts
+
+
+def count_in_window(key: str, seconds: int) -> tuple[int, float]:
+    """Count one attempt for ``key`` in a fixed window of ``seconds`` (committed);
+    returns the window's count and the seconds left in it."""
+    now = utcnow()
+    attempts, first = _add_attempt(key, now, now - timedelta(seconds=seconds))
+    db.session.commit()
+    return attempts, (first + timedelta(seconds=seconds) - now).total_seconds()
 
 
 def refuse_if_waiting() -> None:

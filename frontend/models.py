@@ -413,3 +413,40 @@ class RateLimit(db.Model):
     first_at: Mapped[datetime] = mapped_column(sa.DateTime(), default=utcnow)
     # No attempt is taken before then (the growing delay).
     blocked_until: Mapped[datetime | None] = mapped_column(sa.DateTime())
+
+
+class ApiToken(db.Model):
+    """A personal token for the API and the TES endpoint (``Authorization: Bearer``).
+
+    Only a digest of the secret is kept: the secret is shown once, when made. A
+    user may hold several, each named, revoked one by one, and expiring or not.
+    """
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("user.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(sa.String(100))
+    # sha256 of the whole secret, hex: the secret has 256 random bits, so a
+    # plain digest is enough (nothing to guess, nothing to stretch).
+    digest: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    # The secret's first characters, shown in lists to tell tokens apart.
+    prefix: Mapped[str] = mapped_column(sa.String(16))
+    read_only: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(sa.DateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(sa.DateTime())
+    last_used_ip: Mapped[str | None] = mapped_column(sa.String(64))
+    revoked_at: Mapped[datetime | None] = mapped_column(sa.DateTime())
+
+    user: Mapped[User] = relationship(
+        backref=sa.orm.backref("api_tokens", cascade="all, delete-orphan")
+    )
+
+    def usable(self, now: datetime) -> bool:
+        return self.revoked_at is None and (
+            self.expires_at is None or self.expires_at > now
+        )
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"

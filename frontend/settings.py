@@ -127,6 +127,15 @@ class Defaults:
     ACCOUNT_LOCK_AFTER = 20
     UNLOCK_LINK_DAYS = 7
 
+    # Personal API tokens (frontend/api/): at most API_TOKENS_PER_USER live ones
+    # each; a new token expires after API_TOKEN_DAYS by default and after at most
+    # API_TOKEN_MAX_DAYS (0: a token may never expire). Writes through the API
+    # are limited to API_WRITES_PER_MINUTE per token.
+    API_TOKENS_PER_USER = 20
+    API_TOKEN_DAYS = 90
+    API_TOKEN_MAX_DAYS = 365
+    API_WRITES_PER_MINUTE = 120
+
     # Forms: CSRF on every form, for a working day.
     WTF_CSRF_TIME_LIMIT = 8 * 3600
 

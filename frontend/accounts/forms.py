@@ -6,7 +6,14 @@ from flask_security import ForgotPasswordForm, RegisterFormV2, SendConfirmationF
 from flask_security.forms import EmailValidation, email_required
 from flask_security.forms import Form as SecurityForm
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, EmailField, StringField, SubmitField, ValidationError
+from wtforms import (
+    BooleanField,
+    EmailField,
+    SelectField,
+    StringField,
+    SubmitField,
+    ValidationError,
+)
 from wtforms.validators import DataRequired, Length
 
 from .services import check_registration_email, request_account_mail
@@ -84,3 +91,22 @@ class QueuedForgotPasswordForm(_HandedToWorker, ForgotPasswordForm):
 
 class QueuedSendConfirmationForm(_HandedToWorker, SendConfirmationForm):
     mail_kind = "confirm"
+
+
+class TokenForm(FlaskForm):
+    """A new personal API token: its name, lifetime and scope."""
+
+    name = StringField(
+        "Name",
+        validators=[DataRequired(), Length(max=100)],
+        description="What it is for, e.g. “laptop scripts” or “Nextflow”.",
+    )
+    days = SelectField("Expires", coerce=int)
+    read_only = BooleanField("Read-only (lists and downloads; no uploads or runs)")
+    submit = SubmitField("Make token")
+
+    def __init__(self, choices: list[int], default: int, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.days.choices = [(d, f"after {d} days" if d else "never") for d in choices]
+        if self.days.data is None:
+            self.days.data = default if default in choices else choices[0]

@@ -20,11 +20,13 @@ from ..analyses.services import (
     requeue,
 )
 from ..analyses.services import delete as delete_analysis
+from ..api.tokens import revoke as revoke_token
 from ..extensions import db, security
 from ..formatting import human_size
 from ..limits import unlock
 from ..models import (
     Analysis,
+    ApiToken,
     AuditEvent,
     DomainRule,
     OutgoingMail,
@@ -388,6 +390,40 @@ class AuditEventView(SecureModelView):
     can_view_details = True
 
 
+class ApiTokenView(SecureModelView):
+    """Personal API tokens: who holds which, when each was last used; revoke."""
+
+    column_list = (
+        "user",
+        "name",
+        "prefix",
+        "read_only",
+        "created_at",
+        "expires_at",
+        "last_used_at",
+        "last_used_ip",
+        "revoked_at",
+    )
+    column_searchable_list = ("name", "prefix", "user.email")
+    column_filters = ("read_only", "revoked_at", "expires_at", "last_used_at")
+    column_default_sort = ("created_at", True)
+    column_labels = {"prefix": "Starts with", "last_used_ip": "Last used from"}
+    can_create = False
+    can_edit = False
+    can_delete = False
+    can_view_details = True
+
+    @action("revoke", "Revoke", "Revoke the selected tokens? Scripts using them stop.")
+    def action_revoke(self, ids: list[str]) -> None:
+        stmt = db.select(ApiToken).where(
+            ApiToken.id.in_(ids), ApiToken.revoked_at.is_(None)
+        )
+        tokens = list(db.session.scalars(stmt))
+        for token in tokens:
+            revoke_token(token, "by an admin")
+        flash(f"{len(tokens)} token(s) revoked.", "success")
+
+
 class PipelineSettingView(SecureModelView):
     """Switch pipelines off without deleting them (rows appear on first switch)."""
 
@@ -448,6 +484,9 @@ def init_admin(app: Flask) -> Admin:
     )
     admin.add_view(
         OutgoingMailView(OutgoingMail, db, name="Mail", endpoint="admin_mail")
+    )
+    admin.add_view(
+        ApiTokenView(ApiToken, db, name="API tokens", endpoint="admin_tokens")
     )
     admin.add_view(RoleView(Role, db, name="Roles", endpoint="admin_roles"))
     admin.add_view(

@@ -13,6 +13,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from flask import abort, current_app
 from flask_security import current_user
+from zipstream import ZipStream
 
 from backend.manifest import Pipeline, discover
 from backend.params import validate_params
@@ -292,6 +293,7 @@ def history(
     pipeline: str | None = None,
     project_id: int | None = None,
     page: int = 1,
+    per_page: int = HISTORY_PAGE_SIZE,
 ):
     """The user's analyses, newest first, filtered and paginated (one query for the
     page, one for the count; projects are loaded with the rows)."""
@@ -307,7 +309,7 @@ def history(
         stmt = stmt.where(Analysis.pipeline == pipeline)
     if project_id:
         stmt = stmt.where(Analysis.project_id == project_id)
-    return db.paginate(stmt, page=page, per_page=HISTORY_PAGE_SIZE, error_out=False)
+    return db.paginate(stmt, page=page, per_page=per_page, error_out=False)
 
 
 def delete(analysis: Analysis) -> None:
@@ -473,6 +475,18 @@ def output_files(analysis: Analysis) -> list[tuple[str, int]]:
             continue
         found.append((path.relative_to(root).as_posix(), path.stat().st_size))
     return found
+
+
+def outputs_zip(analysis: Analysis) -> ZipStream:
+    """Every output of ``analysis`` as a zip, built while it is sent."""
+    stream = ZipStream(sized=True)
+    for path, _size in output_files(analysis):
+        stream.add_path(str(output_dir(analysis) / path), path, recurse=False)
+    return stream
+
+
+def outputs_zip_name(analysis: Analysis) -> str:
+    return f"analysis-{analysis.id}-{analysis.pipeline}.zip"
 
 
 @dataclass

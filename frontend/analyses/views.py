@@ -11,7 +11,6 @@ from flask import (
 )
 from flask_security import auth_required, current_user
 from flask_wtf import FlaskForm
-from zipstream import ZipStream
 
 from backend.params import ParamsInvalid
 
@@ -244,10 +243,7 @@ def output(analysis_id: int, relpath: str):
 def outputs_zip(analysis_id: int):
     """All outputs of an analysis as a zip, built while it is sent."""
     analysis = svc.get_analysis_or_404(analysis_id)
-    stream = ZipStream(sized=True)
-    for path, _size in svc.output_files(analysis):
-        stream.add_path(str(svc.output_dir(analysis) / path), path, recurse=False)
-    return zip_response(stream, f"analysis-{analysis.id}-{analysis.pipeline}.zip")
+    return zip_response(svc.outputs_zip(analysis), svc.outputs_zip_name(analysis))
 
 
 @bp.route("/analyses/<int:analysis_id>/log")

@@ -308,6 +308,17 @@ def folder_listing(
     )
 
 
+def all_entries(project: Project) -> list[ProjectFile]:
+    """Every file and folder of ``project``, by path."""
+    return list(
+        db.session.scalars(
+            sa.select(ProjectFile)
+            .where(ProjectFile.project_id == project.id)
+            .order_by(ProjectFile.path)
+        )
+    )
+
+
 def parent_folder(project: Project, entry: ProjectFile) -> ProjectFile | None:
     """The folder holding ``entry``; None at the top of the project."""
     if not entry.parent:

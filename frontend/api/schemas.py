@@ -1,0 +1,141 @@
+"""What the REST API takes and gives, as marshmallow schemas (they make its
+OpenAPI document too)."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from ..models import AnalysisState
+
+
+class ProjectSchema(Schema):
+    id = fields.Int(dump_only=True)
+    name = fields.Str()
+    description = fields.Str()
+    created_at = fields.DateTime(dump_only=True)
+    updated_at = fields.DateTime(dump_only=True)
+    file_count = fields.Int(dump_only=True)
+    total_bytes = fields.Int(dump_only=True)
+    analyses = fields.Int(dump_only=True, metadata={"description": "analyses run"})
+
+
+class NewProjectSchema(Schema):
+    name = fields.Str(required=True, validate=validate.Length(min=1, max=120))
+    description = fields.Str(load_default="", validate=validate.Length(max=5000))
+
+
+class ProjectChangeSchema(Schema):
+    name = fields.Str(validate=validate.Length(min=1, max=120))
+    description = fields.Str(validate=validate.Length(max=5000))
+
+
+class FileSchema(Schema):
+    id = fields.Int()
+    path = fields.Str(metadata={"description": "path in the project, with '/'"})
+    name = fields.Str()
+    is_dir = fields.Bool()
+    size = fields.Int(metadata={"description": "bytes (0 for folders)"})
+    modified_at = fields.DateTime()
+
+
+class UploadArgs(Schema):
+    path = fields.Str(
+        required=True,
+        metadata={"description": "where to store the file: 'reads/a.fastq'"},
+    )
+    on_clash = fields.Str(
+        load_default="ask",
+        validate=validate.OneOf(["ask", "replace", "keep", "skip"]),
+        metadata={
+            "description": "if the name exists: refuse (ask, 409), replace it, "
+            "keep both (a numbered name) or skip"
+        },
+    )
+    extract = fields.Bool(
+        load_default=False,
+        metadata={"description": "unpack a .zip, .tar or .tar.gz into a folder"},
+    )
+
+
+class UploadSchema(Schema):
+    status = fields.Str(
+        metadata={"description": "stored, replaced, extracted, skipped"}
+    )
+    path = fields.Str()
+    message = fields.Str()
+
+
+class PipelineSchema(Schema):
+    name = fields.Str()
+    title = fields.Str()
+    description = fields.Str()
+    version = fields.Str()
+    image = fields.Str()
+    ready = fields.Bool(metadata={"description": "its image is built and checked"})
+    message = fields.Str(metadata={"description": "why it cannot run yet"})
+    parameters = fields.Dict(
+        metadata={"description": "the parameters' JSON Schema (submit these)"}
+    )
+
+
+class NewAnalysisSchema(Schema):
+    project_id = fields.Int(required=True)
+    pipeline = fields.Str(required=True)
+    parameters = fields.Dict(
+        load_default=dict,
+        metadata={"description": "values checked against the pipeline's schema"},
+    )
+
+
+class AnalysisSchema(Schema):
+    id = fields.Int()
+    project_id = fields.Int()
+    pipeline = fields.Str()
+    pipeline_version = fields.Str()
+    state = fields.Str()
+    parameters = fields.Dict(attribute="params")
+    submitted_at = fields.DateTime()
+    started_at = fields.DateTime(allow_none=True)
+    finished_at = fields.DateTime(allow_none=True)
+    progress_percent = fields.Float()
+    progress_message = fields.Str()
+    error_summary = fields.Str(allow_none=True)
+    exit_code = fields.Int(allow_none=True)
+    output_bytes = fields.Int()
+
+
+class AnalysisListArgs(Schema):
+    state = fields.Str(validate=validate.OneOf([s.value for s in AnalysisState]))
+    pipeline = fields.Str()
+    project_id = fields.Int()
+    page = fields.Int(load_default=1, validate=validate.Range(min=1))
+    page_size = fields.Int(load_default=50, validate=validate.Range(min=1, max=200))
+
+
+class AnalysisPageSchema(Schema):
+    items = fields.List(fields.Nested(AnalysisSchema))
+    page = fields.Int()
+    page_size = fields.Int()
+    total = fields.Int()
+    pages = fields.Int()
+
+
+class CancelSchema(Schema):
+    message = fields.Str()
+    state = fields.Str()
+
+
+class LogArgs(Schema):
+    offset = fields.Int(load_default=0, validate=validate.Range(min=0))
+
+
+class LogSchema(Schema):
+    text = fields.Str(metadata={"description": "the log from the offset asked"})
+    offset = fields.Int(metadata={"description": "ask from here next time"})
+    state = fields.Str()
+    finished = fields.Bool()
+
+
+class OutputSchema(Schema):
+    path = fields.Str()
+    size = fields.Int()

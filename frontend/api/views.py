@@ -1,0 +1,372 @@
+"""The REST API, version 1: projects, files, pipelines and analyses, as JSON.
+
+Every view goes through the same services as the web pages, so ownership,
+quotas, name checks and parameter checks are the web's own: another user's
+object answers 404, a value the pipeline's schema refuses answers 422 with the
+run form's message on its field.
+"""
+
+from __future__ import annotations
+
+from flask import request, url_for
+from flask_login import current_user
+from flask_smorest import Blueprint, abort
+
+from backend.files import UnsafeName
+from backend.params import ParamsInvalid
+
+from ..analyses import services as runs
+from ..downloads import send_user_file, zip_response
+from ..http import streams_upload
+from ..projects import services as storage
+from .auth import token_required
+from .schemas import (
+    AnalysisListArgs,
+    AnalysisPageSchema,
+    AnalysisSchema,
+    CancelSchema,
+    FileSchema,
+    LogArgs,
+    LogSchema,
+    NewAnalysisSchema,
+    NewProjectSchema,
+    OutputSchema,
+    PipelineSchema,
+    ProjectChangeSchema,
+    ProjectSchema,
+    UploadArgs,
+    UploadSchema,
+)
+
+blp = Blueprint(
+    "api_v1",
+    __name__,
+    url_prefix="/api/v1",
+    description="Projects, files, pipelines and analyses. Authenticate with "
+    "'Authorization: Bearer <token>' (a personal token from your profile page).",
+)
+
+
+def _project_dict(summary: storage.ProjectSummary) -> dict:
+    project = summary.project
+    return {
+        "id": project.id,
+        "name": project.name,
+        "description": project.description,
+        "created_at": project.created_at,
+        "updated_at": project.updated_at,
+        "file_count": summary.file_count,
+        "total_bytes": summary.total_bytes,
+        "analyses": summary.analyses,
+    }
+
+
+def _summary(project_id: int) -> dict:
+    storage.get_project_or_404(project_id)  # 404 for another user's
+    found = next(
+        s for s in storage.list_projects(current_user) if s.project.id == project_id
+    )
+    return _project_dict(found)
+
+
+def _refuse(exc: storage.StorageError):
+    abort(exc.status, message=str(exc))
+
+
+# --- Projects ------------------------------------------------------------------------
+
+
+@blp.route("/projects", methods=["GET"])
+@token_required()
+@blp.response(200, ProjectSchema(many=True))
+def list_projects():
+    """Your projects, most recently changed first."""
+    return [_project_dict(s) for s in storage.list_projects(current_user)]
+
+
+@blp.route("/projects", methods=["POST"])
+@token_required(write=True)
+@blp.arguments(NewProjectSchema)
+@blp.response(201, ProjectSchema)
+def create_project(data):
+    """Create a project."""
+    try:
+        project = storage.create_project(
+            current_user, data["name"], data["description"]
+        )
+    except storage.StorageError as exc:
+        _refuse(exc)
+    return _summary(project.id)
+
+
+@blp.route("/projects/<int:project_id>", methods=["GET"])
+@token_required()
+@blp.response(200, ProjectSchema)
+def get_project(project_id: int):
+    """One project, with its size and number of analyses."""
+    return _summary(project_id)
+
+
+@blp.route("/projects/<int:project_id>", methods=["PATCH"])
+@token_required(write=True)
+@blp.arguments(ProjectChangeSchema)
+@blp.response(200, ProjectSchema)
+def change_project(data, project_id: int):
+    """Rename a project or change its description."""
+    project = storage.get_project_or_404(project_id)
+    try:
+        storage.update_project(
+            project,
+            data.get("name", project.name),
+            data.get("description", project.description),
+        )
+    except storage.StorageError as exc:
+        _refuse(exc)
+    return _summary(project_id)
+
+
+@blp.route("/projects/<int:project_id>", methods=["DELETE"])
+@token_required(write=True)
+@blp.response(204)
+def delete_project(project_id: int):
+    """Delete a project with all its files and analyses."""
+    storage.delete_project(storage.get_project_or_404(project_id))
+
+
+# --- Files ---------------------------------------------------------------------------
+
+
+@blp.route("/projects/<int:project_id>/files", methods=["GET"])
+@token_required()
+@blp.response(200, FileSchema(many=True))
+def list_files(project_id: int):
+    """Every file and folder of a project, by path."""
+    return storage.all_entries(storage.get_project_or_404(project_id))
+
+
+@blp.route("/projects/<int:project_id>/files", methods=["PUT"])
+@token_required(write=True)
+@blp.arguments(UploadArgs, location="query")
+@blp.response(201, UploadSchema)
+@blp.doc(
+    requestBody={
+        "required": True,
+        "content": {
+            "application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"}
+            }
+        },
+    }
+)
+@streams_upload
+def upload(args, project_id: int):
+    """Store the request's body as a file (streamed, up to MAX_UPLOAD_BYTES), with
+    the web upload's checks: names, quota, file count, archives."""
+    project = storage.get_project_or_404(project_id)
+    try:
+        result = storage.upload(
+            project,
+            None,
+            args["path"],
+            request.stream,
+            request.content_length,
+            on_clash=args["on_clash"],
+            extract_archive=args["extract"],
+        )
+    except UnsafeName as exc:
+        abort(400, message=f"“{args['path']}” was not stored: {exc}")
+    except storage.StorageError as exc:
+        _refuse(exc)
+    return {"status": result.status, "path": result.path, "message": result.message}
+
+
+@blp.route("/projects/<int:project_id>/files/<int:entry_id>", methods=["GET"])
+@token_required()
+@blp.response(200, FileSchema)
+def get_file(project_id: int, entry_id: int):
+    """One file or folder."""
+    project = storage.get_project_or_404(project_id)
+    return storage.get_entry_or_404(project, entry_id)
+
+
+@blp.route("/projects/<int:project_id>/files/<int:entry_id>/content", methods=["GET"])
+@token_required()
+@blp.response(200, description="the file's bytes, or a folder as a zip")
+def download_file(project_id: int, entry_id: int):
+    """Download a file, or a folder as a zip."""
+    project = storage.get_project_or_404(project_id)
+    item = storage.get_entry_or_404(project, entry_id)
+    if item.is_dir:
+        return zip_response(storage.zip_of(project, item), f"{item.name}.zip")
+    return send_user_file(storage.disk_path(item), item.name, {}, inline=False)
+
+
+@blp.route("/projects/<int:project_id>/files/<int:entry_id>", methods=["DELETE"])
+@token_required(write=True)
+@blp.response(204)
+def delete_file(project_id: int, entry_id: int):
+    """Delete a file, or a folder with everything in it."""
+    project = storage.get_project_or_404(project_id)
+    storage.delete_entry(project, storage.get_entry_or_404(project, entry_id))
+
+
+# --- Pipelines -----------------------------------------------------------------------
+
+
+def _pipeline_dict(pipeline, state) -> dict:
+    return {
+        "name": pipeline.name,
+        "title": pipeline.title,
+        "description": pipeline.description,
+        "version": pipeline.version,
+        "image": pipeline.image_tag,
+        "ready": state.ready,
+        "message": "" if state.ready else state.message(pipeline),
+        "parameters": pipeline.schema,
+    }
+
+
+@blp.route("/pipelines", methods=["GET"])
+@token_required()
+@blp.response(200, PipelineSchema(many=True))
+def list_pipelines():
+    """The pipelines you can run, with their parameters' JSON Schema."""
+    pipelines = runs.enabled_pipelines()
+    states = runs.availability(pipelines)
+    return [_pipeline_dict(p, states[name]) for name, p in sorted(pipelines.items())]
+
+
+@blp.route("/pipelines/<name>", methods=["GET"])
+@token_required()
+@blp.response(200, PipelineSchema)
+def get_pipeline(name: str):
+    """One pipeline."""
+    pipeline = runs.get_pipeline_or_404(name)
+    return _pipeline_dict(pipeline, runs.availability({name: pipeline})[name])
+
+
+# --- Analyses ------------------------------------------------------------------------
+
+
+@blp.route("/analyses", methods=["POST"])
+@token_required(write=True)
+@blp.arguments(NewAnalysisSchema)
+@blp.response(201, AnalysisSchema)
+def submit(data):
+    """Submit an analysis. Parameters are checked by the pipeline's schema, with
+    the run form's messages per field (422)."""
+    project = storage.get_project_or_404(data["project_id"])
+    pipeline = runs.get_pipeline_or_404(data["pipeline"])
+    try:
+        analysis = runs.submit(current_user, project, pipeline, data["parameters"])
+    except runs.PipelineUnavailable as exc:
+        abort(503, message=f"{exc} Nothing was submitted.")
+    except ParamsInvalid as invalid:
+        abort(
+            422,
+            message="Some parameters are not valid; nothing was submitted.",
+            errors={"parameters": invalid.errors},
+        )
+    location = url_for("api_v1.get_analysis", analysis_id=analysis.id)
+    return analysis, 201, {"Location": location}
+
+
+@blp.route("/analyses", methods=["GET"])
+@token_required()
+@blp.arguments(AnalysisListArgs, location="query")
+@blp.response(200, AnalysisPageSchema)
+def list_analyses(args):
+    """Your analyses, newest first, filtered by state, pipeline and project."""
+    page = runs.history(
+        current_user,
+        args.get("state"),
+        args.get("pipeline"),
+        args.get("project_id"),
+        args["page"],
+        per_page=args["page_size"],
+    )
+    return {
+        "items": page.items,
+        "page": page.page,
+        "page_size": page.per_page,
+        "total": page.total,
+        "pages": page.pages,
+    }
+
+
+@blp.route("/analyses/<int:analysis_id>", methods=["GET"])
+@token_required()
+@blp.response(200, AnalysisSchema)
+def get_analysis(analysis_id: int):
+    """One analysis: state, progress, parameters, outcome."""
+    return runs.get_analysis_or_404(analysis_id)
+
+
+@blp.route("/analyses/<int:analysis_id>", methods=["DELETE"])
+@token_required(write=True)
+@blp.response(204)
+def delete_analysis(analysis_id: int):
+    """Delete a finished analysis with its outputs (409 while it is not finished)."""
+    try:
+        runs.delete(runs.get_analysis_or_404(analysis_id))
+    except runs.AnalysisError as exc:
+        abort(409, message=str(exc))
+
+
+@blp.route("/analyses/<int:analysis_id>/cancel", methods=["POST"])
+@token_required(write=True)
+@blp.response(200, CancelSchema)
+def cancel(analysis_id: int):
+    """Cancel a queued analysis, or stop a running one (409 once it ended)."""
+    analysis = runs.get_analysis_or_404(analysis_id)
+    try:
+        message = runs.cancel(analysis)
+    except runs.AnalysisError as exc:
+        abort(409, message=str(exc))
+    return {"message": message, "state": analysis.state.value}
+
+
+@blp.route("/analyses/<int:analysis_id>/log", methods=["GET"])
+@token_required()
+@blp.arguments(LogArgs, location="query")
+@blp.response(200, LogSchema)
+def log(args, analysis_id: int):
+    """The log from byte ``offset`` (64 KiB at most); ask again from ``offset``."""
+    analysis = runs.get_analysis_or_404(analysis_id)
+    text, offset = runs.read_log(analysis, args["offset"])
+    return {
+        "text": text,
+        "offset": offset,
+        "state": analysis.state.value,
+        "finished": analysis.finished,
+    }
+
+
+@blp.route("/analyses/<int:analysis_id>/outputs", methods=["GET"])
+@token_required()
+@blp.response(200, OutputSchema(many=True))
+def outputs(analysis_id: int):
+    """The analysis' output files, with their sizes."""
+    analysis = runs.get_analysis_or_404(analysis_id)
+    return [{"path": p, "size": s} for p, s in runs.output_files(analysis)]
+
+
+@blp.route("/analyses/<int:analysis_id>/outputs/<path:relpath>", methods=["GET"])
+@token_required()
+@blp.response(200, description="the output file, as an attachment")
+def output(analysis_id: int, relpath: str):
+    """One output file."""
+    analysis = runs.get_analysis_or_404(analysis_id)
+    if relpath not in dict(runs.output_files(analysis)):
+        abort(404, message="This analysis has no such output.")
+    name = relpath.rsplit("/", 1)[-1]
+    return send_user_file(runs.output_dir(analysis) / relpath, name, {}, inline=False)
+
+
+@blp.route("/analyses/<int:analysis_id>/outputs.zip", methods=["GET"])
+@token_required()
+@blp.response(200, description="every output, as a zip built while it is sent")
+def outputs_zip(analysis_id: int):
+    """All outputs as one zip."""
+    analysis = runs.get_analysis_or_404(analysis_id)
+    return zip_response(runs.outputs_zip(analysis), runs.outputs_zip_name(analysis))
