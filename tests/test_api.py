@@ -69,7 +69,7 @@ def audit_actions(app) -> list[str]:
         return db.session.scalars(db.select(AuditEvent.action)).all()
 
 
-# --- Tokens ----------------------------------------------------------------------------
+# --- Tokens ---------------------------------------------------------------------------
 
 
 def test_a_token_from_the_command_line_works_and_only_its_digest_is_kept(
@@ -297,7 +297,7 @@ def test_tokens_cli_lists_and_revokes(app, runner, ada):
     assert unknown.exit_code != 0 and "no account" in unknown.output
 
 
-# --- Projects and files ----------------------------------------------------------------
+# --- Projects and files ---------------------------------------------------------------
 
 
 def test_projects_are_made_renamed_and_deleted(app, client, ada):
@@ -395,7 +395,7 @@ def test_uploads_count_against_the_quota(app, client, ada):
     assert "quota" in reply.json["message"]
 
 
-# --- Pipelines and analyses ------------------------------------------------------------
+# --- Pipelines and analyses -----------------------------------------------------------
 
 
 def test_pipelines_come_with_their_parameter_schema(client, ada):
@@ -562,7 +562,7 @@ def test_an_unfinished_analysis_is_not_deleted(app, client, ada, make_project):
     assert reply.status_code == 409 and "Cancel" in reply.json["message"]
 
 
-# --- The OpenAPI document --------------------------------------------------------------
+# --- The OpenAPI document -------------------------------------------------------------
 
 
 def test_the_openapi_document_covers_every_route(app, client):
@@ -595,7 +595,7 @@ def test_the_docs_page_uses_only_local_assets(client):
         assert script.status_code == 200
 
 
-# --- Ownership: every route, from the URL map ------------------------------------------
+# --- Ownership: every route, from the URL map -----------------------------------------
 
 
 def api_routes():
