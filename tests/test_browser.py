@@ -551,3 +551,42 @@ def test_two_factor_enrolment_and_login(page, make_user):
     page.get_by_label("Authentication Code").fill(code_for(key, offset=1))
     page.get_by_role("button", name="Submit Code").click()
     expect(page.get_by_role("heading", name="Your profile")).to_be_visible()
+
+
+def test_a_token_made_on_the_profile_works_and_the_api_reference_shows(page, make_user):
+    from playwright.sync_api import expect
+
+    make_user(email="ada@cs.ox.ac.uk")
+    log_in(page, "ada@cs.ox.ac.uk")
+    page.goto("/account/profile")
+    tokens = page.locator("#api-tokens")
+    tokens.get_by_label("Name").fill("notebook")
+    tokens.get_by_label("Read-only").check()
+    tokens.get_by_role("button", name="Make token").click()
+    expect(page.get_by_role("heading", name="Your new API token")).to_be_visible()
+    secret = page.locator("#token-secret").input_value()
+    assert secret.startswith("lq_")
+    page.get_by_role("link", name="Done").click()
+    expect(page.locator("#token-list")).to_contain_text("notebook")
+    expect(page.locator("#token-list")).to_contain_text("read-only")
+    assert secret not in page.content()
+
+    answer = page.request.get(
+        "/api/v1/projects", headers={"Authorization": f"Bearer {secret}"}
+    )
+    assert answer.status == 200 and answer.json() == []
+
+    page.goto("/account/profile")
+    page.get_by_role("link", name="API reference").click()
+    expect(
+        page.get_by_text("/api/v1/projects/{project_id}/files").first
+    ).to_be_visible()
+    page.screenshot(path=OUTPUT / "api-reference.png", full_page=True)
+
+    page.goto("/account/profile")
+    page.locator("#token-list").get_by_role("button", name="Revoke").click()
+    expect(page.get_by_role("alert")).to_contain_text("was revoked")
+    refused = page.request.get(
+        "/api/v1/projects", headers={"Authorization": f"Bearer {secret}"}
+    )
+    assert refused.status == 401

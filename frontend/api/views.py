@@ -43,7 +43,7 @@ blp = Blueprint(
     __name__,
     url_prefix="/api/v1",
     description="Projects, files, pipelines and analyses. Authenticate with "
-    "'Authorization: Bearer <token>' (a personal token from your profile page).",
+    "'Authorization: Bearer TOKEN', with a personal token from your profile page.",
 )
 
 
