@@ -51,6 +51,11 @@
 # released after this many hours. Env: LABQUEUE_RESERVATION_HOURS
 # RESERVATION_HOURS = 24
 
+# A resumable upload (tus: the API's /api/v1/uploads, used by the `labqueue`
+# command) that receives nothing for this many hours is removed, with what it had
+# received and the quota it held. Env: LABQUEUE_RESUMABLE_UPLOAD_HOURS
+# RESUMABLE_UPLOAD_HOURS = 24
+
 # Files one project may hold. Env: LABQUEUE_MAX_FILES_PER_PROJECT
 # MAX_FILES_PER_PROJECT = 50_000
 

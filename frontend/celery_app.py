@@ -76,6 +76,10 @@ def celery_init_app(app: Flask) -> Celery:
                 "task": "labqueue.forget_lapsed_limits",
                 "schedule": 600.0,
             },
+            "expire-uploads": {
+                "task": "labqueue.expire_uploads",
+                "schedule": 600.0,
+            },
         },
         beat_schedule_filename=str(Path(app.instance_path) / "celerybeat-schedule"),
     )

@@ -450,3 +450,34 @@ class ApiToken(db.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+
+class ResumableUpload(db.Model):
+    """A file being uploaded in pieces (tus): where it goes, how long it is, how
+    much has arrived. Its bytes are at the project's ``.staging/tus-<id>``; the
+    quota for the whole length is set aside when it is created."""
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("user.id", ondelete="CASCADE"), index=True
+    )
+    project_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("project.id", ondelete="CASCADE"), index=True
+    )
+    path: Mapped[str] = mapped_column(sa.String(4000))
+    on_clash: Mapped[str] = mapped_column(sa.String(16), default="ask")
+    extract: Mapped[bool] = mapped_column(default=False)
+    length: Mapped[int] = mapped_column(sa.BigInteger)
+    offset: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    reservation_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("storage_reservation.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(), default=utcnow)
+    # The last piece's arrival: an upload untouched for RESUMABLE_UPLOAD_HOURS
+    # is removed.
+    touched_at: Mapped[datetime] = mapped_column(
+        sa.DateTime(), default=utcnow, index=True
+    )
+
+    project: Mapped[Project] = relationship()
+    user: Mapped[User] = relationship()

@@ -154,6 +154,9 @@ class Defaults:
     MAX_UPLOAD_BYTES = 5 * 1024**3
     STORAGE_QUOTA_BYTES = 20 * 1024**3  # per user; admins can set one per user
     RESERVATION_HOURS = 24  # quota set aside for an unfinished upload lapses after
+    # A resumable (tus) upload with no new piece for this long is removed, with
+    # what it had received and the quota it held.
+    RESUMABLE_UPLOAD_HOURS = 24
     MAX_FILES_PER_PROJECT = 50_000
     ARCHIVE_MAX_ENTRIES = 10_000
     ARCHIVE_MAX_RATIO = 200

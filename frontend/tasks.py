@@ -16,6 +16,7 @@ from .analyses.execution import check_images, reconcile, start
 from .analyses.queueing import dispatch
 from .extensions import db
 from .models import User, utcnow
+from .projects import resumable
 
 
 @shared_task(name="labqueue.ping")
@@ -76,3 +77,9 @@ def account_mail(kind: str, email: str) -> bool:
 def forget_lapsed_limits() -> int:
     """Remove login and request counts whose window has passed."""
     return limits.forget_lapsed()
+
+
+@shared_task(name="labqueue.expire_uploads", ignore_result=True)
+def expire_uploads() -> int:
+    """Remove resumable uploads that received nothing for RESUMABLE_UPLOAD_HOURS."""
+    return resumable.expire()

@@ -13,6 +13,7 @@ from marshmallow import Schema, fields
 
 from ..extensions import csrf
 from .auth import init_auth
+from .uploads import blp as tus_blp
 from .views import blp
 
 
@@ -55,8 +56,9 @@ def init_api(app: Flask) -> None:
     )
     init_auth(app)
     api = LabqueueApi(app)
-    csrf.exempt(blp)  # token-only: the API reads no cookie (auth.py)
-    api.register_blueprint(blp)
+    for blueprint in (blp, tus_blp):
+        csrf.exempt(blueprint)  # token-only: the API reads no cookie (auth.py)
+        api.register_blueprint(blueprint)
 
     @app.route("/api/v1/docs")
     def api_docs():

@@ -96,8 +96,9 @@ def _unauthorized() -> Unauthorized:
     return Unauthorized(message)
 
 
-def token_required(write: bool = False) -> Callable:
-    """Only with a usable token; ``write``: not a read-only one, and counted."""
+def token_required(write: bool = False, counted: bool = True) -> Callable:
+    """Only with a usable token; ``write``: not a read-only one, and counted
+    against API_WRITES_PER_MINUTE unless not ``counted`` (an upload's pieces)."""
 
     def decorate(view: Callable) -> Callable:
         @wraps(view)
@@ -111,7 +112,8 @@ def token_required(write: bool = False) -> Callable:
                         "This token is read-only: make a read and write token to "
                         "change anything."
                     )
-                _count_write(token.id)
+                if counted:
+                    _count_write(token.id)
             return view(*args, **kwargs)
 
         return guarded

@@ -482,7 +482,7 @@ class UploadResult:
     message: str
 
 
-def _staging(project: Project) -> Path:
+def staging_dir(project: Project) -> Path:
     staging = project_dir(project) / ".staging"
     staging.mkdir(parents=True, exist_ok=True)
     return staging
@@ -508,18 +508,28 @@ def _receive(stream: IO[bytes], target: Path, length: int) -> None:
         )
 
 
-def upload(
+@dataclass
+class UploadPlan:
+    """Where an upload goes, decided from its name and the clash policy before a
+    byte is read (and again when a resumable upload completes)."""
+
+    parent: str
+    name: str
+    kind: str | None  # the archive's kind when it is to be extracted
+    existing: ProjectFile | None  # what it replaces
+    freed: int  # bytes the replaced file or folder held
+    skipped: UploadResult | None = None  # on_clash "skip" and the name exists
+
+
+def plan_upload(
     project: Project,
     folder: ProjectFile | None,
     relpath: str,
-    stream: IO[bytes],
-    length: int | None,
     on_clash: str = "ask",
     extract_archive: bool = False,
-) -> UploadResult:
-    """Store one uploaded file (or extract one archive) under ``folder``."""
-    if length is None:
-        raise StorageError("The upload has no Content-Length; nothing was stored.")
+) -> UploadPlan:
+    """Check an upload's name, clash policy and file count; raise StorageError
+    (or UnsafeName) with what is wrong."""
     if on_clash not in CLASH_POLICIES:
         raise StorageError(f"Unknown choice for existing names: {on_clash}.")
     relpath = clean_relpath(relpath)
@@ -536,10 +546,10 @@ def upload(
         if on_clash == "ask":
             raise NameClash(f"“{target_path}” already exists.")
         if on_clash == "skip":
-            return UploadResult("skipped", target_path, "Skipped: the name exists.")
+            skipped = UploadResult("skipped", target_path, "Skipped: the name exists.")
+            return UploadPlan(parent, target_name, kind, existing, 0, skipped)
         if on_clash == "keep":
             target_name = numbered_name(target_name, _names_in(project, parent))
-            target_path = f"{parent}/{target_name}" if parent else target_name
             existing = None
         elif existing.is_dir != bool(kind):
             what = "a folder" if existing.is_dir else "a file"
@@ -548,18 +558,48 @@ def upload(
             )
         else:
             freed = _tree_size(project, existing)
-
     _check_file_count(project, 0 if kind else 1)
+    return UploadPlan(parent, target_name, kind, existing, freed)
+
+
+def store_staged(
+    project: Project, plan: UploadPlan, staged: Path, size: int, reservation: int
+) -> UploadResult:
+    """Put a fully received file (or what its archive holds) in place."""
+    if plan.kind:
+        return _extract_into(
+            project,
+            staged,
+            plan.kind,
+            plan.parent,
+            plan.name,
+            plan.existing,
+            reservation,
+        )
+    return _place_file(project, staged, plan.parent, plan.name, plan.existing, size)
+
+
+def upload(
+    project: Project,
+    folder: ProjectFile | None,
+    relpath: str,
+    stream: IO[bytes],
+    length: int | None,
+    on_clash: str = "ask",
+    extract_archive: bool = False,
+) -> UploadResult:
+    """Store one uploaded file (or extract one archive) under ``folder``."""
+    if length is None:
+        raise StorageError("The upload has no Content-Length; nothing was stored.")
+    plan = plan_upload(project, folder, relpath, on_clash, extract_archive)
+    if plan.skipped:
+        return plan.skipped
     # Set aside before a byte is read: parallel uploads cannot pass the quota.
-    reservation = reserve_space(project.owner, max(length - freed, 0))
-    staged = _staging(project) / uuid.uuid4().hex
+    reservation = reserve_space(project.owner, max(length - plan.freed, 0))
+    staged = staging_dir(project) / uuid.uuid4().hex
     try:
         _receive(stream, staged, length)
-        if kind:
-            return _extract_into(
-                project, staged, kind, parent, target_name, existing, reservation
-            )
-        return _place_file(project, staged, parent, target_name, existing, length)
+        return store_staged(project, plan, staged, length, reservation)
     finally:
         staged.unlink(missing_ok=True)
         release_space(reservation)
@@ -617,7 +657,7 @@ def _extract_into(project, archive, kind, parent, name, existing, reservation):
         max_total_bytes=max(room, 0),
         max_ratio=config["ARCHIVE_MAX_RATIO"],
     )
-    out = _staging(project) / (uuid.uuid4().hex + ".d")
+    out = staging_dir(project) / (uuid.uuid4().hex + ".d")
     try:
         result = extract(archive, out, limits, kind)
         # The extracted bytes replace the archive's in the reservation.
@@ -661,7 +701,7 @@ def _extract_into(project, archive, kind, parent, name, existing, reservation):
         db.session.flush()
         final = inside(files_dir(project), path)
         if existing is not None:
-            trash = _staging(project) / (uuid.uuid4().hex + ".old")
+            trash = staging_dir(project) / (uuid.uuid4().hex + ".old")
             os.replace(final, trash)
             os.replace(out, final)
             shutil.rmtree(trash, ignore_errors=True)
