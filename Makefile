@@ -25,18 +25,25 @@ $(BIN)/python:
 # Every package is pinned with its hashes (requirements/*.in, locked by `make lock`):
 # pip installs exactly those files or nothing.
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check --require-hashes
+# The project itself, editable and without dependencies (they are pinned above):
+# it puts the `labqueue` command in $(BIN).
+INSTALL_SELF := $(BIN)/pip install --quiet --disable-pip-version-check --no-deps \
+	--editable .
 
 $(VENV)/.runtime: requirements.txt | $(BIN)/python
 	$(PIP_INSTALL) -r requirements.txt
+	$(INSTALL_SELF)
 	@touch $@
 
 # The pipelines' own libraries, for the local runner (LABQUEUE_RUNNER=local).
 $(VENV)/.local: requirements.txt requirements-local.txt | $(BIN)/python
 	$(PIP_INSTALL) -r requirements.txt -r requirements-local.txt
+	$(INSTALL_SELF)
 	@touch $@ $(VENV)/.runtime
 
 $(VENV)/.dev: requirements.txt requirements-local.txt requirements-dev.txt | $(BIN)/python
 	$(PIP_INSTALL) -r requirements.txt -r requirements-dev.txt
+	$(INSTALL_SELF)
 	@touch $@ $(VENV)/.runtime $(VENV)/.local
 
 # Lock again after changing requirements/*.in (versions already locked are kept;

@@ -1,0 +1,352 @@
+"""`labqueue`: Labqueue from the command line, through its REST API.
+
+    labqueue login                      # asks for the site's URL and a token
+    labqueue projects
+    labqueue upload PROJECT PATH...     # resumable: run it again to go on
+    labqueue run PROJECT PIPELINE --param k=v ... [--wait]
+    labqueue download ANALYSIS [--out DIR]
+
+It talks HTTP only (requests, and tuspy for resumable uploads): it needs no
+database, broker or Flask. The URL and token are kept in
+``$XDG_CONFIG_HOME/labqueue/config.json`` (``~/.config``), readable by the user
+only; ``LABQUEUE_URL`` and ``LABQUEUE_TOKEN`` override them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from urllib.parse import unquote
+
+import click
+import requests
+
+TIMEOUT = 60  # seconds for any one request (pieces of uploads included)
+PIECE = 32 * 1024 * 1024  # bytes sent per upload request
+
+
+def config_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "labqueue"
+
+
+class Site:
+    """The server and the token, and calls to its API."""
+
+    def __init__(self, url: str, token: str):
+        self.url = url.rstrip("/")
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+        self.session.headers["User-Agent"] = "labqueue-cli"
+
+    @classmethod
+    def from_config(cls) -> Site:
+        saved = {}
+        path = config_dir() / "config.json"
+        if path.exists():
+            saved = json.loads(path.read_text())
+        url = os.environ.get("LABQUEUE_URL") or saved.get("url")
+        token = os.environ.get("LABQUEUE_TOKEN") or saved.get("token")
+        if not url or not token:
+            raise click.ClickException("Not logged in: run `labqueue login` first.")
+        return cls(url, token)
+
+    def call(self, method: str, path: str, **kwargs) -> requests.Response:
+        try:
+            response = self.session.request(
+                method, self.url + path, timeout=TIMEOUT, **kwargs
+            )
+        except requests.RequestException as exc:
+            raise click.ClickException(f"Cannot reach {self.url}: {exc}") from exc
+        if response.status_code >= 400:
+            raise click.ClickException(_complaint(response))
+        return response
+
+    def json(self, method: str, path: str, **kwargs):
+        return self.call(method, path, **kwargs).json()
+
+
+def _complaint(response: requests.Response) -> str:
+    """The server's message for a refused call, with its field errors."""
+    try:
+        body = response.json()
+    except ValueError:
+        return f"{response.status_code} {response.reason}"
+    message = body.get("message") or response.reason
+    errors = body.get("errors") or {}
+    lines = [f"{message} ({response.status_code})"]
+    for group in errors.values():
+        if isinstance(group, dict):
+            for field, problem in group.items():
+                text = "; ".join(problem) if isinstance(problem, list) else problem
+                lines.append(f"  {field or 'parameters'}: {text}")
+    return "\n".join(lines)
+
+
+@click.group()
+def main() -> None:
+    """Labqueue from the command line."""
+
+
+@main.command()
+@click.option(
+    "--url", prompt="Labqueue address", help="e.g. https://labqueue.example.ac.uk"
+)
+@click.option(
+    "--token",
+    prompt="API token (from your profile page)",
+    hide_input=True,
+    help="A personal token.",
+)
+def login(url: str, token: str) -> None:
+    """Check the address and token, and keep them for the next commands."""
+    site = Site(url, token)
+    projects = site.json("GET", "/api/v1/projects")
+    folder = config_dir()
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = folder / "config.json"
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(json.dumps({"url": site.url, "token": token}))
+    click.echo(f"Logged in to {site.url} ({len(projects)} projects).")
+
+
+@main.command()
+def projects() -> None:
+    """Your projects."""
+    site = Site.from_config()
+    for project in site.json("GET", "/api/v1/projects"):
+        click.echo(
+            f"{project['id']:>6}  {project['name']}  ({project['file_count']} files, "
+            f"{project['analyses']} analyses)"
+        )
+
+
+def _project_id(site: Site, project: str) -> int:
+    """A project by id or by name."""
+    if project.isdigit():
+        return int(project)
+    for found in site.json("GET", "/api/v1/projects"):
+        if found["name"] == project:
+            return found["id"]
+    raise click.ClickException(f"You have no project named {project!r}.")
+
+
+@main.command()
+@click.argument("project")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option(
+    "--to", "folder", default="", help="Folder in the project to put them in."
+)
+@click.option(
+    "--on-clash",
+    type=click.Choice(["ask", "replace", "keep"]),
+    default="ask",
+    show_default=True,
+    help="If the name exists: refuse, replace, or keep both.",
+)
+def upload(project: str, paths: tuple[str, ...], folder: str, on_clash: str) -> None:
+    """Upload files (folders with what they hold), resumably: run the same
+    command again after an interruption and each file goes on from where the
+    server has it."""
+    site = Site.from_config()
+    project_id = _project_id(site, project)
+    for local, remote in _files(paths, folder):
+        _upload_one(site, project_id, local, remote, on_clash)
+
+
+def _files(paths, folder: str):
+    prefix = folder.strip("/") + "/" if folder.strip("/") else ""
+    for given in map(Path, paths):
+        if given.is_dir():
+            for local in sorted(p for p in given.rglob("*") if p.is_file()):
+                relative = local.relative_to(given.parent).as_posix()
+                yield local, prefix + relative
+        else:
+            yield given, prefix + given.name
+
+
+def _upload_one(site: Site, project_id: int, local: Path, remote: str, on_clash: str):
+    from tusclient.client import TusClient
+    from tusclient.exceptions import TusCommunicationError
+    from tusclient.storage.filestorage import FileStorage
+
+    client = TusClient(
+        site.url + "/api/v1/uploads",
+        headers={"Authorization": site.session.headers["Authorization"]},
+    )
+    # Where each file's upload lives on the server, to resume it next time.
+    storage = FileStorage(str(config_dir() / "uploads.json"))
+    fingerprint = _Fingerprint(site.url, project_id, remote)
+    options = {
+        "chunk_size": PIECE,
+        "metadata": {"project": str(project_id), "path": remote, "on_clash": on_clash},
+        "store_url": True,
+        "url_storage": storage,
+        "fingerprinter": fingerprint,
+        "upload_checksum": True,
+        "retries": 3,
+        "retry_delay": 2,
+    }
+    size = local.stat().st_size
+    try:
+        try:
+            uploader = client.uploader(str(local), **options)
+        except TusCommunicationError:
+            # The server no longer has the upload begun earlier (it expired, or
+            # was stored): start again.
+            with open(local, "rb") as stream:
+                storage.remove_item(fingerprint.get_fingerprint(stream))
+            uploader = client.uploader(str(local), **options)
+        with click.progressbar(length=size, label=remote, show_pos=True) as bar:
+            bar.update(uploader.offset)
+            while True:
+                before = uploader.offset
+                uploader.upload_chunk()
+                bar.update(uploader.offset - before)
+                if uploader.offset >= size:
+                    break
+        with open(local, "rb") as stream:  # done: nothing left to resume
+            storage.remove_item(fingerprint.get_fingerprint(stream))
+    except TusCommunicationError as exc:
+        raise click.ClickException(f"{remote}: {_tus_complaint(exc)}") from exc
+    finally:
+        storage.close()
+    headers = uploader.request.response_headers if uploader.request else {}
+    stored = unquote(headers.get("labqueue-upload-path", remote))
+    click.echo(f"{local} → {stored}")
+
+
+def _tus_complaint(exc) -> str:
+    content = exc.response_content or b""
+    try:
+        return json.loads(content).get("message") or str(exc)
+    except ValueError:
+        return content.decode(errors="replace") or str(exc)
+
+
+class _Fingerprint:
+    """One upload per site, project, path and file contents' size and mtime."""
+
+    def __init__(self, url: str, project_id: int, remote: str):
+        self.key = f"{url}|{project_id}|{remote}"
+
+    def get_fingerprint(self, stream) -> str:
+        import hashlib
+
+        stream.seek(0, 2)
+        size = stream.tell()
+        stream.seek(0)
+        head = stream.read(1024 * 1024)
+        stream.seek(0)
+        return hashlib.sha256(f"{self.key}|{size}".encode() + head).hexdigest()
+
+
+def _parameters(pairs: tuple[str, ...]) -> dict:
+    """``k=v`` pairs; a value that reads as JSON (a number, true, a list) is that."""
+    values: dict = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r}: write it as name=value")
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = value
+        if key in values:  # a name given again makes a list
+            previous = values[key] if isinstance(values[key], list) else [values[key]]
+            parsed = previous + (parsed if isinstance(parsed, list) else [parsed])
+        values[key] = parsed
+    return values
+
+
+@main.command()
+@click.argument("project")
+@click.argument("pipeline")
+@click.option("--param", "params", multiple=True, help="name=value (again for lists)")
+@click.option("--wait", is_flag=True, help="Follow it to its end: progress and log.")
+def run(project: str, pipeline: str, params: tuple[str, ...], wait: bool) -> None:
+    """Submit an analysis of PROJECT with PIPELINE."""
+    site = Site.from_config()
+    analysis = site.json(
+        "POST",
+        "/api/v1/analyses",
+        json={
+            "project_id": _project_id(site, project),
+            "pipeline": pipeline,
+            "parameters": _parameters(params),
+        },
+    )
+    click.echo(f"Analysis #{analysis['id']} is queued.")
+    if wait:
+        sys.exit(_follow(site, analysis["id"]))
+
+
+def _follow(site: Site, analysis_id: int) -> int:
+    """Show progress and the log until the analysis ends; its exit status."""
+    offset, shown = 0, 0
+    with click.progressbar(length=100, label=f"#{analysis_id}") as bar:
+        while True:
+            found = site.json("GET", f"/api/v1/analyses/{analysis_id}")
+            log = site.json(
+                "GET", f"/api/v1/analyses/{analysis_id}/log?offset={offset}"
+            )
+            offset = log["offset"]
+            for line in log["text"].splitlines():
+                if not line.startswith("##progress"):
+                    click.echo(f"\n  {line}", nl=False, err=True)
+            percent = int(found["progress_percent"])
+            if percent > shown:
+                bar.update(percent - shown)
+                shown = percent
+            if found["state"] in ("succeeded", "failed", "cancelled"):
+                if found["state"] == "succeeded" and shown < 100:
+                    bar.update(100 - shown)
+                break
+            time.sleep(1)
+    click.echo(f"Analysis #{analysis_id} {found['state']}.")
+    if found.get("error_summary"):
+        click.echo(found["error_summary"], err=True)
+    return 0 if found["state"] == "succeeded" else 1
+
+
+@main.command()
+@click.argument("analysis", type=int)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder (default: analysis-N).",
+)
+def download(analysis: int, out: str | None) -> None:
+    """Download an analysis' outputs into a folder."""
+    site = Site.from_config()
+    target = Path(out or f"analysis-{analysis}")
+    outputs = site.json("GET", f"/api/v1/analyses/{analysis}/outputs")
+    total = sum(item["size"] for item in outputs)
+    with click.progressbar(length=total, label=f"#{analysis} outputs") as bar:
+        for item in outputs:
+            # Names come from the server: kept inside the folder whatever they say.
+            destination = (target / item["path"]).resolve()
+            if not destination.is_relative_to(target.resolve()):
+                raise click.ClickException(
+                    f"Refusing the output name {item['path']!r}."
+                )
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            response = site.call(
+                "GET",
+                f"/api/v1/analyses/{analysis}/outputs/{item['path']}",
+                stream=True,
+            )
+            with open(destination, "wb") as handle:
+                for chunk in response.iter_content(1024 * 1024):
+                    handle.write(chunk)
+                    bar.update(len(chunk))
+    click.echo(f"{len(outputs)} files in {target}/")
+
+
+if __name__ == "__main__":
+    main()
