@@ -13,7 +13,7 @@ import secrets
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from flask import abort, current_app, has_request_context
+from flask import current_app, has_request_context
 
 from .. import audit
 from ..extensions import db
@@ -64,9 +64,10 @@ def create(
         raise TokenRefused("Give the token a name, to tell it from your others.")
     if len(name) > 100:
         raise TokenRefused("A token's name has at most 100 characters.")
-    if any(token.name == name for token in live_tokens(user)):
+    held = live_tokens(user)
+    if any(token.name == name for token in held):
         raise TokenRefused(f"You already have a token named “{name}”.")
-    if len(live_tokens(user)) >= config["API_TOKENS_PER_USER"]:
+    if len(held) >= config["API_TOKENS_PER_USER"]:
         raise TokenRefused(
             f"You have {config['API_TOKENS_PER_USER']} tokens, the most allowed: "
             "revoke one you no longer use first."
@@ -101,16 +102,13 @@ def create(
 
 
 def get_own_or_404(user: User, token_id: int) -> ApiToken:
-    token = db.session.scalar(
+    return db.first_or_404(
         sa.select(ApiToken).where(
             ApiToken.id == token_id,
             ApiToken.user_id == user.id,
             ApiToken.revoked_at.is_(None),
         )
     )
-    if token is None:
-        abort(404)
-    return token
 
 
 def revoke(token: ApiToken, how: str) -> None:

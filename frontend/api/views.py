@@ -62,11 +62,11 @@ def _project_dict(summary: storage.ProjectSummary) -> dict:
 
 
 def _summary(project_id: int) -> dict:
-    storage.get_project_or_404(project_id)  # 404 for another user's
-    found = next(
-        s for s in storage.list_projects(current_user) if s.project.id == project_id
-    )
-    return _project_dict(found)
+    """One of the user's projects with its totals; 404 for anyone else's."""
+    found = storage.list_projects(current_user, only=project_id)
+    if not found:
+        abort(404)
+    return _project_dict(found[0])
 
 
 def _refuse(exc: storage.StorageError):

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO
 
 import sqlalchemy as sa
-from flask import abort, current_app
+from flask import current_app
 from werkzeug.exceptions import ClientDisconnected
 
 from ..extensions import db
@@ -51,14 +51,11 @@ def staged_path(upload: ResumableUpload) -> Path:
 
 
 def get_own_or_404(user: User, upload_id: str) -> ResumableUpload:
-    upload = db.session.scalar(
+    return db.first_or_404(
         sa.select(ResumableUpload).where(
             ResumableUpload.id == upload_id, ResumableUpload.user_id == user.id
         )
     )
-    if upload is None:
-        abort(404)
-    return upload
 
 
 def create(

@@ -119,9 +119,10 @@ class ProjectSummary:
     analyses: int = 0
 
 
-def list_projects(user: User) -> list[ProjectSummary]:
-    """The user's projects with their file count, size, number of analyses and last
-    change, most recently changed first, in one query."""
+def list_projects(user: User, only: int | None = None) -> list[ProjectSummary]:
+    """The user's projects (or only the one with id ``only``) with their file count,
+    size, number of analyses and last change, most recently changed first, in one
+    query."""
     from ..models import Analysis
 
     files = (
@@ -151,6 +152,8 @@ def list_projects(user: User) -> list[ProjectSummary]:
         .where(Project.owner_id == user.id)
         .order_by(Project.updated_at.desc())
     )
+    if only is not None:
+        stmt = stmt.where(Project.id == only)
     return [
         ProjectSummary(project, count, size, project.updated_at, analyses)
         for project, count, size, analyses in db.session.execute(stmt)
