@@ -190,6 +190,16 @@
 # API_TOKEN_MAX_DAYS = 365
 # API_WRITES_PER_MINUTE = 120
 
+# GA4GH TES at /ga4gh/tes/v1 (same tokens; HTTP Basic with the token as password
+# works too). A task runs only images an admin allowed (Admin → TES images) or a
+# registered pipeline's. Its inline input content may total TES_MAX_CONTENT_BYTES;
+# a task reading no project's files keeps its outputs in the user's project called
+# TES_PROJECT_NAME. Its resources are capped by MAX_CPUS_PER_RUN,
+# MAX_MEMORY_MB_PER_RUN and MAX_OUTPUT_BYTES, and it runs at most MAX_RUN_MINUTES.
+# Env: LABQUEUE_<NAME>
+# TES_MAX_CONTENT_BYTES = 1048576
+# TES_PROJECT_NAME = "TES tasks"
+
 # Any other Flask-Security-Too setting (SECURITY_*) can be given the same way; those
 # Labqueue sets are in frontend/settings.py: SECURITY_REGISTERABLE,
 # SECURITY_CONFIRMABLE, SECURITY_RECOVERABLE, SECURITY_TRACKABLE, SECURITY_CHANGEABLE,

@@ -16,6 +16,7 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(worker_ping_command)
     app.cli.add_command(pipelines_cli)
     app.cli.add_command(tokens_cli)
+    app.cli.add_command(tes_cli)
 
 
 @click.command("create-admin")
@@ -118,3 +119,29 @@ def revoke_token_command(email: str, token_id: int) -> None:
         raise click.UsageError(f"{email} has no live token {token_id}.")
     revoke(token, "from the command line")
     click.echo(f"Token {token.prefix}… revoked.")
+
+
+@click.group("tes")
+def tes_cli() -> None:
+    """GA4GH TES: the images tasks may run."""
+
+
+@tes_cli.command("allow-image")
+@with_appcontext
+@click.argument("image")
+@click.option("--note", default="", help="Why it is allowed, for the other admins.")
+def allow_image_command(image: str, note: str) -> None:
+    """Let TES tasks run IMAGE (the registered pipelines' images are allowed)."""
+    from .tes.services import allow_image
+
+    click.echo(f"TES tasks may run {allow_image(image, note).image}.")
+
+
+@tes_cli.command("images")
+@with_appcontext
+def images_command() -> None:
+    """The images TES tasks may run."""
+    from .tes.services import allowed_images
+
+    for image in sorted(allowed_images()):
+        click.echo(image)

@@ -207,6 +207,9 @@ class AnalysisState(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
+# The ``pipeline`` of an analysis that runs a GA4GH TES task (see TesTask).
+TES_PIPELINE = "tes"
+
 FINISHED_STATES = (
     AnalysisState.SUCCEEDED,
     AnalysisState.FAILED,
@@ -481,3 +484,44 @@ class ResumableUpload(db.Model):
 
     project: Mapped[Project] = relationship()
     user: Mapped[User] = relationship()
+
+
+class TesTask(db.Model):
+    """A GA4GH TES task: the analysis that runs it (pipeline ``TES_PIPELINE``) and
+    what the client asked for, kept as sent so that the task reads back the same.
+    Its id on the TES endpoint is the analysis' id."""
+
+    analysis_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("analysis.id", ondelete="CASCADE"), primary_key=True
+    )
+    owner_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("user.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(sa.String(255), default="", index=True)
+    description: Mapped[str] = mapped_column(sa.Text, default="")
+    tags: Mapped[dict] = mapped_column(sa.JSON, default=dict)
+    # inputs (content left out: it is in the task's folder), outputs, resources,
+    # executors and volumes, as the client sent them.
+    request: Mapped[dict] = mapped_column(sa.JSON)
+    # Why it cannot run here (an input or output this server does not fetch or
+    # send); the worker ends it in SYSTEM_ERROR with this line in its log.
+    system_problem: Mapped[str | None] = mapped_column(sa.Text)
+
+    analysis: Mapped[Analysis] = relationship(
+        backref=sa.orm.backref("tes_task", uselist=False, cascade="all, delete-orphan")
+    )
+
+    def __str__(self) -> str:
+        return f"TES task {self.analysis_id} {self.name}"
+
+
+class TesImage(db.Model):
+    """An image an administrator allows TES tasks to run (besides the registered
+    pipelines' images, which are allowed anyway)."""
+
+    image: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    note: Mapped[str] = mapped_column(sa.Text, default="")
+    added_at: Mapped[datetime] = mapped_column(sa.DateTime(), default=utcnow)
+
+    def __str__(self) -> str:
+        return self.image

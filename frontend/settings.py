@@ -135,6 +135,11 @@ class Defaults:
     API_TOKEN_DAYS = 90
     API_TOKEN_MAX_DAYS = 365
     API_WRITES_PER_MINUTE = 120
+    # GA4GH TES (frontend/tes/): a task's inline input content may total
+    # TES_MAX_CONTENT_BYTES; a task that reads no project's files keeps its outputs
+    # in the user's project called TES_PROJECT_NAME (made on first use).
+    TES_MAX_CONTENT_BYTES = 1024 * 1024
+    TES_PROJECT_NAME = "TES tasks"
 
     # Forms: CSRF on every form, for a working day.
     WTF_CSRF_TIME_LIMIT = 8 * 3600

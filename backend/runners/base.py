@@ -35,6 +35,15 @@ def now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+@dataclass(frozen=True)
+class Mount:
+    """A host folder or file bound into the container at ``target``."""
+
+    source: Path
+    target: str
+    read_only: bool = True
+
+
 @dataclass
 class RunSpec:
     """One run of a pipeline: what to start and the limits it runs under."""
@@ -42,7 +51,9 @@ class RunSpec:
     analysis_id: int
     argv: list[str]
     image: str
-    input_dir: Path
+    # The project's files, at /data/input; None binds none (a TES task names its
+    # inputs one by one in ``mounts``).
+    input_dir: Path | None
     output_dir: Path
     log_path: Path
     # A folder the runner may keep its own files in (spooled output, exit status).
@@ -59,6 +70,8 @@ class RunSpec:
     max_log_bytes: int = 50 * 1024**2
     user: str = "65534:65534"
     tmpfs_mb: int = 256
+    # More binds (Docker only): a TES task's inputs, volumes and its own folder.
+    mounts: tuple[Mount, ...] = ()
 
     def __post_init__(self) -> None:
         if self.work_dir is None:

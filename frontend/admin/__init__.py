@@ -11,6 +11,8 @@ from flask_security import current_user
 from wtforms.validators import Email as EmailSyntax
 from wtforms.validators import ValidationError
 
+from backend.tes import normal_image
+
 from .. import audit
 from ..accounts.services import email_domain
 from ..analyses.services import (
@@ -33,6 +35,7 @@ from ..models import (
     PipelineSetting,
     Project,
     Role,
+    TesImage,
     User,
     utcnow,
 )
@@ -439,6 +442,22 @@ class PipelineSettingView(SecureModelView):
             raise ValidationError(f"There is no pipeline called {model.name}.")
 
 
+class TesImageView(SecureModelView):
+    """Images GA4GH TES tasks may run, besides the registered pipelines'."""
+
+    column_list = ("image", "note", "added_at")
+    form_columns = ("image", "note")
+    column_descriptions = {
+        "image": "As Docker names it, e.g. alpine:latest or ubuntu:22.04. It must "
+        "be built or loaded on the worker hosts: there is no registry to pull from.",
+    }
+
+    def on_model_change(self, form, model: TesImage, is_created: bool) -> None:
+        model.image = normal_image(model.image.strip())
+        if not model.image or any(char.isspace() for char in model.image):
+            raise ValidationError("Give an image name such as alpine:latest.")
+
+
 class RoleView(SecureModelView):
     column_list = ("name", "description")
     form_columns = ("name", "description")
@@ -487,6 +506,9 @@ def init_admin(app: Flask) -> Admin:
     )
     admin.add_view(
         ApiTokenView(ApiToken, db, name="API tokens", endpoint="admin_tokens")
+    )
+    admin.add_view(
+        TesImageView(TesImage, db, name="TES images", endpoint="admin_tes_images")
     )
     admin.add_view(RoleView(Role, db, name="Roles", endpoint="admin_roles"))
     admin.add_view(

@@ -49,6 +49,7 @@ from ..extensions import db
 from ..formatting import human_size
 from ..links import external_url
 from ..models import (
+    TES_PIPELINE,
     Analysis,
     AnalysisState,
     PipelineImage,
@@ -57,6 +58,7 @@ from ..models import (
 )
 from ..outbox import queue_mail, send_after_commit
 from ..projects.services import files_dir, quota_for, storage_used
+from ..tes.runs import TaskCannotRun, task_run
 from .queueing import request_dispatch
 from .services import all_pipelines, analysis_dir, log_path, output_dir
 
@@ -199,53 +201,76 @@ def output_room(analysis: Analysis) -> int:
     return quota_for(owner) - storage_used(owner) + analysis.output_bytes
 
 
-def build_spec(analysis: Analysis, runner, room: int | None = None) -> RunSpec:
-    """The run to launch: argv from the manifest, limits from it capped by the
+def build_spec(
+    analysis: Analysis, runner, room: int | None = None, tes_run: tuple | None = None
+) -> RunSpec:
+    """The run to launch: argv from the manifest (or, for a TES task, from its
+    executors: ``tes_run``, when the caller has it), limits from it capped by the
     configuration and by what the owner's quota leaves (``room``, when the caller
     has just measured it)."""
     config = current_app.config
+    output_dir(analysis).mkdir(parents=True, exist_ok=True)
+    if analysis.pipeline == TES_PIPELINE:
+        argv, limits, mounts = tes_run or task_run(analysis, runner.name, config)
+        input_dir = None
+    else:
+        argv, limits = _pipeline_run(analysis, runner, config)
+        mounts, input_dir = (), files_dir(analysis.project)
+    room = output_room(analysis) if room is None else room
+    site_cap = limits.pop("max_output_bytes")
+    limits.update(
+        max_output_bytes=max(min(site_cap, room), 0),
+        output_limit_note="" if site_cap <= room else " (what your quota had left)",
+        max_log_bytes=config["MAX_LOG_BYTES"],
+    )
+    return spec_for(
+        analysis, argv=argv, limits=limits, mounts=mounts, input_dir=input_dir
+    )
+
+
+def _pipeline_run(analysis: Analysis, runner, config) -> tuple[list[str], dict]:
+    """A pipeline's argv and its manifest's limits within the site's caps."""
     pipeline = load_pipeline(Path(config["PIPELINES_DIR"]) / analysis.pipeline)
-    inputs, outputs = files_dir(analysis.project), output_dir(analysis)
-    outputs.mkdir(parents=True, exist_ok=True)
     if isinstance(runner, LocalRunner):
         argv = build_argv(
-            pipeline, analysis.params, str(inputs), str(outputs), str(pipeline.folder)
+            pipeline,
+            analysis.params,
+            str(files_dir(analysis.project)),
+            str(output_dir(analysis)),
+            str(pipeline.folder),
         )
     else:
         argv = build_argv(pipeline, analysis.params)
     resources = pipeline.resources
-    room = output_room(analysis) if room is None else room
-    site_cap = config["MAX_OUTPUT_BYTES"]
-    return spec_for(
-        analysis,
-        argv=argv,
-        limits={
-            "cpus": min(resources.cpus, config["MAX_CPUS_PER_RUN"]),
-            "memory_mb": min(resources.memory_mb, config["MAX_MEMORY_MB_PER_RUN"]),
-            "pids": min(resources.pids, config["MAX_PIDS_PER_RUN"]),
-            "timeout_s": 60 * min(resources.timeout_minutes, config["MAX_RUN_MINUTES"]),
-            "max_output_bytes": max(min(site_cap, room), 0),
-            "output_limit_note": ""
-            if site_cap <= room
-            else " (what your quota had left)",
-            "max_log_bytes": config["MAX_LOG_BYTES"],
-        },
-    )
+    return argv, {
+        "cpus": min(resources.cpus, config["MAX_CPUS_PER_RUN"]),
+        "memory_mb": min(resources.memory_mb, config["MAX_MEMORY_MB_PER_RUN"]),
+        "pids": min(resources.pids, config["MAX_PIDS_PER_RUN"]),
+        "timeout_s": 60 * min(resources.timeout_minutes, config["MAX_RUN_MINUTES"]),
+        "max_output_bytes": config["MAX_OUTPUT_BYTES"],
+    }
 
 
-def spec_for(analysis: Analysis, argv=(), limits: dict | None = None) -> RunSpec:
+def spec_for(
+    analysis: Analysis,
+    argv=(),
+    limits: dict | None = None,
+    mounts: tuple = (),
+    input_dir: Path | None = None,
+) -> RunSpec:
     """The run's description from its row (the watcher needs no argv)."""
     folder = analysis_dir(analysis)
     return RunSpec(
         analysis_id=analysis.id,
         argv=list(argv),
         image=analysis.image,
-        input_dir=files_dir(analysis.project),
+        input_dir=input_dir,
         output_dir=output_dir(analysis),
         log_path=log_path(analysis),
         work_dir=folder / "run",
         attempt=analysis.attempt,
         user=current_app.config["PIPELINE_USER"],
+        mounts=mounts,
         **(limits if limits is not None else analysis.limits or {}),
     )
 
@@ -318,13 +343,19 @@ def _launch(analysis: Analysis, runner) -> str:
             "delete files or old analyses, then run it again",
         )
         return "failed"
+    tes_run = None
+    if analysis.pipeline == TES_PIPELINE:
+        try:
+            tes_run = task_run(analysis, runner.name, current_app.config)
+        except TaskCannotRun as exc:
+            return _task_cannot_run(analysis, str(exc))
     # An image found a moment ago is taken as there; a launch that misses it
     # after all says so (ImageMissing).
     problem = runner.image_problem(analysis.image, max_age=IMAGE_FOUND_SECONDS)
     if problem:
         return _not_installed(analysis, runner, problem)
     try:
-        spec = build_spec(analysis, runner, room)
+        spec = build_spec(analysis, runner, room, tes_run)
         handle = runner.launch(spec)
     except ImageMissing as exc:
         return _not_installed(analysis, runner, str(exc))
@@ -341,8 +372,22 @@ def _launch(analysis: Analysis, runner) -> str:
 
 
 def _not_installed(analysis: Analysis, runner, problem: str) -> str:
+    if analysis.pipeline == TES_PIPELINE:  # no pipeline to mark: the task says it
+        return _task_cannot_run(
+            analysis, f"its image {analysis.image} is not on the server ({problem})"
+        )
     note_image(analysis.pipeline, analysis.image, runner, problem)
     finalize(analysis, NOT_INSTALLED, detail=problem)
+    return "failed"
+
+
+def _task_cannot_run(analysis: Analysis, line: str) -> str:
+    """End a TES task that cannot start (SYSTEM_ERROR), its reason in its log."""
+    path = log_path(analysis)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as log_file:
+        log_file.write(f"The task cannot run on this server: {line}.\n")
+    finalize(analysis, f"the task cannot run on this server: {line}", detail=line)
     return "failed"
 
 

@@ -24,6 +24,7 @@ from ..downloads import INLINE_IMAGES, suffix_of
 from ..extensions import db
 from ..models import (
     FINISHED_STATES,
+    TES_PIPELINE,
     Analysis,
     AnalysisState,
     PipelineImage,
@@ -194,9 +195,17 @@ def submit(
         params=params,
         state=AnalysisState.QUEUED,
     )
+    return enqueue(analysis)
+
+
+def enqueue(analysis: Analysis, before_commit=None) -> Analysis:
+    """Record a new queued analysis and send it to the workers. ``before_commit``
+    (given the analysis, its id known) adds what belongs with it."""
     db.session.add(analysis)
     db.session.flush()  # its id names its folder
     _write_params(analysis)
+    if before_commit is not None:
+        before_commit(analysis)
     # The row is the queue: if the broker is away, the dispatcher sends it later.
     at_once = may_go_at_once(analysis)
     if at_once:
@@ -240,6 +249,10 @@ def requeue(analysis: Analysis) -> Analysis:
     log, outputs and outcome stay as they were."""
     if not analysis.finished:
         raise AnalysisError("Only a finished analysis can be queued again.")
+    if analysis.pipeline == TES_PIPELINE:
+        raise AnalysisError(
+            "A GA4GH TES task is sent again by its client, which follows it by its id."
+        )
     again = Analysis(
         owner_id=analysis.owner_id,
         project_id=analysis.project_id,

@@ -1,4 +1,5 @@
-"""Programmatic access: personal tokens and the REST API at /api/v1.
+"""Programmatic access: personal tokens, the REST API at /api/v1 and GA4GH TES
+at /ga4gh/tes/v1.
 
 The OpenAPI document is made from the views and their schemas by flask-smorest
 and served at /api/v1/openapi.json; /api/v1/docs shows it with Swagger UI,
@@ -12,6 +13,7 @@ from flask_smorest import Api
 from marshmallow import Schema, fields
 
 from ..extensions import csrf
+from ..tes.views import bp as tes_bp
 from .auth import init_auth
 from .uploads import blp as tus_blp
 from .views import blp
@@ -59,6 +61,10 @@ def init_api(app: Flask) -> None:
     for blueprint in (blp, tus_blp):
         csrf.exempt(blueprint)  # token-only: the API reads no cookie (auth.py)
         api.register_blueprint(blueprint)
+    # GA4GH TES has its own specification: served beside the API, not in its
+    # OpenAPI document.
+    csrf.exempt(tes_bp)
+    app.register_blueprint(tes_bp)
 
     @app.route("/api/v1/docs")
     def api_docs():

@@ -1,0 +1,88 @@
+"""The worker side of TES tasks: what stops a task from starting, and the run
+(container command, binds, limits) that carries it out.
+
+Called by ``analyses/execution.py`` when it launches an analysis of pipeline
+``TES_PIPELINE``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from backend.runners import Mount
+from backend.tes import TASK_DIR, driver_script
+
+from ..extensions import db
+from ..models import Analysis, Project, ProjectFile, TesTask
+from ..projects.services import disk_path, files_dir
+from .services import LABQUEUE_URL, executors_of, inputs_dir, resource_limits, task_dir
+
+NEEDS_DOCKER = (
+    "GA4GH TES tasks run only in containers, and this server runs pipelines "
+    "without them (RUNNER = 'local'); an administrator can switch to Docker"
+)
+
+
+class TaskCannotRun(Exception):
+    """A line for the task's log: why it ends in SYSTEM_ERROR before it starts."""
+
+
+def _source(task: TesTask, number: int, item: dict) -> Path:
+    """The host file or folder bound for input ``number``."""
+    if item.get("content_kept"):
+        return inputs_dir(task.analysis) / str(number)
+    match = LABQUEUE_URL.match(item["url"])
+    project = db.session.get(Project, int(match[1]))
+    if project is None or project.owner_id != task.owner_id:
+        raise TaskCannotRun(f"input {number + 1} ({item['url']}): the project is gone")
+    path = (match[2] or "").strip("/")
+    if not path:
+        return files_dir(project)
+    entry = db.session.scalar(
+        sa.select(ProjectFile).where(
+            ProjectFile.project_id == project.id, ProjectFile.path == path
+        )
+    )
+    if entry is None or not disk_path(entry).exists():
+        raise TaskCannotRun(
+            f"input {number + 1} ({item['url']}): the file was deleted before the "
+            "task started"
+        )
+    return disk_path(entry)
+
+
+def _writable(folder: Path, user: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:  # the container's user must write here
+        uid, gid = (int(part) for part in user.split(":"))
+        os.chown(folder, uid, gid)
+    return folder
+
+
+def task_run(
+    analysis: Analysis, runner_name: str, config
+) -> tuple[list[str], dict, tuple]:
+    """The container's argv, its limits (before the quota's cap) and its binds.
+    Raises TaskCannotRun."""
+    task = analysis.tes_task
+    if task.system_problem:
+        raise TaskCannotRun(task.system_problem)
+    if runner_name != "docker":
+        raise TaskCannotRun(NEEDS_DOCKER)
+    mounts = [
+        Mount(_source(task, number, item), item["path"].rstrip("/"))
+        for number, item in enumerate(task.request.get("inputs") or [])
+    ]
+    own = _writable(task_dir(analysis), config["PIPELINE_USER"])
+    for left in own.glob("[0-9]*.*"):  # an earlier attempt's executor files
+        left.unlink()
+    mounts.append(Mount(own, TASK_DIR, read_only=False))
+    for number, volume in enumerate(task.request.get("volumes") or []):
+        folder = _writable(own / "volumes" / str(number), config["PIPELINE_USER"])
+        mounts.append(Mount(folder, volume.rstrip("/"), read_only=False))
+    limits, _notes = resource_limits(task.request.get("resources") or {}, config)
+    argv = ["/bin/sh", "-c", driver_script(executors_of(task))]
+    return argv, limits, tuple(mounts)
