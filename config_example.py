@@ -52,9 +52,12 @@
 # RESERVATION_HOURS = 24
 
 # A resumable upload (tus: the API's /api/v1/uploads, used by the `labqueue`
-# command) that receives nothing for this many hours is removed, with what it had
-# received and the quota it held. Env: LABQUEUE_RESUMABLE_UPLOAD_HOURS
+# command, and the upload page's /uploads) that receives nothing for this many
+# hours is removed, with what it had received and the quota it held. The upload
+# page sends files larger than WEB_UPLOAD_PIECE_BYTES resumably, in pieces of that
+# size. Env: LABQUEUE_RESUMABLE_UPLOAD_HOURS, LABQUEUE_WEB_UPLOAD_PIECE_BYTES
 # RESUMABLE_UPLOAD_HOURS = 24
+# WEB_UPLOAD_PIECE_BYTES = 8388608
 
 # Files one project may hold. Env: LABQUEUE_MAX_FILES_PER_PROJECT
 # MAX_FILES_PER_PROJECT = 50_000

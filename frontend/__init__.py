@@ -18,6 +18,7 @@ from .accounts.forms import (
 )
 from .admin import init_admin
 from .api import init_api
+from .api.uploads import web_bp as web_uploads
 from .celery_app import celery_init_app
 from .cli import register_cli
 from .errors import register_error_handlers
@@ -65,6 +66,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(accounts.bp)
     app.register_blueprint(projects.bp)
     app.register_blueprint(analyses.bp)
+    app.register_blueprint(web_uploads)
     init_api(app)
     init_headers(app, init_admin(app))
 

@@ -162,6 +162,8 @@ class Defaults:
     # A resumable (tus) upload with no new piece for this long is removed, with
     # what it had received and the quota it held.
     RESUMABLE_UPLOAD_HOURS = 24
+    # The upload page sends a file larger than this resumably, in pieces this size.
+    WEB_UPLOAD_PIECE_BYTES = 8 * 1024 * 1024
     MAX_FILES_PER_PROJECT = 50_000
     ARCHIVE_MAX_ENTRIES = 10_000
     ARCHIVE_MAX_RATIO = 200

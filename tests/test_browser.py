@@ -255,6 +255,68 @@ def test_cancelled_upload_stores_nothing(page, make_user, make_project, app, tmp
     assert not staging.exists() or list(staging.iterdir()) == []
 
 
+def _throttle(page, bytes_per_second: int) -> None:
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {
+            "offline": False,
+            "latency": 0,
+            "downloadThroughput": -1,
+            "uploadThroughput": bytes_per_second,
+        },
+    )
+
+
+def test_an_interrupted_web_upload_resumes_where_it_stopped(
+    page, make_user, make_project, app, tmp_path
+):
+    """A reload mid-upload (a closed tab, a crashed browser) loses nothing: the
+    same file chosen again goes on from the last byte the server has."""
+    import hashlib
+
+    from playwright.sync_api import expect
+
+    from frontend.extensions import db
+    from frontend.models import ResumableUpload
+
+    app.config["WEB_UPLOAD_PIECE_BYTES"] = 1024 * 1024
+    owner = make_user(email="ada@cs.ox.ac.uk")
+    project = make_project(owner, name="Long haul")
+    log_in(page, "ada@cs.ox.ac.uk")
+    page.goto(f"/projects/{project}")
+    _throttle(page, 2 * 1024 * 1024)
+    source = tmp_path / "reads.bin"
+    source.write_bytes(os.urandom(24 * 1024 * 1024))
+    page.set_input_files("#pick-files", source)
+
+    def received() -> int:
+        with app.app_context():
+            return (
+                db.session.scalar(db.select(db.func.max(ResumableUpload.offset))) or 0
+            )
+
+    deadline = time.monotonic() + 30
+    while received() < 4 * 1024 * 1024 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert received() >= 4 * 1024 * 1024
+    page.reload()  # the upload in flight is cut off
+    kept = received()
+    assert 0 < kept < source.stat().st_size  # what arrived is kept
+    _throttle(page, -1)
+    page.set_input_files("#pick-files", source)
+    row = page.locator("#upload-list li", has_text="reads.bin")
+    expect(row).to_contain_text("resumed at", timeout=30_000)
+    expect(row).to_contain_text("✓", timeout=60_000)
+    stored = Path(app.config["USER_DATA_DIR"]) / str(owner) / str(project) / "files"
+    digest = hashlib.sha256((stored / "reads.bin").read_bytes()).hexdigest()
+    assert digest == hashlib.sha256(source.read_bytes()).hexdigest()
+    with app.app_context():  # finished: no upload left open
+        assert db.session.scalar(db.select(db.func.count(ResumableUpload.id))) == 0
+    expect(page.locator("#listing")).to_contain_text("reads.bin")
+
+
 @pytest.mark.tours
 def test_tours_show_once_and_can_be_replayed(page, make_user):
     from playwright.sync_api import expect

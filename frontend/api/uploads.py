@@ -1,5 +1,6 @@
-"""Resumable uploads over tus 1.0 (creation, termination, checksum) at
-/api/v1/uploads, for the `labqueue` command and other tus clients.
+"""Resumable uploads over tus 1.0 (creation, termination, checksum): at
+/api/v1/uploads for tokens (the `labqueue` command and other tus clients), and at
+/uploads for the site's own upload page (its session, CSRF token in a header).
 
 Create with ``POST`` (``Upload-Length``, and ``Upload-Metadata`` with ``project``
 and ``path``, optionally ``on_clash`` and ``extract``), then ``PATCH`` the bytes
@@ -13,9 +14,10 @@ import base64
 import binascii
 from urllib.parse import quote
 
-from flask import Response, current_app, jsonify, request, url_for
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from flask_login import current_user
-from flask_smorest import Blueprint
+from flask_security import auth_required
+from flask_smorest import Blueprint as ApiBlueprint
 
 from backend.files import UnsafeName
 
@@ -27,12 +29,15 @@ from .auth import token_required
 TUS_VERSION = "1.0.0"
 EXTENSIONS = "creation,termination,checksum"
 
-blp = Blueprint(
+blp = ApiBlueprint(
     "tus",
     __name__,
     url_prefix="/api/v1/uploads",
     description="Resumable uploads (tus 1.0: creation, termination, checksum).",
 )
+# The same uploads for the project page, signed in: CSRF applies, as on every
+# form (tus-js-client sends the token as X-CSRFToken).
+web_bp = Blueprint("web_tus", __name__, url_prefix="/uploads")
 
 
 def _answer(status: int, **headers: str) -> Response:
@@ -51,7 +56,6 @@ def _refusal(status: int, message: str) -> Response:
     return response
 
 
-@blp.before_request
 def _speaks_tus():
     if request.method == "OPTIONS":
         return None
@@ -74,7 +78,6 @@ def _metadata(header: str) -> dict[str, str]:
     return found
 
 
-@blp.route("", methods=["OPTIONS"])
 def options():
     """What this server speaks of tus."""
     return _answer(
@@ -86,8 +89,6 @@ def options():
     )
 
 
-@blp.route("", methods=["POST"])
-@token_required(write=True)
 def create():
     """Start an upload: ``Upload-Length`` bytes, to ``path`` in ``project``."""
     if request.headers.get("Upload-Defer-Length"):
@@ -116,12 +117,10 @@ def create():
         return _refusal(400, f"“{path}” cannot be stored: {exc}")
     except storage.StorageError as exc:
         return _refusal(exc.status, str(exc))
-    location = url_for("tus.piece", upload_id=upload.id)
+    location = url_for(f"{request.blueprint}.piece", upload_id=upload.id)
     return _answer(201, Location=location, Upload_Offset="0")
 
 
-@blp.route("/<upload_id>", methods=["HEAD"])
-@token_required()
 def offset(upload_id: str):
     """How many bytes the server has."""
     upload = resumable.get_own_or_404(current_user, upload_id)
@@ -132,8 +131,6 @@ def offset(upload_id: str):
     )
 
 
-@blp.route("/<upload_id>", methods=["PATCH"])
-@token_required(write=True, counted=False)
 @streams_upload
 def piece(upload_id: str):
     """The next bytes, from ``Upload-Offset``; the file is stored after the last."""
@@ -160,12 +157,31 @@ def piece(upload_id: str):
         Upload_Offset=str(length),
         Labqueue_Upload_Status=result.status,
         Labqueue_Upload_Path=quote(result.path),
+        Labqueue_Upload_Message=quote(result.message),
     )
 
 
-@blp.route("/<upload_id>", methods=["DELETE"])
-@token_required(write=True)
 def terminate(upload_id: str):
     """Give up an upload: what it received is removed."""
     resumable.terminate(resumable.get_own_or_404(current_user, upload_id))
     return _answer(204)
+
+
+def _add_routes(bp, reads, writes, pieces) -> None:
+    """The tus routes on ``bp``, each behind the guard its kind of call needs."""
+    bp.before_request(_speaks_tus)
+    bp.route("", methods=["OPTIONS"])(options)
+    bp.route("", methods=["POST"])(writes(create))
+    bp.route("/<upload_id>", methods=["HEAD"])(reads(offset))
+    bp.route("/<upload_id>", methods=["PATCH"])(pieces(piece))
+    bp.route("/<upload_id>", methods=["DELETE"])(writes(terminate))
+
+
+_add_routes(
+    blp,
+    reads=token_required(),
+    writes=token_required(write=True),
+    pieces=token_required(write=True, counted=False),  # a piece is not a change
+)
+_signed_in = auth_required()
+_add_routes(web_bp, reads=_signed_in, writes=_signed_in, pieces=_signed_in)

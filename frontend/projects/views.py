@@ -94,6 +94,7 @@ def browse(project_id: int):
         name_form=NameForm(),
         confirm_form=ConfirmForm(),
         max_upload=current_app.config["MAX_UPLOAD_BYTES"],
+        upload_chunk_bytes=current_app.config["WEB_UPLOAD_PIECE_BYTES"],
     )
 
 

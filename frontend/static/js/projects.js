@@ -1,6 +1,9 @@
 // Project pages: confirmations, inline rename, and the uploader.
-// The uploader sends each file as the raw body of its own request, so the server can
-// stream it to disk, and shows per-file and overall progress with a cancel button.
+// The uploader sends a small file as the raw body of its own request, so the server
+// can stream it to disk, and a larger one in pieces over tus (tus-js-client, at
+// /uploads): a dropped connection is retried from the last byte the server has, and
+// choosing the same file again after a closed tab or a reload goes on from there.
+// Per-file and overall progress, with a cancel button.
 (function () {
   "use strict";
 
@@ -29,6 +32,7 @@
   const overallText = document.getElementById("overall-text");
   const cancelButton = document.getElementById("cancel-upload");
   const maxBytes = Number(root.dataset.maxBytes) || Infinity;
+  const chunkBytes = Number(root.dataset.chunkBytes) || 8 * 1024 * 1024;
   let busy = false;
   let cancelled = false;
   let current = null;
@@ -193,6 +197,94 @@
     });
   }
 
+  function projectPath(item) {
+    const folder = root.dataset.folderPath;
+    return folder ? `${folder}/${item.path}` : item.path;
+  }
+
+  function refusal(error) {
+    const response = error.originalResponse;
+    if (!response) return "The connection failed; what arrived is kept for a retry.";
+    try {
+      return JSON.parse(response.getBody()).message || `Failed (${response.getStatus()}).`;
+    } catch (parseError) {
+      return `The server answered ${response.getStatus()}.`;
+    }
+  }
+
+  // Over tus: pieces of chunkBytes, retried on a dropped connection or a server
+  // error (a refusal, 4xx, is final), resumed from an earlier attempt at this file.
+  function sendResumable(item, li, policy, extract, onProgress) {
+    const path = projectPath(item);
+    return new Promise((resolve) => {
+      let outcome = null;
+      let resumedAt = null;
+      const upload = new tus.Upload(item.file, {
+        endpoint: root.dataset.tusUrl,
+        chunkSize: chunkBytes,
+        retryDelays: [0, 1000, 3000, 5000, 10000, 20000, 30000],
+        removeFingerprintOnSuccess: true,
+        metadata: {
+          project: root.dataset.projectId,
+          path,
+          on_clash: policy,
+          extract: extract ? "1" : "0",
+          filename: item.file.name,
+        },
+        headers: { "X-CSRFToken": csrfToken, Accept: "application/json" },
+        fingerprint: (file) =>
+          Promise.resolve(
+            ["labqueue", root.dataset.projectId, path, file.size, file.lastModified].join("|")
+          ),
+        onShouldRetry: (error) => {
+          const status = error.originalResponse ? error.originalResponse.getStatus() : 0;
+          return status === 0 || status === 409 || status === 423 || status >= 500;
+        },
+        onProgress: (sent, total) => {
+          if (resumedAt === null) resumedAt = sent;
+          const done = total ? sent / total : 0;
+          li.querySelector(".progress-bar").style.width = `${(100 * done).toFixed(1)}%`;
+          const note = resumedAt > 0 ? `resumed at ${humanSize(resumedAt)}, ` : "";
+          setState(li, done >= 1 ? "Processing…" : `${note}${Math.floor(100 * done)}%`);
+          onProgress(sent);
+        },
+        onAfterResponse: (request, response) => {
+          const status = response.getHeader("Labqueue-Upload-Status");
+          if (status) {
+            const message = decodeURIComponent(response.getHeader("Labqueue-Upload-Message") || "");
+            outcome = { status, message };
+          }
+        },
+        onSuccess: () => {
+          if (outcome) {
+            setState(li, `✓ ${outcome.message}`, outcome.status === "skipped" ? "secondary" : "success");
+          } else {
+            setState(li, "✓ Uploaded.", "success");
+          }
+          resolve();
+        },
+        onError: (error) => {
+          setState(li, `✗ ${refusal(error)}`, "danger");
+          resolve();
+        },
+      });
+      current = {
+        abort: () => {
+          // Terminate: the server removes what it received.
+          upload.abort(true).finally(() => {
+            setState(li, "Cancelled; nothing was stored.", "secondary");
+            resolve();
+          });
+        },
+      };
+      upload.findPreviousUploads().then((previous) => {
+        if (previous.length) upload.resumeFromPreviousUpload(previous[0]);
+        else resumedAt = 0;
+        upload.start();
+      });
+    });
+  }
+
   async function refreshListing() {
     const response = await fetch(window.location.href, { headers: { Accept: "text/html" } });
     if (!response.ok) return;
@@ -236,7 +328,8 @@
         continue;
       }
       const itemPolicy = clashes.has(item.path) ? clashPolicy : policy;
-      await send(item, li, itemPolicy, extract, (loaded) => {
+      const sender = item.file.size > chunkBytes && window.tus ? sendResumable : send;
+      await sender(item, li, itemPolicy, extract, (loaded) => {
         const fraction = (finished + loaded) / total;
         overallBar.style.width = `${(100 * fraction).toFixed(1)}%`;
         overallText.textContent = `${humanSize(finished + loaded)} of ${humanSize(total)}`;
