@@ -16,6 +16,7 @@ import pytest
 from frontend.extensions import db
 from frontend.models import ResumableUpload
 from tests.conftest import LiveServer
+from tests.test_analyses_integration import stack_factory  # noqa: F401 (a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,15 +74,15 @@ def test_an_interrupted_upload_resumes_to_an_equal_file(app, server, tmp_path):
     source = tmp_path / "big.bin"
     digest = hashlib.sha256()
     with open(source, "wb") as out:
-        for _ in range(256):  # 256 MiB of random bytes
+        for _ in range(1024):  # 1 GiB of random bytes
             block = os.urandom(1024 * 1024)
             digest.update(block)
             out.write(block)
     first = labqueue(tmp_path, "upload", "Big", str(source), "--to", "raw")
     # Killed part way, as a dropped connection would leave it.
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     offset = 0
-    while time.monotonic() < deadline and offset < 64 * 1024 * 1024:
+    while time.monotonic() < deadline and offset < 512 * 1024 * 1024:  # half
         with app.app_context():
             offset = db.session.scalar(db.select(ResumableUpload.offset)) or 0
         time.sleep(0.05)
@@ -102,3 +103,60 @@ def test_an_interrupted_upload_resumes_to_an_equal_file(app, server, tmp_path):
         assert db.session.scalar(db.select(db.func.count(ResumableUpload.id))) == 0
     with open(stored, "rb") as handle:
         assert hashlib.file_digest(handle, "sha256").hexdigest() == digest.hexdigest()
+
+
+@pytest.mark.docker
+@pytest.mark.rabbitmq
+def test_run_waits_to_the_end_and_download_fetches_the_outputs(
+    stack_factory,  # noqa: F811
+    tmp_path,
+):
+    stack = stack_factory(SITE_URL="http://127.0.0.1")  # the live server's host
+    made = stack.app.test_cli_runner().invoke(
+        args=["tokens", "create", "--email", "ada@cs.ox.ac.uk", "--name", "cli"]
+    )
+    with LiveServer(stack.app) as live:
+        stack.start_worker()
+        finish(
+            labqueue(
+                tmp_path, "login", "--url", live.url, "--token", made.output.strip()
+            )
+        )
+        code, out = finish(
+            labqueue(
+                tmp_path,
+                "run",
+                "Data",
+                "writer",
+                "--param",
+                "mode=file",
+                "--param",
+                "kib=3",
+                "--wait",
+            )
+        )
+        assert code == 0, out
+        analysis = int(out.split("Analysis #", 1)[1].split()[0])
+        assert f"Analysis #{analysis} succeeded." in out
+        assert "3+0 records out" in out  # the log, followed as it ran
+        target = tmp_path / "results"
+        code, out = finish(
+            labqueue(tmp_path, "download", str(analysis), "--out", str(target))
+        )
+        assert code == 0 and "1 files in" in out, out
+        assert (target / "out.bin").read_bytes() == b"\0" * 3072
+        # A failed run says why and exits non-zero, for scripts to notice.
+        code, out = finish(
+            labqueue(
+                tmp_path,
+                "run",
+                "Data",
+                "sleeper",
+                "--param",
+                "seconds=0",
+                "--param",
+                "exit_code=3",
+                "--wait",
+            )
+        )
+        assert code == 1 and "failed." in out and "exited with code 3" in out, out

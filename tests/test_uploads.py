@@ -248,3 +248,19 @@ def test_pieces_do_not_count_as_writes(app, client, tokens, project):
         reply = send(client, tokens["ada"], location, offset, b"x")
         assert reply.status_code == 204
     assert stored(app) == [("reads/a.fastq", 6)]
+
+
+def test_deleting_the_project_ends_its_uploads_and_frees_their_quota(
+    app, client, tokens, project
+):
+    made = start(client, tokens["ada"], project, path="big.bin", length=10_000)
+    send(client, tokens["ada"], made.headers["Location"], 0, b"12345")
+    assert held(app) == 10_000
+    gone = client.delete(f"/api/v1/projects/{project}", headers=tokens["ada"])
+    assert gone.status_code == 204
+    assert held(app) == 0
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(ResumableUpload.id))) == 0
+    assert (
+        client.head(made.headers["Location"], headers=tokens["ada"]).status_code == 404
+    )

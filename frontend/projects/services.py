@@ -40,6 +40,7 @@ from ..models import (
     Analysis,
     Project,
     ProjectFile,
+    ResumableUpload,
     StorageReservation,
     User,
     utcnow,
@@ -395,6 +396,13 @@ def update_project(project: Project, name: str, description: str) -> None:
 def delete_project(project: Project) -> None:
     """Delete a project, its rows and its folder on disk."""
     folder = project_dir(project)
+    # Its uploads in progress go with it, and so does the quota they held.
+    held = sa.select(ResumableUpload.reservation_id).where(
+        ResumableUpload.project_id == project.id
+    )
+    db.session.execute(
+        sa.delete(StorageReservation).where(StorageReservation.id.in_(held))
+    )
     audit.record(
         "project.deleted",
         f"project {project.id} {project.name!r} of {project.owner.email}",
