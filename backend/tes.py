@@ -32,8 +32,8 @@ ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 LOG_TAIL_BYTES = 64 * 1024
 
 
-def container_path_problem(path: str) -> str | None:
-    """Why ``path`` cannot be a bind target in the task's container, or None."""
+def plain_path_problem(path: str) -> str | None:
+    """Why ``path`` is not a plain absolute path in the container, or None."""
     if not isinstance(path, str) or not PATH_RE.match(path):
         return (
             "must be an absolute path of letters, digits and . _ + @ = - "
@@ -42,6 +42,15 @@ def container_path_problem(path: str) -> str | None:
     normal = posixpath.normpath(path)
     if normal != path.rstrip("/") or ".." in normal.split("/"):
         return "must be a plain path (no '.' or '..' parts)"
+    return None
+
+
+def container_path_problem(path: str) -> str | None:
+    """Why ``path`` cannot be a bind target in the task's container, or None."""
+    problem = plain_path_problem(path)
+    if problem:
+        return problem
+    normal = posixpath.normpath(path)
     if normal == "/" or any(
         normal == reserved or normal.startswith(reserved + "/") for reserved in RESERVED
     ):

@@ -208,53 +208,6 @@ def test_project_upload_browse_preview_rename_download_delete(
     page.screenshot(path=OUTPUT / "after-delete.png", full_page=True)
 
 
-def test_cancelled_upload_stores_nothing(page, make_user, make_project, app, tmp_path):
-    from playwright.sync_api import expect
-
-    owner = make_user(email="ada@cs.ox.ac.uk")
-    project = make_project(owner, name="Slow link")
-    log_in(page, "ada@cs.ox.ac.uk")
-    page.goto(f"/projects/{project}")
-    # A slow uplink (1 MiB/s) so that the upload is still running when we cancel.
-    cdp = page.context.new_cdp_session(page)
-    cdp.send("Network.enable")
-    cdp.send(
-        "Network.emulateNetworkConditions",
-        {
-            "offline": False,
-            "latency": 0,
-            "downloadThroughput": -1,
-            "uploadThroughput": 1024 * 1024,
-        },
-    )
-    big = tmp_path / "big.bin"
-    big.write_bytes(os.urandom(20 * 1024 * 1024))
-    page.set_input_files("#pick-files", big)
-    expect(page.locator("#upload-list")).to_contain_text("%")
-    page.get_by_role("button", name="Cancel").click()
-    expect(page.locator("#upload-list")).to_contain_text(
-        "Cancelled; nothing was stored"
-    )
-    expect(page.locator("#overall-text")).to_contain_text("Upload cancelled")
-    cdp.send(
-        "Network.emulateNetworkConditions",
-        {
-            "offline": False,
-            "latency": 0,
-            "downloadThroughput": -1,
-            "uploadThroughput": -1,
-        },
-    )
-    files = Path(app.config["USER_DATA_DIR"]) / str(owner) / str(project) / "files"
-    # The server notices the broken connection and drops the staged bytes.
-    deadline = time.monotonic() + 10
-    staging = files.parent / ".staging"
-    while time.monotonic() < deadline and staging.exists() and any(staging.iterdir()):
-        time.sleep(0.2)
-    assert list(files.iterdir()) == []
-    assert not staging.exists() or list(staging.iterdir()) == []
-
-
 def _throttle(page, bytes_per_second: int) -> None:
     cdp = page.context.new_cdp_session(page)
     cdp.send("Network.enable")
@@ -267,6 +220,35 @@ def _throttle(page, bytes_per_second: int) -> None:
             "uploadThroughput": bytes_per_second,
         },
     )
+
+
+def test_cancelled_upload_stores_nothing(page, make_user, make_project, app, tmp_path):
+    from playwright.sync_api import expect
+
+    owner = make_user(email="ada@cs.ox.ac.uk")
+    project = make_project(owner, name="Slow link")
+    log_in(page, "ada@cs.ox.ac.uk")
+    page.goto(f"/projects/{project}")
+    # A slow uplink (1 MiB/s) so that the upload is still running when we cancel.
+    _throttle(page, 1024 * 1024)
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(20 * 1024 * 1024))
+    page.set_input_files("#pick-files", big)
+    expect(page.locator("#upload-list")).to_contain_text("%")
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator("#upload-list")).to_contain_text(
+        "Cancelled; nothing was stored"
+    )
+    expect(page.locator("#overall-text")).to_contain_text("Upload cancelled")
+    _throttle(page, -1)
+    files = Path(app.config["USER_DATA_DIR"]) / str(owner) / str(project) / "files"
+    # The server notices the broken connection and drops the staged bytes.
+    deadline = time.monotonic() + 10
+    staging = files.parent / ".staging"
+    while time.monotonic() < deadline and staging.exists() and any(staging.iterdir()):
+        time.sleep(0.2)
+    assert list(files.iterdir()) == []
+    assert not staging.exists() or list(staging.iterdir()) == []
 
 
 def test_an_interrupted_web_upload_resumes_where_it_stopped(

@@ -26,6 +26,7 @@ from backend.tes import (
     executor_logs,
     normal_image,
     output_path_problem,
+    plain_path_problem,
 )
 
 from .. import audit
@@ -218,19 +219,22 @@ class _Checked:
     def refuse_later(self, line: str) -> None:
         self.system_problem = self.system_problem or line
 
+    def bind_target(self, path: str, field: str, taken: set[str]) -> None:
+        """Check a path something is bound at, and that nothing else is."""
+        problem = container_path_problem(path)
+        if problem:
+            self.errors[field] = problem
+        elif path.rstrip("/") in taken:
+            self.errors[field] = "something else is bound at this path"
+        taken.add(path.rstrip("/"))
+
 
 def _check_inputs(user: User, inputs: list[dict], checked: _Checked) -> list[dict]:
     config = current_app.config
     kept, targets, content_bytes = [], set(), 0
     for number, item in enumerate(inputs):
         field = f"inputs[{number}]"
-        path = item["path"]
-        problem = container_path_problem(path)
-        if problem:
-            checked.errors[f"{field}.path"] = problem
-        elif path.rstrip("/") in targets:
-            checked.errors[f"{field}.path"] = "another input is bound at this path"
-        targets.add(path.rstrip("/"))
+        checked.bind_target(item["path"], f"{field}.path", targets)
         item = dict(item)
         url = item.get("url") or ""
         if "content" in item:
@@ -301,13 +305,9 @@ def _check_executors(executors: list[dict], checked: _Checked) -> str:
                 "an administrator can allow it (Admin → TES images)"
             )
         for key in ("workdir", "stdin", "stdout", "stderr"):
-            value = executor.get(key)
-            if (
-                value
-                and container_path_problem(value)
-                and not value.startswith("/data/output/")
-            ):
-                checked.errors[f"{field}.{key}"] = container_path_problem(value)
+            problem = executor.get(key) and plain_path_problem(executor[key])
+            if problem:
+                checked.errors[f"{field}.{key}"] = problem
         for name in executor.get("env") or {}:
             if not ENV_NAME_RE.match(name):
                 checked.errors[f"{field}.env"] = (
@@ -319,12 +319,7 @@ def _check_executors(executors: list[dict], checked: _Checked) -> str:
 def _check_volumes(volumes: list[str], inputs: list[dict], checked: _Checked) -> None:
     taken = {item["path"].rstrip("/") for item in inputs}
     for number, volume in enumerate(volumes):
-        problem = container_path_problem(volume)
-        if problem:
-            checked.errors[f"volumes[{number}]"] = problem
-        elif volume.rstrip("/") in taken:
-            checked.errors[f"volumes[{number}]"] = "an input is bound at this path"
-        taken.add(volume.rstrip("/"))
+        checked.bind_target(volume, f"volumes[{number}]", taken)
 
 
 def _check_resources(resources: dict, checked: _Checked) -> None:
