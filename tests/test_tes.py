@@ -8,7 +8,7 @@ import base64
 import pytest
 
 from frontend.extensions import db
-from frontend.models import Analysis, AnalysisState, TesTask
+from frontend.models import Analysis, AnalysisState, OutgoingMail, TesTask
 from tests.test_api import ADA, BOB, bearer, token_for  # noqa: F401 (a fixture)
 
 TES = "/ga4gh/tes/v1"
@@ -324,3 +324,5 @@ def test_a_task_that_cannot_start_ends_in_system_error_saying_why(app, client, a
         assert any(words in line for line in full["logs"][0]["system_logs"]), full
         log = client.get(f"/api/v1/analyses/{task_id}/log", headers=ada).json["text"]
         assert log.startswith("The task cannot run on this server:") and words in log
+    with app.app_context():  # the client follows its tasks: no mail for each
+        assert db.session.scalar(db.select(db.func.count(OutgoingMail.id))) == 0

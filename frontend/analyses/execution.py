@@ -485,10 +485,10 @@ def finalize(
 
 def notification(analysis: Analysis):
     """The owner's mail about how the analysis ended (in the outbox), unless they
-    turned these mails off."""
+    turned these mails off or it ran a TES task."""
     owner = analysis.owner
-    if not owner.notify_by_email:
-        return None
+    if not owner.notify_by_email or analysis.pipeline == TES_PIPELINE:
+        return None  # a TES task's client follows it: no mail for each task
     duration = None
     if analysis.started_at and analysis.finished_at:
         seconds = (analysis.finished_at - analysis.started_at).total_seconds()
