@@ -292,10 +292,28 @@
 
 # --- Running analyses --------------------------------------------------------------
 
-# Which runner executes pipelines: "docker" (sandboxed containers), or "local"
-# (plain processes, no sandbox: development only; every page says so). There is no
-# fallback from one to the other. Env: LABQUEUE_RUNNER
+# Which runner executes pipelines: "docker" (sandboxed containers), "slurm" (a
+# batch job of the lab's cluster per run, running a container), or "local" (plain
+# processes, no sandbox: development only; every page says so). There is no
+# fallback from one to another. Env: LABQUEUE_RUNNER
 # RUNNER = "docker"
+
+# RUNNER = "slurm": run workers on a host that can call sbatch (the login node),
+# with userData/ and failedAnalyses/ on the filesystem the nodes share. Jobs go to
+# SLURM_PARTITION under SLURM_ACCOUNT (None: the cluster's defaults) with the
+# pipeline's CPUs, memory and time. Each job runs SLURM_CONTAINER_COMMAND, a
+# template (None: `docker run` with the Docker runner's sandbox flags, for nodes
+# with Docker). For Apptainer, e.g.:
+#   "apptainer exec --containall --no-home --cleanenv --net --network none"
+#   " {binds=--bind} docker-daemon://{image} {argv}"
+# Placeholders: {name} {user} {cpus} {memory_mb} {pids} {file_cap} {tmp}
+# {tmpfs_mb} {output} {image}; {binds} becomes --volume SOURCE:TARGET:MODE pairs
+# ({binds=--bind}: --bind ones) and {argv} the pipeline's command.
+# Env: LABQUEUE_SLURM_PARTITION, LABQUEUE_SLURM_ACCOUNT,
+# LABQUEUE_SLURM_CONTAINER_COMMAND
+# SLURM_PARTITION = None
+# SLURM_ACCOUNT = None
+# SLURM_CONTAINER_COMMAND = None
 
 # A short name for this site in container names and labels, so that sites sharing a
 # Docker engine leave each other's runs alone. Unset: derived from the database URL.

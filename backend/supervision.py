@@ -239,6 +239,8 @@ class RunWatch:
         code = status.exit_code
         if status.state == "missing":
             return "the run disappeared: it was removed from outside the queue"
+        if status.reason:
+            return status.reason
         if code == 0:
             return None  # its own process ended well, whatever befell a child
         if status.oom_killed:

@@ -178,7 +178,13 @@ class Defaults:
     PIPELINE_LOCAL_BASE_IMAGE = "labqueue/python-base:bookworm-2"
 
     # Running analyses.
-    RUNNER = "docker"  # or "local": plain processes, no sandbox (development only)
+    RUNNER = "docker"  # or "slurm", or "local": no sandbox (development only)
+    # RUNNER = "slurm": jobs go to this partition and account (None: the cluster's
+    # defaults), and run SLURM_CONTAINER_COMMAND (None: `docker run` with the
+    # sandbox's flags; see backend/runners/slurm.py for the placeholders).
+    SLURM_PARTITION: str | None = None
+    SLURM_ACCOUNT: str | None = None
+    SLURM_CONTAINER_COMMAND: str | None = None
     # Names this site's containers; default: from the database URL.
     SITE_ID: str | None = None
     # This worker host's name on its runs; default: the hostname.
@@ -209,7 +215,7 @@ class Defaults:
 
 
 # Keys whose value must be one of a few words.
-CHOICES = {"RUNNER": ("docker", "local")}
+CHOICES = {"RUNNER": ("docker", "slurm", "local")}
 KIND_NAMES = {
     bool: "true or false",
     int: "a number",

@@ -55,6 +55,20 @@ def require_postgres() -> str:
     return POSTGRES_URL
 
 
+def require_slurm() -> None:
+    """A Slurm cluster taking jobs (tests/slurm/start makes a one-node one)."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("sinfo"):
+        unavailable("no Slurm commands (apt-get install slurm-wlm munge)")
+    shown = subprocess.run(
+        ["sinfo", "--noheader", "--format=%t"], capture_output=True, text=True
+    )
+    if shown.returncode != 0 or not shown.stdout.strip():
+        unavailable(f"no Slurm cluster answers (run tests/slurm/start): {shown.stderr}")
+
+
 def require_chromium() -> str:
     if not os.access(CHROMIUM, os.X_OK):
         unavailable(f"no Chromium at {CHROMIUM} (apt-get install chromium)")

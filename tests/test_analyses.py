@@ -257,6 +257,9 @@ def test_admin_sees_failures_and_can_queue_again(client, app, project, make_user
         state=AnalysisState.FAILED,
         error_summary="The pipeline exited with code 2.",
         finished_at=utcnow(),
+        runner="slurm",
+        worker="login-node-1",
+        handle={"runner": "slurm", "job_id": "40711"},
     )
     make_user(email="root@cs.ox.ac.uk", roles=("admin",))
     auth = Auth(client)
@@ -264,6 +267,8 @@ def test_admin_sees_failures_and_can_queue_again(client, app, project, make_user
     auth.login("root@cs.ox.ac.uk")
     page = client.get("/admin/admin_analyses/")
     assert "The pipeline exited with code 2." in page.text
+    # Where it ran: the runner, the host and the cluster's job id.
+    assert "login-node-1" in page.text and "40711" in page.text and "slurm" in page.text
     admin_action(client, "admin_analyses", "requeue", failed)
     with app.app_context():
         # A new analysis runs; the failed one keeps its outcome.

@@ -160,7 +160,7 @@ def test_migrations_from_empty_match_the_models(app, runner):
         ),
         ("LABQUEUE_MAX_RUNNING", "lots", "a number"),
         ("LABQUEUE_ACADEMIC_EMAIL_ONLY", "yes", "true or false"),
-        ("LABQUEUE_RUNNER", "auto", '"docker" or "local"'),
+        ("LABQUEUE_RUNNER", "auto", '"docker" or "slurm" or "local"'),
     ],
 )
 def test_a_setting_that_does_not_parse_stops_start_up(

@@ -112,6 +112,9 @@ class Status:
     state: str
     exit_code: int | None = None
     oom_killed: bool = False
+    # How a scheduler says it ended it (a time limit, a failed node), in a
+    # researcher's words; None when the run's own exit says it all.
+    reason: str | None = None
 
     @property
     def ended(self) -> bool:

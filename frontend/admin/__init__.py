@@ -259,12 +259,22 @@ class AnalysisView(SecureModelView):
         "submitted_at",
         "finished_at",
         "attempt",
+        "runner",
+        "worker",
+        "job",
         "peak_memory_bytes",
         "cpu_seconds",
         "output_bytes",
         "error_summary",
     )
-    column_filters = ("state", "pipeline", "owner.email", "submitted_at", "worker")
+    column_filters = (
+        "state",
+        "pipeline",
+        "owner.email",
+        "submitted_at",
+        "runner",
+        "worker",
+    )
     column_searchable_list = ("pipeline", "owner.email")
     column_default_sort = ("submitted_at", True)
     column_labels = {
@@ -274,6 +284,8 @@ class AnalysisView(SecureModelView):
         "cpu_seconds": "CPU time",
         "output_bytes": "Outputs and log",
         "retry_of": "Queued again from",
+        "worker": "Host",
+        "job": "Job id",
     }
     column_formatters = {
         "peak_memory_bytes": lambda v, c, model, n: (
@@ -285,6 +297,8 @@ class AnalysisView(SecureModelView):
             f"{model.cpu_seconds:,.1f} s" if model.cpu_seconds is not None else ""
         ),
         "output_bytes": lambda v, c, model, n: human_size(model.output_bytes or 0),
+        # The container's id, or the cluster's job id.
+        "job": lambda v, c, model, n: (model.handle or {}).get("job_id", "")[:12],
     }
     column_details_list = (
         "id",

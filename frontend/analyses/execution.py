@@ -43,6 +43,7 @@ from backend.runners import (
     format_duration,
     now,
 )
+from backend.runners.slurm import DOCKER_TEMPLATE, SlurmRunner
 
 from .. import audit
 from ..extensions import db
@@ -99,9 +100,18 @@ def site_id() -> str:
 def make_runner(name: str | None = None):
     """The runner called ``name`` (default: RUNNER). Docker raises
     EngineUnavailable when no engine answers: never a silent fallback."""
-    name = name or current_app.config["RUNNER"]
+    config = current_app.config
+    name = name or config["RUNNER"]
     if name == "local":
         return LocalRunner(host=host_id())
+    if name == "slurm":
+        return SlurmRunner(
+            site=site_id(),
+            host=host_id(),
+            partition=config["SLURM_PARTITION"],
+            account=config["SLURM_ACCOUNT"],
+            template=config["SLURM_CONTAINER_COMMAND"] or DOCKER_TEMPLATE,
+        )
     return DockerRunner(site=site_id(), host=host_id())
 
 

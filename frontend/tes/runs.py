@@ -20,7 +20,7 @@ from ..models import Analysis, Project, ProjectFile, TesTask
 from ..projects.services import disk_path, files_dir
 from .services import LABQUEUE_URL, executors_of, inputs_dir, resource_limits, task_dir
 
-NEEDS_DOCKER = (
+NEEDS_CONTAINERS = (
     "GA4GH TES tasks run only in containers, and this server runs pipelines "
     "without them (RUNNER = 'local'); an administrator can switch to Docker"
 )
@@ -70,8 +70,8 @@ def task_run(
     task = analysis.tes_task
     if task.system_problem:
         raise TaskCannotRun(task.system_problem)
-    if runner_name != "docker":
-        raise TaskCannotRun(NEEDS_DOCKER)
+    if runner_name == "local":
+        raise TaskCannotRun(NEEDS_CONTAINERS)
     mounts = [
         Mount(_source(task, number, item), item["path"].rstrip("/"))
         for number, item in enumerate(task.request.get("inputs") or [])

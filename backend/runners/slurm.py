@@ -1,0 +1,377 @@
+"""The Slurm runner: each run is a batch job of the lab's cluster.
+
+``launch`` writes a job script into the run's work folder and submits it with
+``sbatch --parsable`` (job name ``labqueue-<site>-analysis-<id>-<attempt>``, so a
+second launch of the same run finds the first job), with the run's CPUs, memory
+and time, and the site's partition and account. It returns at once: a job may wait
+hours in the cluster's queue, and nothing waits with it. The script runs the
+site's container command (a template: ``docker run`` with the sandbox's flags by
+default, ``apptainer exec --containall ...`` on a real cluster), writes its exit
+code to ``exit.json`` and its output to ``output.log`` on the shared filesystem,
+which ``read_log`` follows like the local runner's spool. ``poll`` asks
+``scontrol show job``; the ways a cluster ends a job (TIMEOUT, OUT_OF_MEMORY,
+NODE_FAIL, CANCELLED by someone else) come back as a reason in a researcher's
+words.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import socket
+import subprocess
+from pathlib import Path
+
+from .base import (
+    CONTAINER_OUTPUT,
+    CONTAINER_TMP,
+    Handle,
+    LaunchFailed,
+    LogChunk,
+    RunSpec,
+    Status,
+    Usage,
+    format_duration,
+)
+
+READ_LIMIT = 4 * 1024**2
+# The default container command: Docker on the nodes, with the Docker runner's
+# sandbox. {placeholders} are filled per run; {binds} and {argv} expand to several
+# words (``--volume SOURCE:TARGET:MODE`` each; ``{binds=--bind}`` for Apptainer).
+DOCKER_TEMPLATE = (
+    "docker run --name {name} "
+    "--network none --read-only --cap-drop ALL --security-opt no-new-privileges "
+    "--user {user} --cpus {cpus} --memory {memory_mb}m --memory-swap {memory_mb}m "
+    "--pids-limit {pids} --ulimit fsize={file_cap}:{file_cap} "
+    "--tmpfs {tmp}:rw,noexec,nosuid,size={tmpfs_mb}m {binds} "
+    "--workdir {output} --env HOME={tmp} --env TMPDIR={tmp} --env MPLBACKEND=Agg "
+    "{image} {argv}"
+)
+# What the cluster's words for an ending mean to the researcher.
+ENDINGS = {
+    "TIMEOUT": "the cluster stopped it at its time limit of {time}",
+    "OUT_OF_MEMORY": "it ran out of its {memory_mb:,} MiB memory limit",
+    "NODE_FAIL": "the cluster node running it failed",
+    "BOOT_FAIL": "the cluster could not start a node for it",
+    "DEADLINE": "the cluster stopped it at its deadline",
+    "PREEMPTED": "the cluster preempted it for other work",
+    "CANCELLED": "it was cancelled on the cluster, outside Labqueue",
+}
+RUNNING_STATES = {
+    "PENDING",
+    "CONFIGURING",
+    "RUNNING",
+    "COMPLETING",
+    "SUSPENDED",
+    "REQUEUED",
+    "RESIZING",
+    "SIGNALING",
+    "STAGE_OUT",
+}
+
+
+def _field(text: str, name: str) -> str | None:
+    match = re.search(rf"(?:^|\s){name}=(\S*)", text)
+    return match[1] if match else None
+
+
+class SlurmRunner:
+    """Hands each run to Slurm as a batch job running the site's container
+    command."""
+
+    name = "slurm"
+    sandboxed = True  # as sandboxed as the container command the site gives
+    on_output_end = None  # its watcher finds ends by polling
+
+    def __init__(
+        self,
+        site: str,
+        host: str = "",
+        partition: str | None = None,
+        account: str | None = None,
+        template: str = DOCKER_TEMPLATE,
+        submit_prefix: tuple[str, ...] = (),
+    ):
+        self.site = site
+        self.host = host or socket.gethostname()
+        self.partition, self.account = partition, account
+        self.template = template
+        # e.g. ("sudo", "-u", "alice") to submit as the user's cluster account.
+        self.submit_prefix = tuple(submit_prefix)
+
+    def close(self) -> None:
+        pass
+
+    # --- the cluster's commands -------------------------------------------------
+
+    def _run(self, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess:
+        return subprocess.run(  # noqa: S603 (Slurm's own commands, argv lists)
+            list(argv), capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+    def job_name(self, analysis_id: int, attempt: int = 1) -> str:
+        return f"labqueue-{self.site}-analysis-{analysis_id}-{attempt}"
+
+    # --- images ---------------------------------------------------------------
+
+    def image_problem(self, image: str, max_age: float = 0) -> str | None:
+        """With Docker on the nodes, the image must be on this host's engine too
+        (the nodes share it here); other templates find their image when the job
+        starts."""
+        if not self.template.startswith("docker "):
+            return None
+        try:
+            found = self._run(
+                "docker", "image", "inspect", "--format", "{{.Id}}", image
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            return f"docker could not be asked about {image}: {exc}"
+        if found.returncode != 0:
+            return f"the image {image} is not on this host"
+        return None
+
+    def image_id(self, image: str) -> str | None:
+        if not self.template.startswith("docker "):
+            return None
+        found = self._run("docker", "image", "inspect", "--format", "{{.Id}}", image)
+        return found.stdout.strip() or None if found.returncode == 0 else None
+
+    # --- launch ---------------------------------------------------------------
+
+    def container_command(self, spec: RunSpec) -> str:
+        """The site's template filled for this run, as one shell line."""
+        binds = [f"{spec.output_dir}:{CONTAINER_OUTPUT}:rw"]
+        if spec.input_dir is not None:
+            binds.append(f"{spec.input_dir}:/data/input:ro")
+        binds += [
+            f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}"
+            for m in spec.mounts
+        ]
+        values = {
+            "name": self.job_name(spec.analysis_id, spec.attempt),
+            "site": self.site,
+            "user": spec.user,
+            "cpus": spec.cpus,
+            "memory_mb": spec.memory_mb,
+            "pids": spec.pids,
+            "file_cap": spec.max_output_bytes + 1,
+            "tmp": CONTAINER_TMP,
+            "tmpfs_mb": spec.tmpfs_mb,
+            "output": CONTAINER_OUTPUT,
+            "image": spec.image,
+        }
+        words = []
+        for word in shlex.split(self.template):
+            if word == "{binds}" or word.startswith("{binds="):
+                flag = word[len("{binds=") : -1] if "=" in word else "--volume"
+                for bind in binds:
+                    words += [flag, bind]
+            elif word == "{argv}":
+                words += spec.argv
+            else:
+                words.append(word.format(**values))
+        return shlex.join(words)
+
+    def job_script(self, spec: RunSpec) -> str:
+        """The batch script: the container command, its exit code (and, with
+        Docker, whether the kernel killed it for memory) kept in exit.json; a TERM
+        (scancel, the time limit) stops the container too."""
+        work = spec.work_dir
+        name = shlex.quote(self.job_name(spec.analysis_id, spec.attempt))
+        exit_file = shlex.quote(str(work / "exit.json"))
+        docker = self.template.startswith("docker ")
+        lines = [
+            "#!/bin/sh",
+            "# Written by Labqueue: one analysis run.",
+            "child=",
+        ]
+        if docker:
+            lines += [
+                f"trap 'docker rm -f {name} >/dev/null 2>&1; exit 143' TERM INT",
+                f"docker rm -f {name} >/dev/null 2>&1",  # a first attempt's
+            ]
+        else:
+            lines.append(
+                "trap '[ -n \"$child\" ] && kill -TERM $child; exit 143' TERM INT"
+            )
+        lines += [
+            f"{self.container_command(spec)} &",
+            "child=$!",
+            "wait $child",
+            "code=$?",
+        ]
+        if docker:
+            lines += [
+                f"oom=$(docker inspect --format '{{{{.State.OOMKilled}}}}' {name} "
+                "2>/dev/null || echo false)",
+                f"docker rm -f {name} >/dev/null 2>&1",
+            ]
+        else:
+            lines.append("oom=false")
+        lines += [
+            'echo "{\\"exit_code\\": $code, \\"oom_killed\\": $oom}" '
+            f"> {exit_file}.part",
+            f"mv {exit_file}.part {exit_file}",
+            "exit $code",
+            "",
+        ]
+        return "\n".join(lines)
+
+    def find(self, spec: RunSpec) -> Handle | None:
+        job_file = spec.work_dir / "slurm-job"
+        if job_file.exists():
+            return Handle(
+                self.name, job_file.read_text().strip(), self.host, str(spec.work_dir)
+            )
+        listed = self._run(
+            "squeue",
+            "--noheader",
+            "--format=%i",
+            "--name",
+            self.job_name(spec.analysis_id, spec.attempt),
+        )
+        ids = listed.stdout.split()
+        if ids:
+            return Handle(self.name, ids[0], self.host, str(spec.work_dir))
+        return None
+
+    def launch(self, spec: RunSpec) -> Handle:
+        """Submit the run's job (or find the one a first launch submitted)."""
+        found = self.find(spec)
+        if found is not None:
+            return found
+        work = spec.work_dir
+        work.mkdir(parents=True, exist_ok=True)
+        spec.output_dir.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            uid, gid = (int(part) for part in spec.user.split(":"))
+            os.chown(spec.output_dir, uid, gid)
+        for stale in ("exit.json", "output.log"):
+            (work / stale).unlink(missing_ok=True)
+        script = work / "job.sh"
+        script.write_text(self.job_script(spec))
+        limits = {"timeout_s": spec.timeout_s, "memory_mb": spec.memory_mb}
+        (work / "limits.json").write_text(json.dumps(limits))
+        minutes = max(1, -(-int(spec.timeout_s) // 60))
+        argv = [
+            *self.submit_prefix,
+            "sbatch",
+            "--parsable",
+            f"--job-name={self.job_name(spec.analysis_id, spec.attempt)}",
+            f"--output={work / 'output.log'}",
+            f"--chdir={work}",
+            f"--cpus-per-task={max(1, round(spec.cpus))}",
+            f"--mem={spec.memory_mb}M",
+            f"--time={minutes}",
+            "--no-requeue",
+        ]
+        if self.partition:
+            argv.append(f"--partition={self.partition}")
+        if self.account:
+            argv.append(f"--account={self.account}")
+        try:
+            made = self._run(*argv, str(script), timeout=60)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise LaunchFailed(f"sbatch could not be run: {exc}") from exc
+        job_id = made.stdout.strip().split(";")[0]
+        if made.returncode != 0 or not job_id.isdigit():
+            raise LaunchFailed(f"sbatch refused the job: {made.stderr.strip()}")
+        (work / "slurm-job").write_text(job_id)
+        return Handle(self.name, job_id, self.host, str(work))
+
+    # --- watch ----------------------------------------------------------------
+
+    def _exit(self, work: Path) -> tuple[int | None, bool]:
+        """The exit code and OOM flag the job script kept (None: it kept none)."""
+        try:
+            ended = json.loads((work / "exit.json").read_text())
+            return int(ended["exit_code"]), bool(ended.get("oom_killed"))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None, False
+
+    def poll(self, handle: Handle) -> Status:
+        work = Path(handle.work_dir)
+        shown = self._run("scontrol", "--oneliner", "show", "job", handle.job_id)
+        state = _field(shown.stdout, "JobState") if shown.returncode == 0 else None
+        if state in RUNNING_STATES:
+            return Status("running")
+        code, oom = self._exit(work)
+        if state in ENDINGS and (code is None or code >= 128):
+            ending = self._ending(state, work)
+            return Status("exited", code, state == "OUT_OF_MEMORY", ending)
+        if code is not None:
+            return Status("exited", code, oom)
+        if state in ("FAILED", "COMPLETED"):
+            exit_code = (_field(shown.stdout, "ExitCode") or "0:0").split(":")[0]
+            return Status("exited", int(exit_code) if exit_code.isdigit() else None)
+        if state is None:
+            return Status("missing")
+        return Status("exited", None, False, f"the cluster ended it ({state})")
+
+    def _ending(self, state: str, work: Path) -> str:
+        spec = {}
+        try:
+            spec = json.loads((work / "limits.json").read_text())
+        except (OSError, ValueError):
+            pass
+        return ENDINGS[state].format(
+            time=format_duration(spec.get("timeout_s", 0)),
+            memory_mb=spec.get("memory_mb", 0),
+        )
+
+    def poll_many(self, handles: list[Handle]) -> dict[str, Status]:
+        return {handle.job_id: self.poll(handle) for handle in handles}
+
+    def read_log(self, handle: Handle, offset: int) -> LogChunk:
+        work = Path(handle.work_dir)
+        ended = (work / "exit.json").exists() or self._gone(handle)
+        try:
+            with open(work / "output.log", "rb") as spool:
+                spool.seek(offset)
+                data = spool.read(READ_LIMIT)
+                more = spool.read(1) != b""
+        except FileNotFoundError:
+            data, more = b"", False
+        return LogChunk(data, offset + len(data), ended and not more)
+
+    def _gone(self, handle: Handle) -> bool:
+        shown = self._run("scontrol", "--oneliner", "show", "job", handle.job_id)
+        state = _field(shown.stdout, "JobState") if shown.returncode == 0 else None
+        return state not in RUNNING_STATES
+
+    def cancel(self, handle: Handle) -> None:
+        self._run(*self.submit_prefix, "scancel", handle.job_id)
+
+    def usage(self, handle: Handle) -> Usage:
+        return Usage()  # the cluster's accounting has it (sacct), when it is on
+
+    def unlinked_output_bytes(self, handle: Handle) -> int:
+        return 0  # the processes are on a node: the folder's size is what is seen
+
+    def release(self, handle: Handle) -> None:
+        pass
+
+    def cleanup(self, handle: Handle) -> None:
+        """End the job if it still runs, and drop what the runner kept."""
+        if not self._gone(handle):
+            self.cancel(handle)
+        if not handle.work_dir:  # an orphan found on the cluster: only its job
+            return
+        work = Path(handle.work_dir)
+        for name in ("output.log", "exit.json", "job.sh", "slurm-job", "limits.json"):
+            (work / name).unlink(missing_ok=True)
+
+    def jobs(self) -> list[tuple[int, str]]:
+        """This site's jobs on the cluster: (analysis id, job id)."""
+        listed = self._run("squeue", "--noheader", "--format=%i %j")
+        prefix = f"labqueue-{self.site}-analysis-"
+        found = []
+        for line in listed.stdout.splitlines():
+            job_id, _, name = line.strip().partition(" ")
+            if name.startswith(prefix):
+                analysis = name.removeprefix(prefix).split("-")[0]
+                if analysis.isdigit():
+                    found.append((int(analysis), job_id))
+        return found

@@ -1,0 +1,225 @@
+"""The Slurm runner on a real one-node cluster (tests/slurm/start), running its
+jobs' containers on the real Docker engine: how runs end, and what the researcher
+is told."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from backend.runners.slurm import SlurmRunner
+from backend.supervision import run_to_end
+from tests.conftest import csrf_token
+from tests.services import require_slurm
+from tests.test_analyses_integration import stack_factory  # noqa: F401 (a fixture)
+from tests.test_runners import spec_for
+
+pytestmark = [pytest.mark.slurm, pytest.mark.docker, pytest.mark.rabbitmq]
+
+
+@pytest.fixture
+def runner(docker_client):
+    require_slurm()
+    return SlurmRunner(site="slurmtest")
+
+
+def job_state(job_id: str) -> str:
+    shown = subprocess.run(
+        ["scontrol", "--oneliner", "show", "job", job_id],
+        capture_output=True,
+        text=True,
+    ).stdout
+    return shown.split("JobState=")[1].split()[0] if "JobState=" in shown else ""
+
+
+def wait_for(condition, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.2)
+
+
+def test_a_job_runs_in_the_sandbox_with_its_log_and_outputs(runner, tmp_path):
+    argv = [
+        "sh",
+        "-c",
+        "echo '##progress 50 half way'; id -u; wc -c < /data/input/data.txt; "
+        "touch /etc/x 2>/dev/null || echo read-only; echo done > /data/output/a.txt",
+    ]
+    ending, watch = run_to_end(runner, spec_for(tmp_path, argv, analysis_id=9201))
+    assert ending.exit_code == 0 and ending.reason is None
+    log = (tmp_path / "log.txt").read_text()
+    assert "65534\n6\nread-only\n" in log  # not root, the input, a read-only root
+    assert (tmp_path / "output" / "a.txt").read_text() == "done\n"
+    assert watch.log.progress == (50.0, "half way")
+    assert runner.jobs() == []  # cleaned up: nothing of this site left queued
+
+
+def test_exit_codes_and_memory_are_told_in_words(runner, tmp_path):
+    failed, _ = run_to_end(
+        runner, spec_for(tmp_path / "a", ["sh", "-c", "exit 4"], analysis_id=9202)
+    )
+    assert failed.reason == "the pipeline exited with code 4"
+    hungry = ["sh", "-c", "x=a; while true; do x=$x$x; done"]
+    oom, _ = run_to_end(
+        runner, spec_for(tmp_path / "b", hungry, analysis_id=9203, memory_mb=16)
+    )
+    assert oom.reason == "it ran out of its 16 MiB memory limit"
+
+
+@pytest.mark.parametrize(
+    ("action", "words"),
+    [
+        ("scancel", "it was cancelled on the cluster, outside Labqueue"),
+        ("time limit", "the cluster stopped it at its time limit"),
+    ],
+)
+def test_the_clusters_own_endings_say_what_happened(runner, tmp_path, action, words):
+    """scancel from outside, and a time limit the cluster enforces (lowered here
+    with scontrol, as an admin or a partition's MaxTime would)."""
+    number = 9210 if action == "scancel" else 9211
+    spec = spec_for(tmp_path, ["sleep", "120"], analysis_id=number)
+    handle = runner.launch(spec)
+    try:
+        wait_for(lambda: job_state(handle.job_id) == "RUNNING")
+        wait_for(lambda: (tmp_path / "run" / "output.log").exists())
+        if action == "scancel":
+            subprocess.run(["scancel", handle.job_id], check=True)
+        else:
+            subprocess.run(
+                ["scontrol", "update", f"JobId={handle.job_id}", "TimeLimit=00:00:01"],
+                check=True,
+            )
+        wait_for(lambda: runner.poll(handle).ended, timeout=120)
+        status = runner.poll(handle)
+        assert status.reason and status.reason.startswith(words), status
+    finally:
+        runner.cleanup(handle)
+    # The container went with the job.
+    wait_for(lambda: not [c for c in runner_containers() if f"-{number}-" in c], 30)
+
+
+def runner_containers() -> list[str]:
+    listed = subprocess.run(
+        ["docker", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True
+    )
+    return listed.stdout.split()
+
+
+def test_a_pending_or_running_job_is_cancelled_and_a_second_launch_finds_the_first(
+    runner, tmp_path
+):
+    # Hold the node's two CPUs, so that the run waits in the cluster's queue.
+    blocker = subprocess.run(
+        ["sbatch", "--parsable", "--cpus-per-task=2", "--wrap", "sleep 120"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    try:
+        wait_for(lambda: job_state(blocker) == "RUNNING")
+        spec = spec_for(tmp_path / "a", ["sleep", "60"], analysis_id=9220)
+        handle = runner.launch(spec)
+        assert runner.launch(spec) == handle  # the same run is one job
+        wait_for(lambda: job_state(handle.job_id) == "PENDING")
+        assert runner.poll(handle).state == "running"
+        runner.cancel(handle)
+        wait_for(lambda: runner.poll(handle).ended)
+        runner.cleanup(handle)
+    finally:
+        subprocess.run(["scancel", blocker], check=False)
+    ending, _ = run_to_end(
+        runner,
+        spec_for(tmp_path / "b", ["sleep", "60"], analysis_id=9221),
+        should_cancel=lambda: (tmp_path / "b" / "run" / "output.log").exists(),
+    )
+    assert ending.reason == "cancelled"
+    assert not [c for c in runner_containers() if "analysis-9221-" in c]
+
+
+def test_the_job_script_quotes_what_it_runs(tmp_path):
+    runner = SlurmRunner(site="s")
+    spec = spec_for(tmp_path, ["sh", "-c", "echo 'a b'; rm -rf $HOME"], analysis_id=3)
+    script = runner.job_script(spec)
+    assert "'echo '\"'\"'a b'\"'\"'; rm -rf $HOME'" in script
+    assert "--network none --read-only --cap-drop ALL" in script
+    assert f"--volume {Path(tmp_path) / 'input'}:/data/input:ro" in script
+
+
+# --- Through the web app: RUNNER = "slurm" ------------------------------------------
+
+
+@pytest.fixture
+def cluster_stack(stack_factory):  # noqa: F811
+    require_slurm()
+    return stack_factory(RUNNER="slurm")
+
+
+def no_container_of(analysis_id: int) -> bool:
+    return not [c for c in runner_containers() if f"-analysis-{analysis_id}-" in c]
+
+
+def test_runs_submitted_on_the_web_go_through_the_cluster(cluster_stack):
+    stack = cluster_stack
+    stack.start_worker()
+    good = stack.submit("writer", mode="file", kib="3")
+    bad = stack.submit("sleeper", seconds="0", exit_code="3")
+    done = stack.wait(good, "succeeded", "failed")
+    assert done.state.value == "succeeded", done.error_summary
+    assert done.runner == "slurm" and done.handle["job_id"].isdigit()
+    assert (stack.output(good) / "out.bin").stat().st_size == 3072
+    assert "3+0 records out" in (stack.output(good).parent / "log.txt").read_text()
+    failed = stack.wait(bad, "failed", "succeeded")
+    assert failed.exit_code == 3 and "exited with code 3" in failed.error_summary
+    snapshot = Path(stack.config["FAILED_ANALYSES_DIR"]) / str(bad)
+    assert "woke up" in (snapshot / "log.txt").read_text()
+    wait_for(lambda: no_container_of(good) and no_container_of(bad), 30)
+
+
+def test_a_worker_killed_while_its_job_runs_is_followed_by_the_next(cluster_stack):
+    stack = cluster_stack
+    worker = stack.start_worker()
+    analysis_id = stack.submit("sleeper", seconds="8", exit_code="0")
+    wait_for(lambda: stack.analysis(analysis_id).handle is not None)
+    job = stack.analysis(analysis_id).handle["job_id"]
+    worker.kill()  # kill -9: the job goes on in the cluster
+    assert job_state(job) in ("PENDING", "RUNNING")
+    stack.start_worker()
+    done = stack.wait(analysis_id, "succeeded", "failed", timeout=120)
+    assert done.state.value == "succeeded", done.error_summary
+    assert done.attempt == 1 and done.handle["job_id"] == job  # picked up by id
+    assert (stack.output(analysis_id) / "runs.txt").read_text() == "run\n"  # once
+
+
+def test_a_run_cancelled_on_the_web_leaves_the_cluster(cluster_stack):
+    stack = cluster_stack
+    stack.start_worker()
+    analysis_id = stack.submit("sleeper", seconds="120", exit_code="0")
+    wait_for(lambda: "sleeping" in stack.analysis(analysis_id).progress_message)
+    job = stack.analysis(analysis_id).handle["job_id"]
+    page = stack.client.get(f"/analyses/{analysis_id}")
+    stack.client.post(
+        f"/analyses/{analysis_id}/cancel", data={"csrf_token": csrf_token(page.text)}
+    )
+    done = stack.wait(analysis_id, "cancelled", "failed", "succeeded", timeout=60)
+    assert done.state.value == "cancelled"
+    assert job_state(job) in ("", "CANCELLED", "COMPLETED")
+    wait_for(lambda: no_container_of(analysis_id), 30)
+
+
+def test_a_site_template_gets_the_runs_binds_and_command(tmp_path):
+    runner = SlurmRunner(
+        site="s",
+        template=(
+            "apptainer exec --containall {binds=--bind} docker-daemon://{image} {argv}"
+        ),
+    )
+    spec = spec_for(tmp_path, ["echo", "hi"], analysis_id=4, image="lab/qc:1")
+    assert runner.container_command(spec) == (
+        f"apptainer exec --containall --bind {tmp_path / 'output'}:/data/output:rw "
+        f"--bind {tmp_path / 'input'}:/data/input:ro docker-daemon://lab/qc:1 echo hi"
+    )
+    assert runner.image_problem("lab/qc:1") is None  # found by the job itself
