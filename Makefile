@@ -78,6 +78,7 @@ bench: $(VENV)/.dev  ## upload, extraction, execution and pipeline benchmarks (s
 	$(BIN)/python -m bench.history
 	$(BIN)/python -m bench.livelog
 	$(BIN)/python -m bench.accounts
+	$(BIN)/python -m bench.slurm
 	$(BIN)/python -m bench.reference
 
 pipeline-images: $(VENV)/.runtime  ## build pipeline images on a debootstrap base (root)

@@ -155,14 +155,14 @@ class Floor:
 class App:
     """Labqueue with one worker (``--concurrency 2``) and its watcher."""
 
-    def __init__(self, work: Path, client, many: int):
+    def __init__(self, work: Path, client, many: int, runner: str = "docker"):
         from tests.workers import Worker
 
         self.config = bench_config(
             work,
             CELERY_BROKER_URL=broker_url(work),
             CELERY_QUEUE=f"bench-{uuid.uuid4().hex}",
-            RUNNER="docker",
+            RUNNER=runner,
             PIPELINES_DIR=str(TEST_PIPELINES),
             MAX_RUNNING=many,
             MAX_RUNNING_PER_USER=many,
