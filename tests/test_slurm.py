@@ -126,6 +126,7 @@ def test_a_pending_or_running_job_is_cancelled_and_a_second_launch_finds_the_fir
         assert runner.launch(spec) == handle  # the same run is one job
         wait_for(lambda: job_state(handle.job_id) == "PENDING")
         assert runner.poll(handle).state == "running"
+        assert runner.poll_many([handle]) == {handle.job_id: runner.poll(handle)}
         runner.cancel(handle)
         wait_for(lambda: runner.poll(handle).ended)
         runner.cleanup(handle)

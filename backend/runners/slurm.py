@@ -100,6 +100,7 @@ class SlurmRunner:
         self.template = template
         # e.g. ("sudo", "-u", "alice") to submit as the user's cluster account.
         self.submit_prefix = tuple(submit_prefix)
+        self._ended: set[str] = set()  # job ids a poll saw end
 
     def close(self) -> None:
         pass
@@ -292,6 +293,12 @@ class SlurmRunner:
             return None, False
 
     def poll(self, handle: Handle) -> Status:
+        status = self._poll(handle)
+        if status.ended:  # its log is whole once read to the end
+            self._ended.add(handle.job_id)
+        return status
+
+    def _poll(self, handle: Handle) -> Status:
         work = Path(handle.work_dir)
         shown = self._run("scontrol", "--oneliner", "show", "job", handle.job_id)
         state = _field(shown.stdout, "JobState") if shown.returncode == 0 else None
@@ -322,11 +329,29 @@ class SlurmRunner:
         )
 
     def poll_many(self, handles: list[Handle]) -> dict[str, Status]:
-        return {handle.job_id: self.poll(handle) for handle in handles}
+        """Every handle's status, with one ``squeue`` for the jobs still queued or
+        running (and one look each at those that have ended)."""
+        if not handles:
+            return {}
+        # All the cluster's queued and running jobs: asking for given ids fails
+        # as a whole when one of them has left the cluster's memory.
+        listed = self._run("squeue", "--noheader", "--format=%i %T")
+        states = dict(
+            line.split(None, 1) for line in listed.stdout.splitlines() if " " in line
+        )
+        found = {}
+        for handle in handles:
+            if listed.returncode == 0 and states.get(handle.job_id) in RUNNING_STATES:
+                found[handle.job_id] = Status("running")
+            else:
+                found[handle.job_id] = self.poll(handle)
+        return found
 
     def read_log(self, handle: Handle, offset: int) -> LogChunk:
         work = Path(handle.work_dir)
-        ended = (work / "exit.json").exists() or self._gone(handle)
+        # Looked at before reading: no race. A job stopped by the cluster leaves no
+        # exit.json; a poll has seen it end.
+        ended = (work / "exit.json").exists() or handle.job_id in self._ended
         try:
             with open(work / "output.log", "rb") as spool:
                 spool.seek(offset)
@@ -357,6 +382,7 @@ class SlurmRunner:
         """End the job if it still runs, and drop what the runner kept."""
         if not self._gone(handle):
             self.cancel(handle)
+        self._ended.discard(handle.job_id)
         if not handle.work_dir:  # an orphan found on the cluster: only its job
             return
         work = Path(handle.work_dir)
