@@ -81,6 +81,33 @@ class RunSpec:
         return f"{mib(self.max_output_bytes)} limit{self.output_limit_note}"
 
 
+def binds(spec: RunSpec) -> list[str]:
+    """The run's ``source:target:mode`` binds: the output folder, the project's
+    files (if any), and the spec's other mounts (a list: a TES task may bind one
+    host file at two targets)."""
+    found = [f"{spec.output_dir}:{CONTAINER_OUTPUT}:rw"]
+    if spec.input_dir is not None:
+        found.append(f"{spec.input_dir}:/data/input:ro")
+    found += [
+        f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in spec.mounts
+    ]
+    return found
+
+
+def read_spool(path: Path, offset: int, ended: bool, limit: int) -> LogChunk:
+    """Up to ``limit`` bytes of a run's spooled output from ``offset``; complete
+    once the run has ``ended`` (looked at before reading, so no race) and nothing
+    is left."""
+    try:
+        with open(path, "rb") as spool:
+            spool.seek(offset)
+            data = spool.read(limit)
+            more = spool.read(1) != b""
+    except FileNotFoundError:
+        data, more = b"", False
+    return LogChunk(data, offset + len(data), ended and not more)
+
+
 @dataclass(frozen=True)
 class Handle:
     """How to find a launched run again: kept on the analysis row as JSON."""

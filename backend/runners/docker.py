@@ -28,6 +28,7 @@ from .base import (
     RunSpec,
     Status,
     Usage,
+    binds,
     unlinked_bytes,
 )
 
@@ -376,7 +377,7 @@ class DockerRunner:
             nano_cpus=int(spec.cpus * 1e9),
             pids_limit=spec.pids,
             tmpfs={CONTAINER_TMP: f"rw,noexec,nosuid,size={spec.tmpfs_mb}m"},
-            binds=self._binds(spec),
+            binds=binds(spec),
         )
         created = api.create_container(
             self.image_id(spec.image) or spec.image,
@@ -397,19 +398,6 @@ class DockerRunner:
             host_config=host_config,
         )
         return created["Id"]
-
-    @staticmethod
-    def _binds(spec: RunSpec) -> list[str]:
-        """``source:target:mode`` binds (a list, since a TES task may bind one host
-        file at two targets)."""
-        binds = [f"{spec.output_dir}:{CONTAINER_OUTPUT}:rw"]
-        if spec.input_dir is not None:
-            binds.append(f"{spec.input_dir}:/data/input:ro")
-        binds += [
-            f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}"
-            for m in spec.mounts
-        ]
-        return binds
 
     def find(self, spec: RunSpec) -> Handle | None:
         """The container of this run if one was created already."""

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from .base import Handle, LaunchFailed, LogChunk, RunSpec, Status, Usage
+from .base import Handle, LaunchFailed, LogChunk, RunSpec, Status, Usage, read_spool
 from .base import unlinked_bytes as _unlinked_bytes
 
 SHIM = Path(__file__).with_name("local_shim.py")
@@ -136,15 +136,8 @@ class LocalRunner:
 
     def read_log(self, handle: Handle, offset: int) -> LogChunk:
         work = Path(handle.work_dir)
-        ended = (work / "exit.json").exists()  # looked at before reading: no race
-        try:
-            with open(work / "output.log", "rb") as spool:
-                spool.seek(offset)
-                data = spool.read(READ_LIMIT)
-                more = spool.read(1) != b""
-        except FileNotFoundError:
-            data, more = b"", False
-        return LogChunk(data, offset + len(data), ended and not more)
+        ended = (work / "exit.json").exists()
+        return read_spool(work / "output.log", offset, ended, READ_LIMIT)
 
     def cancel(self, handle: Handle) -> None:
         try:

@@ -33,7 +33,9 @@ from .base import (
     RunSpec,
     Status,
     Usage,
+    binds,
     format_duration,
+    read_spool,
 )
 
 READ_LIMIT = 4 * 1024**2
@@ -143,13 +145,6 @@ class SlurmRunner:
 
     def container_command(self, spec: RunSpec) -> str:
         """The site's template filled for this run, as one shell line."""
-        binds = [f"{spec.output_dir}:{CONTAINER_OUTPUT}:rw"]
-        if spec.input_dir is not None:
-            binds.append(f"{spec.input_dir}:/data/input:ro")
-        binds += [
-            f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}"
-            for m in spec.mounts
-        ]
         values = {
             "name": self.job_name(spec.analysis_id, spec.attempt),
             "site": self.site,
@@ -167,7 +162,7 @@ class SlurmRunner:
         for word in shlex.split(self.template):
             if word == "{binds}" or word.startswith("{binds="):
                 flag = word[len("{binds=") : -1] if "=" in word else "--volume"
-                for bind in binds:
+                for bind in binds(spec):
                     words += [flag, bind]
             elif word == "{argv}":
                 words += spec.argv
@@ -349,17 +344,9 @@ class SlurmRunner:
 
     def read_log(self, handle: Handle, offset: int) -> LogChunk:
         work = Path(handle.work_dir)
-        # Looked at before reading: no race. A job stopped by the cluster leaves no
-        # exit.json; a poll has seen it end.
+        # A job stopped by the cluster leaves no exit.json: a poll has seen it end.
         ended = (work / "exit.json").exists() or handle.job_id in self._ended
-        try:
-            with open(work / "output.log", "rb") as spool:
-                spool.seek(offset)
-                data = spool.read(READ_LIMIT)
-                more = spool.read(1) != b""
-        except FileNotFoundError:
-            data, more = b"", False
-        return LogChunk(data, offset + len(data), ended and not more)
+        return read_spool(work / "output.log", offset, ended, READ_LIMIT)
 
     def _gone(self, handle: Handle) -> bool:
         shown = self._run("scontrol", "--oneliner", "show", "job", handle.job_id)
