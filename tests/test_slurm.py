@@ -114,7 +114,14 @@ def test_a_pending_or_running_job_is_cancelled_and_a_second_launch_finds_the_fir
 ):
     # Hold the node's two CPUs, so that the run waits in the cluster's queue.
     blocker = subprocess.run(
-        ["sbatch", "--parsable", "--cpus-per-task=2", "--wrap", "sleep 120"],
+        [
+            "sbatch",
+            "--parsable",
+            "--cpus-per-task=2",
+            "--output=/dev/null",  # not a slurm-N.out in the working folder
+            "--wrap",
+            "sleep 120",
+        ],
         capture_output=True,
         text=True,
         check=True,

@@ -103,6 +103,7 @@ class SlurmRunner:
         # e.g. ("sudo", "-u", "alice") to submit as the user's cluster account.
         self.submit_prefix = tuple(submit_prefix)
         self._ended: set[str] = set()  # job ids a poll saw end
+        self._image_ids: dict[str, str] = {}
 
     def close(self) -> None:
         pass
@@ -133,13 +134,15 @@ class SlurmRunner:
             return f"docker could not be asked about {image}: {exc}"
         if found.returncode != 0:
             return f"the image {image} is not on this host"
+        self._image_ids[image] = found.stdout.strip()
         return None
 
     def image_id(self, image: str) -> str | None:
-        if not self.template.startswith("docker "):
+        """The id ``image_problem`` found (a start asks both, one after the
+        other: one ``docker image inspect`` serves them)."""
+        if image not in self._image_ids and self.image_problem(image) is not None:
             return None
-        found = self._run("docker", "image", "inspect", "--format", "{{.Id}}", image)
-        return found.stdout.strip() or None if found.returncode == 0 else None
+        return self._image_ids.get(image) or None
 
     # --- launch ---------------------------------------------------------------
 
@@ -293,10 +296,17 @@ class SlurmRunner:
             self._ended.add(handle.job_id)
         return status
 
+    def _job(self, job_id: str) -> tuple[str | None, str]:
+        """The job's state in ``scontrol show job`` (None: Slurm does not know
+        it) and the whole line."""
+        shown = self._run("scontrol", "--oneliner", "show", "job", job_id)
+        if shown.returncode != 0:
+            return None, ""
+        return _field(shown.stdout, "JobState"), shown.stdout
+
     def _poll(self, handle: Handle) -> Status:
         work = Path(handle.work_dir)
-        shown = self._run("scontrol", "--oneliner", "show", "job", handle.job_id)
-        state = _field(shown.stdout, "JobState") if shown.returncode == 0 else None
+        state, shown = self._job(handle.job_id)
         if state in RUNNING_STATES:
             return Status("running")
         code, oom = self._exit(work)
@@ -306,7 +316,7 @@ class SlurmRunner:
         if code is not None:
             return Status("exited", code, oom)
         if state in ("FAILED", "COMPLETED"):
-            exit_code = (_field(shown.stdout, "ExitCode") or "0:0").split(":")[0]
+            exit_code = (_field(shown, "ExitCode") or "0:0").split(":")[0]
             return Status("exited", int(exit_code) if exit_code.isdigit() else None)
         if state is None:
             return Status("missing")
@@ -348,11 +358,6 @@ class SlurmRunner:
         ended = (work / "exit.json").exists() or handle.job_id in self._ended
         return read_spool(work / "output.log", offset, ended, READ_LIMIT)
 
-    def _gone(self, handle: Handle) -> bool:
-        shown = self._run("scontrol", "--oneliner", "show", "job", handle.job_id)
-        state = _field(shown.stdout, "JobState") if shown.returncode == 0 else None
-        return state not in RUNNING_STATES
-
     def cancel(self, handle: Handle) -> None:
         self._run(*self.submit_prefix, "scancel", handle.job_id)
 
@@ -367,7 +372,7 @@ class SlurmRunner:
 
     def cleanup(self, handle: Handle) -> None:
         """End the job if it still runs, and drop what the runner kept."""
-        if not self._gone(handle):
+        if self._job(handle.job_id)[0] in RUNNING_STATES:
             self.cancel(handle)
         self._ended.discard(handle.job_id)
         if not handle.work_dir:  # an orphan found on the cluster: only its job
