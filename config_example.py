@@ -315,6 +315,15 @@
 # SLURM_ACCOUNT = None
 # SLURM_CONTAINER_COMMAND = None
 
+# The runners this worker takes runs for; unset: [RUNNER]. Each runner has its own
+# Celery queue (CELERY_QUEUE + "." + runner), so a worker on the cluster's login
+# node started with ["slurm"] takes only Slurm work, and Docker hosts with
+# ["docker"] only Docker work; one worker may serve several. Every worker also
+# takes the shared tasks (dispatch, mail, reconcile). A pipeline runs on the runner
+# Admin -> Pipelines gives it, else on RUNNER; a run keeps the runner it was
+# submitted for. Env: LABQUEUE_WORKER_RUNNERS='["slurm"]'
+# WORKER_RUNNERS = []
+
 # A short name for this site in container names and labels, so that sites sharing a
 # Docker engine leave each other's runs alone. Unset: derived from the database URL.
 # Env: LABQUEUE_SITE_ID

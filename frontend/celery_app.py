@@ -4,6 +4,18 @@ from pathlib import Path
 
 from celery import Celery, Task
 from flask import Flask
+from kombu import Queue
+
+
+def served_runners(config: dict) -> list[str]:
+    """The runners this process's worker takes runs for: WORKER_RUNNERS, or the
+    site's RUNNER."""
+    return list(config.get("WORKER_RUNNERS") or [config["RUNNER"]])
+
+
+def runner_queue(config: dict, runner: str) -> str:
+    """The Celery queue of one runner's starts, e.g. ``labqueue.slurm``."""
+    return f"{config['CELERY_QUEUE']}.{runner}"
 
 
 def broker_settings(config: dict, instance_path: str) -> tuple[str, str]:
@@ -39,6 +51,15 @@ def celery_init_app(app: Flask) -> Celery:
         result_backend=backend,
         broker_connection_retry_on_startup=True,
         task_default_queue=app.config["CELERY_QUEUE"],
+        # A worker consumes the shared queue (dispatch, mail, reconcile...) and the
+        # start queue of each runner it serves; starts are sent to their run's.
+        task_queues=[
+            Queue(app.config["CELERY_QUEUE"]),
+            *(
+                Queue(runner_queue(app.config, runner))
+                for runner in served_runners(app.config)
+            ),
+        ],
         task_serializer="json",
         accept_content=["json"],
         result_expires=3600,

@@ -267,6 +267,8 @@ class Analysis(db.Model):
     # watcher restarted meanwhile reports it rightly.
     stopping_reason: Mapped[str | None] = mapped_column(sa.String(255))
     worker: Mapped[str | None] = mapped_column(sa.String(255))  # the host's id
+    # The runner it runs on, chosen when it is submitted (its pipeline's, else the
+    # site's RUNNER); its start goes to that runner's queue.
     runner: Mapped[str | None] = mapped_column(sa.String(16))
     # When the dispatcher last sent "start" for it (queued rows only).
     dispatched_at: Mapped[datetime | None] = mapped_column(sa.DateTime())
@@ -301,11 +303,14 @@ class Analysis(db.Model):
 
 
 class PipelineSetting(db.Model):
-    """Admins' switches for pipelines found on disk (a pipeline with no row is on)."""
+    """Admins' switches for pipelines found on disk (a pipeline with no row is on,
+    and runs on the site's RUNNER)."""
 
     name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     enabled: Mapped[bool] = mapped_column(default=True)
     note: Mapped[str | None] = mapped_column(sa.Text)
+    # The runner new runs of the pipeline go to; None: the site's RUNNER.
+    runner: Mapped[str | None] = mapped_column(sa.String(16))
 
     def __str__(self) -> str:
         return self.name
@@ -355,6 +360,8 @@ class WatcherLease(db.Model):
     token: Mapped[str] = mapped_column(sa.String(64))
     pid: Mapped[int]
     renewed_at: Mapped[datetime] = mapped_column(sa.DateTime(), default=utcnow)
+    # The runners the host's worker serves (WORKER_RUNNERS), e.g. ["slurm"].
+    runners: Mapped[list] = mapped_column(sa.JSON, default=list)
 
 
 class OutgoingMail(db.Model):

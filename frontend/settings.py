@@ -185,6 +185,11 @@ class Defaults:
     SLURM_PARTITION: str | None = None
     SLURM_ACCOUNT: str | None = None
     SLURM_CONTAINER_COMMAND: str | None = None
+    # The runners this worker takes runs for (default: [RUNNER]). Each runner has
+    # its own Celery queue, CELERY_QUEUE.<runner>: a worker on the cluster's login
+    # node serves ["slurm"], Docker hosts ["docker"]. A pipeline runs on the runner
+    # Admin -> Pipelines gives it, else on RUNNER.
+    WORKER_RUNNERS: list[str] = []
     # Names this site's containers; default: from the database URL.
     SITE_ID: str | None = None
     # This worker host's name on its runs; default: the hostname.
@@ -215,7 +220,10 @@ class Defaults:
 
 
 # Keys whose value must be one of a few words.
-CHOICES = {"RUNNER": ("docker", "slurm", "local")}
+RUNNERS = ("docker", "slurm", "local")
+CHOICES = {"RUNNER": RUNNERS}
+# Keys whose value is a list of a few words.
+LIST_CHOICES = {"WORKER_RUNNERS": RUNNERS}
 KIND_NAMES = {
     bool: "true or false",
     int: "a number",
@@ -268,6 +276,9 @@ def check(config: dict, environ=None) -> None:
         elif key in CHOICES and value not in CHOICES[key]:
             choices = " or ".join(f'"{c}"' for c in CHOICES[key])
             problems.append(f"{source}: expected {choices}, got {value!r}")
+        elif key in LIST_CHOICES and not set(value) <= set(LIST_CHOICES[key]):
+            choices = ", ".join(f'"{c}"' for c in LIST_CHOICES[key])
+            problems.append(f"{source}: expected a list of {choices}, got {value!r}")
     if problems:
         raise ConfigError(
             "Labqueue's configuration has a value it cannot use:\n  "

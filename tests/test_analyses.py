@@ -216,6 +216,47 @@ def test_reconciler_requeues_then_gives_up_on_runs_of_lost_hosts(app, project, s
     smtp.wait_for("ada@cs.ox.ac.uk", "seq-qc on Data failed")
 
 
+def test_a_host_judges_only_the_runs_of_the_runners_it_serves(app, project):
+    """A Docker host cannot see a cluster job: it must neither requeue nor fail the
+    Slurm runs of a lost login node (the job may still run), nor its unlaunched
+    ones; a host serving Slurm decides about them."""
+    stale = utcnow() - timedelta(minutes=5)
+    job = {"runner": "slurm", "job_id": "999999", "host": "login", "work_dir": ""}
+    launched, unlaunched = (
+        make_analysis(
+            app,
+            project,
+            state=AnalysisState.RUNNING,
+            started_at=stale,
+            worker="login",
+            runner="slurm",
+            handle=handle,
+        )
+        for handle in (job, None)
+    )
+    with app.app_context():
+        app.config["WORKER_RUNNERS"] = ["docker"]
+        assert execution.recover_lost_hosts(lambda name: None) == {
+            "adopted": [],
+            "requeued": [],
+            "lost": [],
+        }
+        report = execution.reconcile()
+        assert report["requeued"] == report["lost"] == report["adopted"] == []
+        rows = [db.session.get(Analysis, i) for i in (launched, unlaunched)]
+        assert [row.state for row in rows] == [AnalysisState.RUNNING] * 2
+        assert [row.worker for row in rows] == ["login", "login"]
+        # A host serving Slurm whose cluster no longer knows the job queues it
+        # again, with a reason.
+        app.config["WORKER_RUNNERS"] = ["slurm"]
+        report = execution.recover_lost_hosts(lambda name: None)
+        assert report["requeued"] == [launched]
+        again = db.session.get(Analysis, launched)
+        db.session.refresh(again)
+        assert again.state == AnalysisState.QUEUED
+        assert again.progress_message == "waiting again: its worker host was lost"
+
+
 def test_no_email_when_the_user_turned_them_off(app, project, smtp):
     analysis_id = make_analysis(app, project, state=AnalysisState.SUCCEEDED)
     with app.app_context():
@@ -309,6 +350,9 @@ def test_a_worker_failure_fails_the_run_and_mails_the_admins(
 
     class BrokenRunner:
         name = "broken"
+
+        def __init__(self, name=None):
+            pass
 
         def image_problem(self, image, max_age=0):
             return None

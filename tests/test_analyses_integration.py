@@ -71,8 +71,12 @@ class Stack:
         self.workers: list[Worker] = []
         self.docker = images
 
-    def start_worker(self, concurrency: int = 1, beat: bool = False) -> Worker:
-        worker = Worker(self.config, concurrency, beat)
+    def start_worker(
+        self, concurrency: int = 1, beat: bool = False, **overrides
+    ) -> Worker:
+        """A worker on the stack's settings; ``overrides`` make it another host
+        (WORKER_HOST) or one serving other runners (WORKER_RUNNERS)."""
+        worker = Worker({**self.config, **overrides}, concurrency, beat)
         self.workers.append(worker)
         worker.wait_ready()
         return worker

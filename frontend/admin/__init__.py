@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, abort, flash, g, redirect, request, url_for
+from flask import Flask, abort, current_app, flash, g, redirect, request, url_for
 from flask_admin import Admin, AdminIndexView, expose
 from flask_admin.actions import action
 from flask_admin.contrib.sqla import ModelView
@@ -40,6 +40,7 @@ from ..models import (
     utcnow,
 )
 from ..projects.services import delete_project, project_totals
+from ..settings import RUNNERS
 
 
 class AdminOnlyMixin:
@@ -444,16 +445,25 @@ class ApiTokenView(SecureModelView):
 class PipelineSettingView(SecureModelView):
     """Switch pipelines off without deleting them (rows appear on first switch)."""
 
-    column_list = ("name", "enabled", "note")
-    form_columns = ("name", "enabled", "note")
+    column_list = ("name", "enabled", "runner", "note")
+    form_columns = ("name", "enabled", "runner", "note")
     column_descriptions = {
         "name": "The pipeline's name in its manifest.toml.",
         "enabled": "Untick to stop offering the pipeline; runs already made stay.",
+        "runner": "Where its new runs go (empty: the site's RUNNER). Workers serving "
+        "that runner (WORKER_RUNNERS) take them; queued runs keep theirs.",
     }
+    column_formatters = {
+        "runner": lambda view, context, model, name: (
+            model.runner or f"{current_app.config['RUNNER']} (the site's)"
+        )
+    }
+    form_choices = {"runner": [("", "the site's RUNNER")] + [(r, r) for r in RUNNERS]}
 
     def on_model_change(self, form, model: PipelineSetting, is_created: bool) -> None:
         if model.name not in all_pipelines():
             raise ValidationError(f"There is no pipeline called {model.name}.")
+        model.runner = model.runner or None
 
 
 class TesImageView(SecureModelView):

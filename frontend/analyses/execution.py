@@ -46,6 +46,7 @@ from backend.runners import (
 from backend.runners.slurm import DOCKER_TEMPLATE, SlurmRunner
 
 from .. import audit
+from ..celery_app import served_runners
 from ..extensions import db
 from ..formatting import human_size
 from ..links import external_url
@@ -60,7 +61,7 @@ from ..models import (
 from ..outbox import queue_mail, send_after_commit
 from ..projects.services import files_dir, quota_for, storage_used
 from ..tes.runs import TaskCannotRun, task_run
-from .queueing import request_dispatch
+from .queueing import request_dispatch, runner_for
 from .services import all_pipelines, analysis_dir, log_path, output_dir
 
 log = logging.getLogger(__name__)
@@ -298,13 +299,13 @@ def _startable(analysis: Analysis | None) -> bool:
     )
 
 
-def _runner_for_starts():
-    """The runner this worker process launches with, made at its first start and
-    kept with the app (its engine connection is reused)."""
-    extensions = current_app.extensions
-    if "labqueue.start_runner" not in extensions:
-        extensions["labqueue.start_runner"] = make_runner()
-    return extensions["labqueue.start_runner"]
+def _runner_for_starts(name: str):
+    """The runner called ``name`` this worker process launches with, made at its
+    first start and kept with the app (its engine connection is reused)."""
+    runners = current_app.extensions.setdefault("labqueue.start_runners", {})
+    if name not in runners:
+        runners[name] = make_runner(name)
+    return runners[name]
 
 
 def start(analysis_id: int) -> str:
@@ -330,8 +331,24 @@ def _start(analysis_id: int) -> str:
     )
     if not _startable(found):
         return "nothing to do"
+    name = found.runner or current_app.config["RUNNER"]
+    if name not in served_runners(current_app.config):
+        # A message sent before runners had queues of their own: the row stays
+        # queued and is due again for the dispatcher, which sends it to its queue.
+        log.warning(
+            "Analysis %s is for the %s runner, which this worker does not serve",
+            analysis_id,
+            name,
+        )
+        db.session.execute(
+            sa.update(Analysis)
+            .where(Analysis.id == analysis_id, Analysis.state == AnalysisState.QUEUED)
+            .values(dispatched_at=None)
+        )
+        db.session.commit()
+        return "not served here"
     try:
-        runner = _runner_for_starts()
+        runner = _runner_for_starts(name)
     except EngineUnavailable as exc:
         # Nothing is claimed: the row stays queued, and the admins are told.
         log.error("Analysis %s cannot start here: %s", analysis_id, exc)
@@ -603,49 +620,84 @@ def note_image(pipeline: str, image: str, runner, problem: str | None) -> None:
 
 
 class _NoEngine:
-    """Stands for the Docker runner when no engine answers: nothing can run."""
+    """Stands for a runner whose engine does not answer: nothing can run on it."""
 
-    name = "docker"
-
-    def __init__(self, reason: str):
-        self.reason = reason
+    def __init__(self, name: str, reason: str):
+        self.name, self.reason = name, reason
 
     def image_problem(self, image: str, max_age: float = 0) -> str:
-        return f"no Docker engine answers on this host ({self.reason})"
+        return f"no {self.name} engine answers on this host ({self.reason})"
 
     def close(self) -> None:
         pass
 
 
-def check_images() -> dict[str, bool]:
-    """Check every pipeline's image on this worker's runner and record the result;
-    returns pipeline name → ready."""
+def _served_runner(name: str):
+    """A runner of this worker for a check; its stand-in if its engine is away."""
     try:
-        runner = make_runner()
+        return make_runner(name)
     except EngineUnavailable as exc:
-        runner = _NoEngine(str(exc))
+        return _NoEngine(name, str(exc))
+
+
+def check_images() -> dict[str, bool]:
+    """Check the image of every pipeline that runs on a runner this worker serves,
+    on that runner, and record the result; returns pipeline name → ready."""
+    served = served_runners(current_app.config)
+    runners = {}
     found = {}
     try:
         for pipeline in all_pipelines().values():
-            problem = runner.image_problem(pipeline.image_tag)
-            note_image(pipeline.name, pipeline.image_tag, runner, problem)
+            name = runner_for(pipeline.name)
+            if name not in served:
+                continue  # the workers serving its runner check it
+            if name not in runners:
+                runners[name] = _served_runner(name)
+            problem = runners[name].image_problem(pipeline.image_tag)
+            note_image(pipeline.name, pipeline.image_tag, runners[name], problem)
             found[pipeline.name] = problem is None
     finally:
-        runner.close()
+        for runner in runners.values():
+            runner.close()
     return found
 
 
 # --- Recovery -----------------------------------------------------------------------
 
 
+def _live_hosts_query():
+    since = now() - timedelta(seconds=current_app.config["HEARTBEAT_TIMEOUT_SECONDS"])
+    return sa.select(WatcherLease.host).where(WatcherLease.renewed_at >= since)
+
+
 def live_hosts() -> set[str]:
     """Hosts whose watcher renewed its lease lately."""
-    since = now() - timedelta(seconds=current_app.config["HEARTBEAT_TIMEOUT_SECONDS"])
-    return set(
-        db.session.scalars(
-            sa.select(WatcherLease.host).where(WatcherLease.renewed_at >= since)
+    return set(db.session.scalars(_live_hosts_query()))
+
+
+def recover_lost_hosts(runner_named) -> dict[str, list[int]]:
+    """Adopt, requeue or fail the launched runs of hosts whose watcher fell silent,
+    for the runners this worker serves; ``runner_named(name)`` gives this host's
+    runner (None if its engine is away). Each watcher calls this as it renews its
+    lease, so a lost host is noticed by the others without the beat; one query
+    when no host is lost."""
+    config = current_app.config
+    served = served_runners(config)
+    report: dict[str, list[int]] = {"adopted": [], "requeued": [], "lost": []}
+    orphaned = db.session.scalars(
+        sa.select(Analysis).where(
+            Analysis.state == AnalysisState.RUNNING,
+            Analysis.handle.is_not(None),
+            Analysis.worker.not_in(_live_hosts_query()),
         )
-    )
+    ).all()
+    for analysis in orphaned:
+        name = analysis.runner or config["RUNNER"]
+        if name in served:
+            _recover_from_lost_host(analysis, runner_named(name), report)
+    if any(report.values()):
+        log.warning("Runs of lost hosts: %s", report)
+    return report
 
 
 def _back_to_queue(analysis: Analysis, message: str) -> bool:
@@ -670,7 +722,9 @@ def _back_to_queue(analysis: Analysis, message: str) -> bool:
 
 
 def reconcile() -> dict[str, list[int]]:
-    """Repair what dead starts and lost hosts left, and remove stray containers.
+    """Repair what dead starts and lost hosts left, and remove stray containers,
+    for the runs of the runners this worker serves (a host that cannot see a
+    Slurm job must not judge it: the hosts serving Slurm do).
 
     - A row claimed but never launched, after LAUNCH_GRACE_SECONDS: its run is
       adopted if this host's runner finds it, else it goes back to the queue.
@@ -686,10 +740,13 @@ def reconcile() -> dict[str, list[int]]:
         "lost": [],
         "orphans": [],
     }
-    try:
-        runner = make_runner()
-    except EngineUnavailable:
-        runner = None
+    served = served_runners(config)
+    runners = {}
+    for name in served:
+        try:
+            runners[name] = make_runner(name)
+        except EngineUnavailable:
+            runners[name] = None
     try:
         alive = live_hosts()
         grace = now() - timedelta(seconds=config["LAUNCH_GRACE_SECONDS"])
@@ -697,25 +754,32 @@ def reconcile() -> dict[str, list[int]]:
             sa.select(Analysis).where(Analysis.state == AnalysisState.RUNNING)
         ).all()
         for analysis in running:
+            name = analysis.runner or config["RUNNER"]
+            if name not in served:
+                continue
             if analysis.handle is None:
                 if analysis.started_at and analysis.started_at > grace:
                     continue  # its start is under way
-                _recover_unlaunched(analysis, runner, report)
+                _recover_unlaunched(analysis, runners[name], report)
             elif analysis.worker not in alive:
-                _recover_from_lost_host(analysis, runner, report)
-        if runner is not None:
-            report["orphans"] = _remove_orphans(runner)
+                _recover_from_lost_host(analysis, runners[name], report)
+        for runner in runners.values():
+            if runner is not None:
+                report["orphans"] += _remove_orphans(runner)
     finally:
-        if runner is not None:
-            runner.close()
+        for runner in runners.values():
+            if runner is not None:
+                runner.close()
     if any(report.values()):
         log.warning("Reconciled analyses: %s", report)
     return report
 
 
 def _recover_unlaunched(analysis: Analysis, runner, report) -> None:
+    if runner is None:
+        return  # this host cannot look for its job; one whose engine answers will
     spec = spec_for(analysis, limits={})
-    found = runner.find(spec) if runner is not None else None
+    found = runner.find(spec)
     if found is not None:
         db.session.execute(
             sa.update(Analysis)

@@ -13,15 +13,16 @@ from flask import current_app
 
 from backend.runners import now
 
+from ..celery_app import runner_queue
 from ..extensions import db
-from ..models import Analysis, AnalysisState
+from ..models import Analysis, AnalysisState, PipelineSetting
 
 log = logging.getLogger(__name__)
 
 
 def fair_order():
-    """Queued analyses' ids, owners and dispatch times with their place in the
-    fair order (1 first), as a subquery."""
+    """Queued analyses' ids, owners, runners and dispatch times with their place
+    in the fair order (1 first), as a subquery."""
     turn = (
         sa.func.row_number()
         .over(
@@ -34,6 +35,7 @@ def fair_order():
         sa.select(
             Analysis.id,
             Analysis.owner_id,
+            Analysis.runner,
             Analysis.submitted_at,
             Analysis.dispatched_at,
             turn,
@@ -47,7 +49,7 @@ def fair_order():
         .label("position")
     )
     return sa.select(
-        turns.c.id, turns.c.owner_id, turns.c.dispatched_at, position
+        turns.c.id, turns.c.owner_id, turns.c.runner, turns.c.dispatched_at, position
     ).subquery()
 
 
@@ -85,11 +87,26 @@ def _cutoff():
     return now() - timedelta(seconds=current_app.config["REDISPATCH_SECONDS"])
 
 
-def _send_start(analysis_id: int) -> None:
+def runner_for(pipeline: str) -> str:
+    """The runner new runs of ``pipeline`` go to: the one Admin -> Pipelines gives
+    it, else the site's RUNNER."""
+    chosen = db.session.scalar(
+        sa.select(PipelineSetting.runner).where(PipelineSetting.name == pipeline)
+    )
+    return chosen or current_app.config["RUNNER"]
+
+
+def _send_start(analysis_id: int, runner: str | None) -> None:
+    # To the queue of the run's runner, which only workers serving it consume.
     # No result is wanted: with one, Celery would also wait for the result
     # backend, which retries for as long as the broker is away.
+    config = current_app.config
     current_app.extensions["celery"].send_task(
-        "labqueue.start", args=[analysis_id], retry=False, ignore_result=True
+        "labqueue.start",
+        args=[analysis_id],
+        queue=runner_queue(config, runner or config["RUNNER"]),
+        retry=False,
+        ignore_result=True,
     )
 
 
@@ -119,11 +136,11 @@ def may_go_at_once(analysis: Analysis) -> bool:
     )
 
 
-def send_at_once(analysis_id: int) -> None:
+def send_at_once(analysis_id: int, runner: str) -> None:
     """Send "start" for an analysis committed as dispatched; if the broker is away
     it is made due again at once, for the periodic dispatcher."""
     try:
-        _send_start(analysis_id)
+        _send_start(analysis_id, runner)
     except Exception as exc:  # the broker is away: the dispatcher sends it later
         log.warning("Start for %s not sent (the dispatcher will): %s", analysis_id, exc)
         db.session.execute(
@@ -161,23 +178,23 @@ def dispatch() -> list[int]:
     room = site_limit - sum(busy.values()) if site_limit else 1_000_000
     order = fair_order()
     due = db.session.execute(
-        sa.select(order.c.id, order.c.owner_id)
+        sa.select(order.c.id, order.c.owner_id, order.c.runner)
         .where(sa.or_(order.c.dispatched_at.is_(None), order.c.dispatched_at < cutoff))
         .order_by(order.c.position)
         .limit(max(room, 0) + 5000)  # room, and some for users at their limit
     ).all()
     chosen = []
-    for analysis_id, owner in due:
+    for analysis_id, owner, runner in due:
         if room <= 0:
             break
         if per_user and busy.get(owner, 0) >= per_user:
             continue
-        chosen.append(analysis_id)
+        chosen.append((analysis_id, runner))
         busy[owner] = busy.get(owner, 0) + 1
         room -= 1
     db.session.rollback()
     sent = []
-    for analysis_id in chosen:
+    for analysis_id, runner in chosen:
         marked = db.session.execute(
             sa.update(Analysis)
             .where(Analysis.id == analysis_id, _due(cutoff))
@@ -187,7 +204,7 @@ def dispatch() -> list[int]:
             db.session.rollback()
             continue
         try:
-            _send_start(analysis_id)
+            _send_start(analysis_id, runner)
         except Exception as exc:  # the broker is away: it stays due
             db.session.rollback()
             log.warning("Dispatcher could not send start for %s: %s", analysis_id, exc)

@@ -36,7 +36,13 @@ from ..models import (
 )
 from ..projects.preview import TABLES, make_preview
 from ..projects.services import project_dir
-from .queueing import fair_order, may_go_at_once, request_dispatch, send_at_once
+from .queueing import (
+    fair_order,
+    may_go_at_once,
+    request_dispatch,
+    runner_for,
+    send_at_once,
+)
 
 
 class AnalysisError(Exception):
@@ -201,6 +207,9 @@ def submit(
 def enqueue(analysis: Analysis, before_commit=None) -> Analysis:
     """Record a new queued analysis and send it to the workers. ``before_commit``
     (given the analysis, its id known) adds what belongs with it."""
+    # The runner is chosen now: a run keeps it when an admin moves its pipeline.
+    with db.session.no_autoflush:
+        analysis.runner = analysis.runner or runner_for(analysis.pipeline)
     db.session.add(analysis)
     db.session.flush()  # its id names its folder
     _write_params(analysis)
@@ -212,7 +221,7 @@ def enqueue(analysis: Analysis, before_commit=None) -> Analysis:
         analysis.dispatched_at = utcnow()
     db.session.commit()
     if at_once:
-        send_at_once(analysis.id)
+        send_at_once(analysis.id, analysis.runner)
     else:
         request_dispatch()
     return analysis

@@ -6,6 +6,9 @@ the host stands by), loads the host's launched runs, copies their new log bytes 
 progress, keeps their heartbeat, stops those that must stop (cancel, wall clock,
 output and log caps), and finalizes those that ended, exactly once. A watcher that
 starts, or takes a dead one's place, picks every run up where its log was recorded.
+Each time it renews its lease it also looks for hosts whose watcher fell silent
+(HEARTBEAT_TIMEOUT_SECONDS) and takes over the runs it can see of the runners its
+worker serves, or queues them again (``execution.recover_lost_hosts``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from flask import Flask
 from backend.runners import EngineUnavailable, Handle, Status, Usage, now
 from backend.supervision import RunWatch
 
+from ..celery_app import served_runners
 from ..extensions import db
 from ..models import Analysis, AnalysisState, WatcherLease
 from . import execution, queueing
@@ -61,6 +65,7 @@ class Watcher:
             config["WATCH_SECONDS"], min(5.0, config["HEARTBEAT_TIMEOUT_SECONDS"] / 8)
         )
         self.cleaner = ThreadPoolExecutor(2, thread_name_prefix="cleanup")
+        self.served = served_runners(config)
 
     # --- life --------------------------------------------------------------------
 
@@ -105,7 +110,11 @@ class Watcher:
         if lease is None:
             db.session.add(
                 WatcherLease(
-                    host=host, token=self.token, pid=os.getpid(), renewed_at=stamp
+                    host=host,
+                    token=self.token,
+                    pid=os.getpid(),
+                    renewed_at=stamp,
+                    runners=self.served,
                 )
             )
             try:
@@ -125,7 +134,9 @@ class Watcher:
         taken = db.session.execute(
             sa.update(WatcherLease)
             .where(WatcherLease.host == host, WatcherLease.token == lease.token)
-            .values(token=self.token, pid=os.getpid(), renewed_at=stamp)
+            .values(
+                token=self.token, pid=os.getpid(), renewed_at=stamp, runners=self.served
+            )
         ).rowcount
         db.session.commit()
         return bool(taken)
@@ -148,6 +159,12 @@ class Watcher:
             self.runners[name] = runner
         return self.runners[name]
 
+    def _runner_or_none(self, name: str):
+        try:
+            return self._runner(name)
+        except EngineUnavailable:
+            return None
+
     def tick(self) -> None:
         # The runs are loaded once per look; an ending's commit must not make every
         # other run load again (finalize refreshes the row it ends).
@@ -165,6 +182,9 @@ class Watcher:
             self.holds_lease = False
             return
         self.holds_lease = True
+        if renewing:
+            # Runs of a host gone silent: taken over here if this host sees them.
+            execution.recover_lost_hosts(self._runner_or_none)
         rows = db.session.scalars(
             sa.select(Analysis)
             .where(
