@@ -74,6 +74,8 @@ def test_each_host_takes_only_the_runs_of_its_runners(stack_factory):  # noqa: F
     waiting = stack.analysis(on_cluster)
     assert waiting.state.value == "queued" and waiting.runner == "slurm"
     assert waiting.started_at is None  # the Docker host never claimed it
+    page = stack.client.get(f"/analyses/{on_cluster}").text
+    assert "No worker for the slurm runner is running at the moment" in page
     stack.start_worker(WORKER_HOST="login-node", WORKER_RUNNERS=["slurm"])
     ran = stack.wait(on_cluster, "succeeded", "failed", timeout=120)
     assert ran.state.value == "succeeded", ran.error_summary

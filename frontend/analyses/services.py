@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import timedelta
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from ..models import (
     Project,
     ProjectFile,
     User,
+    WatcherLease,
     utcnow,
 )
 from ..projects.preview import TABLES, make_preview
@@ -394,6 +396,25 @@ def queue_position(analysis: Analysis) -> int | None:
     order = fair_order()
     return db.session.scalar(
         sa.select(order.c.position).where(order.c.id == analysis.id)
+    )
+
+
+def waiting_for_worker(analysis: Analysis) -> str | None:
+    """What a queued analysis waits for when no live worker serves its runner (a
+    Slurm pipeline while the login node's worker is down), else None."""
+    if analysis.state != AnalysisState.QUEUED or not analysis.runner:
+        return None
+    since = utcnow() - timedelta(
+        seconds=current_app.config["HEARTBEAT_TIMEOUT_SECONDS"]
+    )
+    served = db.session.scalars(
+        sa.select(WatcherLease.runners).where(WatcherLease.renewed_at >= since)
+    ).all()
+    if any(analysis.runner in (runners or []) for runners in served):
+        return None
+    return (
+        f"No worker for the {analysis.runner} runner is running at the moment: the "
+        "run waits until one starts (the administrators can see the workers)."
     )
 
 

@@ -169,6 +169,7 @@ def detail(analysis_id: int):
         log_tail=svc.log_tail(analysis) if finished else "",
         cancel_form=FlaskForm(),
         position=svc.queue_position(analysis),
+        waiting_for=svc.waiting_for_worker(analysis),
         resources=svc.resources(analysis),
         attempts=svc.attempts(analysis),
     )
@@ -190,6 +191,7 @@ def status(analysis_id: int):
         progress=analysis.progress_percent,
         message=analysis.progress_message,
         position=svc.queue_position(analysis),
+        waiting_for=svc.waiting_for_worker(analysis),
         elapsed=svc.elapsed(analysis),
         log=text,
         offset=next_offset,

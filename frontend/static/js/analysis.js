@@ -75,6 +75,7 @@
       status.state === "running" ? `running for ${status.elapsed}` : "";
     document.getElementById("queue-position").textContent =
       status.position ? `position ${status.position} in the queue` : "";
+    document.getElementById("waiting-for").textContent = status.waiting_for || "";
     const badge = document.querySelector("#analysis-state .badge");
     badge.textContent = status.state.charAt(0).toUpperCase() + status.state.slice(1);
   }
