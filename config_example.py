@@ -315,6 +315,21 @@
 # SLURM_ACCOUNT = None
 # SLURM_CONTAINER_COMMAND = None
 
+# Whose account submits the jobs: "service" (the worker's, the default) or "user":
+# the owner's cluster account, which admins set on the user (Admin -> Users), so
+# that the cluster's fair share and accounting apply. A user with none set is told
+# so on the run form, and nothing is queued. Jobs go in through SLURM_SUDO_COMMAND
+# ("{account}" is replaced), and the run's folders are opened to the account with
+# POSIX ACLs (setfacl; the filesystem must support them), so that what the job
+# writes stays readable and removable by the worker. The worker's sudoers entry
+# must allow sbatch and scancel as those accounts, e.g.
+#   labqueue ALL=(%labusers) NOPASSWD: /usr/bin/sbatch, /usr/bin/scancel
+# With the default Docker template the accounts must be able to run docker on the
+# nodes; with Apptainer the container runs as the account itself.
+# Env: LABQUEUE_SLURM_SUBMIT_AS, LABQUEUE_SLURM_SUDO_COMMAND
+# SLURM_SUBMIT_AS = "service"
+# SLURM_SUDO_COMMAND = ["sudo", "-n", "-u", "{account}", "--"]
+
 # The runners this worker takes runs for; unset: [RUNNER]. Each runner has its own
 # Celery queue (CELERY_QUEUE + "." + runner), so a worker on the cluster's login
 # node started with ["slurm"] takes only Slurm work, and Docker hosts with

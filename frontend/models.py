@@ -52,6 +52,9 @@ class User(db.Model, UserMixin):
     first_name: Mapped[str] = mapped_column(sa.String(100), default="")
     last_name: Mapped[str] = mapped_column(sa.String(100), default="")
     institution: Mapped[str | None] = mapped_column(sa.String(255))
+    # Their account on the lab's cluster, set by admins: with SLURM_SUBMIT_AS =
+    # "user", their Slurm jobs are submitted as it.
+    cluster_account: Mapped[str | None] = mapped_column(sa.String(32))
 
     # Login tracking (SECURITY_TRACKABLE).
     last_login_at: Mapped[datetime | None] = mapped_column(sa.DateTime())

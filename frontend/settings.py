@@ -185,6 +185,11 @@ class Defaults:
     SLURM_PARTITION: str | None = None
     SLURM_ACCOUNT: str | None = None
     SLURM_CONTAINER_COMMAND: str | None = None
+    # "service": jobs are submitted as the worker's account; "user": as the
+    # owner's cluster account (set by admins on the user), through this command,
+    # so that the cluster's fair share and accounting apply.
+    SLURM_SUBMIT_AS = "service"
+    SLURM_SUDO_COMMAND: list[str] = ["sudo", "-n", "-u", "{account}", "--"]
     # The runners this worker takes runs for (default: [RUNNER]). Each runner has
     # its own Celery queue, CELERY_QUEUE.<runner>: a worker on the cluster's login
     # node serves ["slurm"], Docker hosts ["docker"]. A pipeline runs on the runner
@@ -221,7 +226,7 @@ class Defaults:
 
 # Keys whose value must be one of a few words.
 RUNNERS = ("docker", "slurm", "local")
-CHOICES = {"RUNNER": RUNNERS}
+CHOICES = {"RUNNER": RUNNERS, "SLURM_SUBMIT_AS": ("service", "user")}
 # Keys whose value is a list of a few words.
 LIST_CHOICES = {"WORKER_RUNNERS": RUNNERS}
 KIND_NAMES = {

@@ -236,3 +236,46 @@ def test_admin_puts_a_pipeline_on_another_runner(admin_client, app):
     assert reply.status_code == 200 and "Not a valid choice" in reply.text
     with app.app_context():
         assert runner_for("seq-qc") == "docker"
+
+
+def test_admin_maps_a_user_to_a_cluster_account_and_it_is_audited(
+    admin_client, make_user, app, client
+):
+    from frontend.models import AuditEvent
+
+    user_id = make_user(email="ada@cs.ox.ac.uk")
+    edit_url = f"/admin/admin_users/edit/?id={user_id}"
+    fields = {"email": "ada@cs.ox.ac.uk", "first_name": "Ada", "active": "y"}
+
+    def save(account: str):
+        page = admin_client.get(edit_url)
+        return admin_client.post(
+            edit_url,
+            data={
+                **fields,
+                "cluster_account": account,
+                "csrf_token": csrf_token(page.text),
+            },
+        )
+
+    for bad, words in (
+        ("-s", "not an account name"),
+        ("root", "never submitted as root"),
+        ("ada smith", "not an account name"),
+    ):
+        reply = save(bad)
+        assert reply.status_code == 200 and words in reply.text
+        assert get_user(app, "ada@cs.ox.ac.uk").cluster_account is None
+    assert save(" ada ").status_code == 302
+    assert get_user(app, "ada@cs.ox.ac.uk").cluster_account == "ada"
+    with app.app_context():
+        event = db.session.scalar(
+            db.select(AuditEvent).filter_by(action="user.cluster_account_changed")
+        )
+        assert event.detail == "none -> ada"
+    # Ada sees it on her profile when jobs go in as users' accounts.
+    app.config["SLURM_SUBMIT_AS"] = "user"
+    Auth(admin_client).logout()
+    Auth(admin_client).login("ada@cs.ox.ac.uk")
+    profile = admin_client.get("/account/profile").text
+    assert "<code>ada</code>" in profile

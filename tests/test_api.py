@@ -735,3 +735,31 @@ def test_another_users_project_cannot_be_run_on_or_listed(app, client, adas_thin
     ).json
     assert listed["items"] == []
     assert unchanged(app, ids)
+
+
+def test_a_cluster_run_without_the_users_cluster_account_is_refused(app, client, ada):
+    """With jobs submitted as each user's cluster account, a user who has none yet
+    is told so (409) and nothing is queued; once an admin sets it, it goes."""
+    from frontend.models import PipelineSetting, User
+
+    with app.app_context():
+        app.config["SLURM_SUBMIT_AS"] = "user"
+        db.session.add(PipelineSetting(name="writer", runner="slurm"))
+        db.session.commit()
+    project = client.post("/api/v1/projects", json={"name": "P"}, headers=ada).json
+    body = {
+        "project_id": project["id"],
+        "pipeline": "writer",
+        "parameters": {"mode": "file", "kib": 2},
+    }
+    refused = client.post("/api/v1/analyses", json=body, headers=ada)
+    assert refused.status_code == 409
+    assert "none is set for you yet" in refused.json["message"]
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(Analysis.id))) == 0
+        db.session.scalar(db.select(User)).cluster_account = "ada"
+        db.session.commit()
+    made = client.post("/api/v1/analyses", json=body, headers=ada)
+    assert made.status_code == 201
+    with app.app_context():
+        assert db.session.get(Analysis, made.json["id"]).runner == "slurm"

@@ -4,14 +4,18 @@ is told."""
 
 from __future__ import annotations
 
+import pwd
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from backend.runners.slurm import SlurmRunner
 from backend.supervision import run_to_end
+from frontend.extensions import db
+from frontend.models import Analysis, User
 from tests.conftest import csrf_token
 from tests.services import require_slurm
 from tests.test_analyses_integration import stack_factory  # noqa: F401 (a fixture)
@@ -231,3 +235,80 @@ def test_a_site_template_gets_the_runs_binds_and_command(tmp_path):
         f"--bind {tmp_path / 'input'}:/data/input:ro docker-daemon://lab/qc:1 echo hi"
     )
     assert runner.image_problem("lab/qc:1") is None  # found by the job itself
+
+
+# --- Submitted as the user's own cluster account ------------------------------------
+
+CLUSTER_ACCOUNT = "lq-ada"
+CTLD_LOG = Path("/var/log/slurm-labqueue-ctld.log")  # tests/slurm/slurm.conf
+
+
+@pytest.fixture
+def cluster_account(tmp_path):
+    """A cluster account for Ada, in the docker group (the nodes' container engine
+    here), able to reach the test's folders as a site's shared filesystem lets
+    its users reach Labqueue's."""
+    require_slurm()
+    if subprocess.run(["id", CLUSTER_ACCOUNT], capture_output=True).returncode:
+        subprocess.run(
+            ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin"]
+            + ["--groups", "docker", CLUSTER_ACCOUNT],
+            check=True,
+        )
+    for folder in [tmp_path, *tmp_path.parents][:-1]:
+        subprocess.run(
+            ["setfacl", "-m", f"u:{CLUSTER_ACCOUNT}:x", str(folder)], check=True
+        )
+    return pwd.getpwnam(CLUSTER_ACCOUNT)
+
+
+def job_user(job_id: str) -> str:
+    shown = subprocess.run(
+        ["scontrol", "--oneliner", "show", "job", job_id],
+        capture_output=True,
+        text=True,
+    ).stdout
+    return shown.split("UserId=")[1].split("(")[0]
+
+
+def test_jobs_are_submitted_and_cancelled_as_the_users_cluster_account(
+    stack_factory,  # noqa: F811
+    cluster_account,
+):
+    stack = stack_factory(RUNNER="slurm", SLURM_SUBMIT_AS="user")
+    # No account mapped yet: the form says so and nothing is queued.
+    url = f"/projects/{stack.project}/run/writer"
+    form = stack.client.get(url).text
+    assert "none is set for you yet" in form  # before the form is filled in
+    reply = stack.client.post(
+        url, data={"p_mode": "file", "p_kib": "2", "csrf_token": csrf_token(form)}
+    )
+    assert reply.status_code == 409
+    assert "none is set for you yet" in reply.text
+    assert "Nothing was submitted" in reply.text
+    with stack.app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count(Analysis.id))) == 0
+        db.session.get(User, stack.user_id).cluster_account = CLUSTER_ACCOUNT
+        db.session.commit()
+    stack.start_worker()
+    good = stack.submit("writer", mode="file", kib="2")
+    long = stack.submit("sleeper", seconds="120", exit_code="0")
+    done = stack.wait(good, "succeeded", "failed")
+    assert done.state.value == "succeeded", done.error_summary
+    assert job_user(done.handle["job_id"]) == CLUSTER_ACCOUNT
+    written = stack.output(good) / "out.bin"
+    assert written.stat().st_size == 2048
+    assert written.stat().st_uid == cluster_account.pw_uid  # the account's file
+    wait_for(lambda: "sleeping" in stack.analysis(long).progress_message)
+    job = stack.analysis(long).handle["job_id"]
+    assert job_user(job) == CLUSTER_ACCOUNT
+    page = stack.client.get(f"/analyses/{long}")
+    stack.client.post(
+        f"/analyses/{long}/cancel", data={"csrf_token": csrf_token(page.text)}
+    )
+    stopped = stack.wait(long, "cancelled", "failed", "succeeded", timeout=60)
+    assert stopped.state.value == "cancelled"
+    # scancel ran as the account that submitted it.
+    said = CTLD_LOG.read_text()
+    assert f"REQUEST_KILL_JOB JobId={job} uid {cluster_account.pw_uid}" in said
+    wait_for(lambda: no_container_of(long), 30)

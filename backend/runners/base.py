@@ -72,6 +72,8 @@ class RunSpec:
     tmpfs_mb: int = 256
     # More binds (Docker only): a TES task's inputs, volumes and its own folder.
     mounts: tuple[Mount, ...] = ()
+    # Slurm: the owner's cluster account to submit as (None: the worker's own).
+    cluster_account: str | None = None
 
     def __post_init__(self) -> None:
         if self.work_dir is None:

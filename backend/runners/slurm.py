@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import shlex
 import socket
@@ -74,6 +75,22 @@ RUNNING_STATES = {
 }
 
 
+# A POSIX account name as useradd takes it (never an option to sudo).
+ACCOUNT_RE = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
+
+
+def account_problem(account: str) -> str | None:
+    """Why ``account`` cannot be a cluster account to submit as, or None."""
+    if not ACCOUNT_RE.fullmatch(account):
+        return (
+            f"{account!r} is not an account name: lower-case letters, digits, "
+            "'_', '.' and '-', starting with a letter or '_', at most 32"
+        )
+    if account == "root":
+        return "jobs are never submitted as root"
+    return None
+
+
 def _field(text: str, name: str) -> str | None:
     match = re.search(rf"(?:^|\s){name}=(\S*)", text)
     return match[1] if match else None
@@ -94,14 +111,16 @@ class SlurmRunner:
         partition: str | None = None,
         account: str | None = None,
         template: str = DOCKER_TEMPLATE,
-        submit_prefix: tuple[str, ...] = (),
+        sudo: tuple[str, ...] = (),
     ):
         self.site = site
         self.host = host or socket.gethostname()
         self.partition, self.account = partition, account
         self.template = template
-        # e.g. ("sudo", "-u", "alice") to submit as the user's cluster account.
-        self.submit_prefix = tuple(submit_prefix)
+        # How to run a command as a run's cluster account, "{account}" in it,
+        # e.g. ("sudo", "-n", "-u", "{account}", "--"); empty: never.
+        self.sudo = tuple(sudo)
+        self.me = pwd.getpwuid(os.geteuid()).pw_name
         self._ended: set[str] = set()  # job ids a poll saw end
         self._image_ids: dict[str, str] = {}
 
@@ -114,6 +133,49 @@ class SlurmRunner:
         return subprocess.run(  # noqa: S603 (Slurm's own commands, argv lists)
             list(argv), capture_output=True, text=True, timeout=timeout, check=False
         )
+
+    def _as(self, account: str | None) -> list[str]:
+        """The words that run a command as ``account`` (none for the worker's)."""
+        if not account or account == self.me:
+            return []
+        problem = account_problem(account)
+        if problem:
+            raise LaunchFailed(problem)
+        if not self.sudo:
+            raise LaunchFailed(
+                f"the run is for the cluster account {account}, and no command to "
+                "submit as another account is configured (SLURM_SUDO_COMMAND)"
+            )
+        return [word.format(account=account) for word in self.sudo]
+
+    def _cluster_user(self, account: str) -> str:
+        """``uid:gid`` of a cluster account on this host (the nodes share its
+        accounts); never root."""
+        try:
+            entry = pwd.getpwnam(account)
+        except KeyError:
+            raise LaunchFailed(
+                f"the cluster account {account} does not exist on the worker host "
+                f"{self.host}"
+            ) from None
+        if entry.pw_uid == 0:
+            raise LaunchFailed(f"the cluster account {account} is root")
+        return f"{entry.pw_uid}:{entry.pw_gid}"
+
+    def _grant(self, account: str, *folders: Path) -> None:
+        """Let ``account`` write the run's folders, and keep what it writes there
+        readable and removable by the worker (POSIX ACLs, inherited by what the
+        job creates)."""
+        entries = f"u:{account}:rwX,d:u:{account}:rwX,d:u:{self.me}:rwX"
+        try:
+            done = self._run("setfacl", "-R", "-m", entries, *map(str, folders))
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise LaunchFailed(f"setfacl could not be run: {exc}") from exc
+        if done.returncode != 0:
+            raise LaunchFailed(
+                f"the run's folders could not be opened to the cluster account "
+                f"{account} (the filesystem needs POSIX ACLs): {done.stderr.strip()}"
+            )
 
     def job_name(self, analysis_id: int, attempt: int = 1) -> str:
         return f"labqueue-{self.site}-analysis-{analysis_id}-{attempt}"
@@ -151,7 +213,11 @@ class SlurmRunner:
         values = {
             "name": self.job_name(spec.analysis_id, spec.attempt),
             "site": self.site,
-            "user": spec.user,
+            "user": (
+                self._cluster_user(spec.cluster_account)
+                if spec.cluster_account
+                else spec.user
+            ),
             "cpus": spec.cpus,
             "memory_mb": spec.memory_mb,
             "pids": spec.pids,
@@ -244,7 +310,10 @@ class SlurmRunner:
         work = spec.work_dir
         work.mkdir(parents=True, exist_ok=True)
         spec.output_dir.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() == 0:
+        submit_as = self._as(spec.cluster_account)
+        if submit_as:
+            self._grant(spec.cluster_account, work, spec.output_dir)
+        elif os.geteuid() == 0:
             uid, gid = (int(part) for part in spec.user.split(":"))
             os.chown(spec.output_dir, uid, gid)
         for stale in ("exit.json", "output.log"):
@@ -255,7 +324,7 @@ class SlurmRunner:
         (work / "limits.json").write_text(json.dumps(limits))
         minutes = max(1, -(-int(spec.timeout_s) // 60))
         argv = [
-            *self.submit_prefix,
+            *submit_as,
             "sbatch",
             "--parsable",
             f"--job-name={self.job_name(spec.analysis_id, spec.attempt)}",
@@ -359,7 +428,13 @@ class SlurmRunner:
         return read_spool(work / "output.log", offset, ended, READ_LIMIT)
 
     def cancel(self, handle: Handle) -> None:
-        self._run(*self.submit_prefix, "scancel", handle.job_id)
+        """``scancel`` as the account that submitted the job (a user's job may
+        only be cancelled by that user)."""
+        owner = self._run(
+            "squeue", "--noheader", "--format=%u", f"--jobs={handle.job_id}"
+        ).stdout.strip()
+        prefix = self._as(owner) if self.sudo and account_problem(owner) is None else []
+        self._run(*prefix, "scancel", handle.job_id)
 
     def usage(self, handle: Handle) -> Usage:
         return Usage()  # the cluster's accounting has it (sacct), when it is on

@@ -11,6 +11,7 @@ from flask_security import current_user
 from wtforms.validators import Email as EmailSyntax
 from wtforms.validators import ValidationError
 
+from backend.runners.slurm import account_problem
 from backend.tes import normal_image
 
 from .. import audit
@@ -104,10 +105,14 @@ class UserView(SecureModelView):
         "roles",
         "active",
         "storage_quota",
+        "cluster_account",
     )
     column_descriptions = {
         "storage_quota": "Bytes this user may store; empty means the site default "
         "(STORAGE_QUOTA_BYTES).",
+        "cluster_account": "Their account on the lab's cluster: with "
+        'SLURM_SUBMIT_AS = "user" their Slurm jobs are submitted as it (check it '
+        "is theirs: their jobs run with its rights).",
     }
     column_list = (
         "email",
@@ -163,6 +168,18 @@ class UserView(SecureModelView):
         if form.active.object_data != model.active:
             action = "user.activated" if model.active else "user.deactivated"
             audit.record(action, audit.user_label(model))
+        model.cluster_account = (model.cluster_account or "").strip() or None
+        if model.cluster_account:
+            problem = account_problem(model.cluster_account)
+            if problem:
+                raise ValidationError(f"Cluster account: {problem}.")
+        if (form.cluster_account.object_data or None) != model.cluster_account:
+            audit.record(
+                "user.cluster_account_changed",
+                audit.user_label(model),
+                f"{form.cluster_account.object_data or 'none'} -> "
+                f"{model.cluster_account or 'none'}",
+            )
 
     @action("confirm", "Confirm email", "Mark the selected accounts as confirmed?")
     def action_confirm(self, ids: list[str]) -> None:

@@ -62,7 +62,14 @@ from ..outbox import queue_mail, send_after_commit
 from ..projects.services import files_dir, quota_for, storage_used
 from ..tes.runs import TaskCannotRun, task_run
 from .queueing import request_dispatch, runner_for
-from .services import all_pipelines, analysis_dir, log_path, output_dir
+from .services import (
+    NoClusterAccount,
+    all_pipelines,
+    analysis_dir,
+    cluster_account_for,
+    log_path,
+    output_dir,
+)
 
 log = logging.getLogger(__name__)
 # What a researcher reads when the run could not start or broke down on our side;
@@ -112,6 +119,9 @@ def make_runner(name: str | None = None):
             partition=config["SLURM_PARTITION"],
             account=config["SLURM_ACCOUNT"],
             template=config["SLURM_CONTAINER_COMMAND"] or DOCKER_TEMPLATE,
+            sudo=config["SLURM_SUDO_COMMAND"]
+            if config["SLURM_SUBMIT_AS"] == "user"
+            else (),
         )
     return DockerRunner(site=site_id(), host=host_id())
 
@@ -235,7 +245,12 @@ def build_spec(
         max_log_bytes=config["MAX_LOG_BYTES"],
     )
     return spec_for(
-        analysis, argv=argv, limits=limits, mounts=mounts, input_dir=input_dir
+        analysis,
+        argv=argv,
+        limits=limits,
+        mounts=mounts,
+        input_dir=input_dir,
+        cluster_account=cluster_account_for(analysis.owner, runner.name),
     )
 
 
@@ -268,6 +283,7 @@ def spec_for(
     limits: dict | None = None,
     mounts: tuple = (),
     input_dir: Path | None = None,
+    cluster_account: str | None = None,
 ) -> RunSpec:
     """The run's description from its row (the watcher needs no argv)."""
     folder = analysis_dir(analysis)
@@ -282,6 +298,7 @@ def spec_for(
         attempt=analysis.attempt,
         user=current_app.config["PIPELINE_USER"],
         mounts=mounts,
+        cluster_account=cluster_account,
         **(limits if limits is not None else analysis.limits or {}),
     )
 
@@ -384,6 +401,9 @@ def _launch(analysis: Analysis, runner) -> str:
     try:
         spec = build_spec(analysis, runner, room, tes_run)
         handle = runner.launch(spec)
+    except NoClusterAccount as exc:  # removed since it was submitted
+        finalize(analysis, str(exc))
+        return "failed"
     except ImageMissing as exc:
         return _not_installed(analysis, runner, str(exc))
     except LaunchFailed as exc:

@@ -55,6 +55,37 @@ class PipelineUnavailable(AnalysisError):
     """The pipeline cannot run at the moment (its image is missing)."""
 
 
+class NoClusterAccount(PipelineUnavailable):
+    """The run would be submitted as the user's cluster account, which is not set."""
+
+
+NO_CLUSTER_ACCOUNT = (
+    "This pipeline runs on the lab's cluster under your own cluster account, and "
+    "none is set for you yet: ask the administrators to add it to your account."
+)
+
+
+def cluster_account_for(user: User, runner: str) -> str | None:
+    """The cluster account a run of ``user`` on ``runner`` is submitted as: the
+    user's when SLURM_SUBMIT_AS is "user", else None (the worker's own). Raises
+    NoClusterAccount when the user's is needed and not set."""
+    if runner != "slurm" or current_app.config["SLURM_SUBMIT_AS"] != "user":
+        return None
+    if not user.cluster_account:
+        raise NoClusterAccount(NO_CLUSTER_ACCOUNT)
+    return user.cluster_account
+
+
+def missing_cluster_account(user: User, pipeline: str) -> str | None:
+    """What keeps ``user`` from running ``pipeline`` for want of a cluster
+    account, or None."""
+    try:
+        cluster_account_for(user, runner_for(pipeline))
+    except NoClusterAccount as exc:
+        return str(exc)
+    return None
+
+
 # --- Pipelines ----------------------------------------------------------------------
 
 
@@ -184,6 +215,7 @@ def submit(
     state = availability({pipeline.name: pipeline})[pipeline.name]
     if not state.ready:
         raise PipelineUnavailable(state.message(pipeline))
+    cluster_account_for(user, runner_for(pipeline.name))
     if files is None:
         files = project_file_paths(project)
     config = current_app.config

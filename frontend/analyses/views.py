@@ -55,12 +55,16 @@ def run(project_id: int, name: str):
     form = run_form(
         pipeline, files, prefill, max_chars=current_app.config["MAX_PARAM_CHARS"]
     )
-    refused = None
-    if form.validate_on_submit():
+    refused, refused_status = None, 503
+    if request.method == "GET":  # said before the form is filled in
+        refused = svc.missing_cluster_account(current_user, pipeline.name)
+    elif form.validate_on_submit():
         try:
             analysis = svc.submit(
                 current_user, project, pipeline, form_values(form, pipeline), files
             )
+        except svc.NoClusterAccount as exc:
+            refused, refused_status = f"{exc} Nothing was submitted.", 409
         except svc.PipelineUnavailable as exc:
             refused = f"{exc} Nothing was submitted."
         except ParamsInvalid as invalid:
@@ -86,7 +90,7 @@ def run(project_id: int, name: str):
         available=svc.availability({pipeline.name: pipeline})[pipeline.name],
         refused=refused,
         readme=render_readme(pipeline.folder),
-    ), (503 if refused else 200)
+    ), (refused_status if refused else 200)
 
 
 @bp.route("/analyses/<int:analysis_id>/run-elsewhere")

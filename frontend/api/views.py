@@ -254,11 +254,14 @@ def get_pipeline(name: str):
 @blp.response(201, AnalysisSchema)
 def submit(data):
     """Submit an analysis. Parameters are checked by the pipeline's schema, with
-    the run form's messages per field (422)."""
+    the run form's messages per field (422); 409 when it would run under the
+    user's cluster account and none is set, 503 when its image is missing."""
     project = storage.get_project_or_404(data["project_id"])
     pipeline = runs.get_pipeline_or_404(data["pipeline"])
     try:
         analysis = runs.submit(current_user, project, pipeline, data["parameters"])
+    except runs.NoClusterAccount as exc:
+        abort(409, message=f"{exc} Nothing was submitted.")
     except runs.PipelineUnavailable as exc:
         abort(503, message=f"{exc} Nothing was submitted.")
     except ParamsInvalid as invalid:
