@@ -419,3 +419,87 @@ def test_the_log_copy_keeps_no_more_than_a_progress_line(tmp_path):
     log.close()
     assert log.progress == (40.0, "halfway")
     assert (tmp_path / "log.txt").stat().st_size == 32 * MiB + 23
+
+
+# --- The Slurm runner's reading of the cluster's accounting -------------------------
+
+
+def fake_slurm(folder: Path, sacct: str | None) -> str:
+    """A PATH where ``scontrol`` no longer knows any job (past MinJobAge) and
+    ``sacct`` prints ``sacct`` (None: accounting is off, as sacct says)."""
+    folder.mkdir()
+    (folder / "scontrol").write_text(
+        "#!/bin/sh\necho 'slurm_load_jobs error: Invalid job id specified' >&2\n"
+        "exit 1\n"
+    )
+    if sacct is None:
+        body = "echo 'Slurm accounting storage is disabled' >&2\nexit 1\n"
+    else:
+        body = f"cat <<'END'\n{sacct}\nEND\n"
+    (folder / "sacct").write_text("#!/bin/sh\n" + body)
+    for tool in ("scontrol", "sacct"):
+        (folder / tool).chmod(0o755)
+    return f"{folder}:/usr/bin:/bin"
+
+
+@pytest.mark.parametrize(
+    ("sacct", "state", "reason", "exit_code"),
+    [
+        (
+            "4242|TIMEOUT|0:15\n4242.batch|CANCELLED|0:15",
+            "exited",
+            "the cluster stopped it at its time limit of 2 min",
+            None,
+        ),
+        (
+            "4242|CANCELLED by 1001|0:0",
+            "exited",
+            "it was cancelled on the cluster, outside Labqueue",
+            None,
+        ),
+        ("4242|FAILED|3:0\n4242.batch|FAILED|3:0", "exited", None, 3),
+        (None, "missing", None, None),  # no accounting: the job disappeared
+    ],
+)
+def test_a_slurm_job_the_controller_forgot_is_read_from_the_accounting(
+    tmp_path, monkeypatch, sacct, state, reason, exit_code
+):
+    from backend.runners.base import Handle
+    from backend.runners.slurm import SlurmRunner
+
+    work = tmp_path / "run"
+    work.mkdir()
+    (work / "limits.json").write_text('{"timeout_s": 120, "memory_mb": 64}')
+    monkeypatch.setenv("PATH", fake_slurm(tmp_path / "bin", sacct))
+    runner = SlurmRunner(site="t", template="apptainer exec {image} {argv}")
+    status = runner.poll(Handle("slurm", "4242", "login", str(work)))
+    assert (status.state, status.reason, status.exit_code) == (
+        state,
+        reason,
+        exit_code,
+    )
+
+
+def test_a_slurm_jobs_usage_comes_from_the_accounting_once_it_ended(
+    tmp_path, monkeypatch
+):
+    from backend.runners.base import Handle, Usage
+    from backend.runners.slurm import SlurmRunner
+
+    work = tmp_path / "run"
+    work.mkdir()
+    lines = "4242|COMPLETED|0:0"
+    monkeypatch.setenv("PATH", fake_slurm(tmp_path / "bin", lines))
+    handle = Handle("slurm", "4242", "login", str(work))
+    apptainer = SlurmRunner(site="t", template="apptainer exec {image} {argv}")
+    assert apptainer.usage(handle) == Usage()  # not ended yet: nothing asked
+    assert apptainer.poll(handle).state == "exited"
+    (tmp_path / "bin" / "sacct").write_text(
+        "#!/bin/sh\ncat <<'END'\n4242||01:02:03.500\n4242.batch|1.50G|01:02:03.500\n"
+        "4242.extern|2348K|00:00:00.001\nEND\n"
+    )
+    assert apptainer.usage(handle) == Usage(int(1.5 * 1024**3), 3723.5)
+    # With Docker on the nodes the job's processes are the client's: not taken.
+    docker = SlurmRunner(site="t")
+    docker.poll(handle)
+    assert docker.usage(handle) == Usage()

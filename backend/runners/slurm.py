@@ -91,6 +91,23 @@ def account_problem(account: str) -> str | None:
     return None
 
 
+def _bytes(size: str) -> int | None:
+    """sacct's MaxRSS ("2348K", "1.50G") in bytes."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT]?)", size.strip())
+    if not match:
+        return None
+    return int(float(match[1]) * 1024 ** " KMGT".index(match[2] or " "))
+
+
+def _seconds(total: str) -> float | None:
+    """sacct's TotalCPU ("[D-][HH:]MM:SS[.mmm]") in seconds."""
+    match = re.fullmatch(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+(?:\.\d+)?)", total.strip())
+    if not match:
+        return None
+    days, hours, minutes, seconds = (float(part or 0) for part in match.groups())
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
 def _field(text: str, name: str) -> str | None:
     match = re.search(rf"(?:^|\s){name}=(\S*)", text)
     return match[1] if match else None
@@ -122,6 +139,7 @@ class SlurmRunner:
         self.sudo = tuple(sudo)
         self.me = pwd.getpwuid(os.geteuid()).pw_name
         self._ended: set[str] = set()  # job ids a poll saw end
+        self._usage: dict[str, Usage] = {}  # the accounting's, once they ended
         self._image_ids: dict[str, str] = {}
 
     def close(self) -> None:
@@ -388,8 +406,43 @@ class SlurmRunner:
             exit_code = (_field(shown, "ExitCode") or "0:0").split(":")[0]
             return Status("exited", int(exit_code) if exit_code.isdigit() else None)
         if state is None:
+            # Gone from the controller's memory (MinJobAge): the accounting,
+            # when the cluster keeps it, still knows how it ended.
+            state, exit_code = self._accounted(handle.job_id)
+            if state in ENDINGS:
+                return Status("exited", None, False, self._ending(state, work))
+            if state in ("FAILED", "COMPLETED"):
+                return Status("exited", exit_code)
             return Status("missing")
         return Status("exited", None, False, f"the cluster ended it ({state})")
+
+    def _sacct(self, job_id: str, fields: str) -> list[list[str]]:
+        """The job's lines in the cluster's accounting (none when it is off)."""
+        try:
+            shown = self._run(
+                "sacct",
+                f"--jobs={job_id}",
+                "--noheader",
+                "--parsable2",
+                f"--format={fields}",
+            )
+        except (OSError, subprocess.SubprocessError):
+            return []
+        if shown.returncode != 0:
+            return []
+        return [line.split("|") for line in shown.stdout.splitlines() if line]
+
+    def _accounted(self, job_id: str) -> tuple[str | None, int | None]:
+        """The job's final state and exit code in the accounting, if kept."""
+        for job, state, exit_code in self._sacct(job_id, "JobID,State,ExitCode"):
+            if job == job_id:  # the allocation's line, not its steps'
+                code = exit_code.split(":")[0]
+                # "CANCELLED by 1001" names who cancelled it.
+                words = state.split()
+                return (words[0] if words else None), (
+                    int(code) if code.isdigit() else None
+                )
+        return None, None
 
     def _ending(self, state: str, work: Path) -> str:
         spec = {}
@@ -437,7 +490,20 @@ class SlurmRunner:
         self._run(*prefix, "scancel", handle.job_id)
 
     def usage(self, handle: Handle) -> Usage:
-        return Usage()  # the cluster's accounting has it (sacct), when it is on
+        """Peak memory and CPU time from the cluster's accounting once the job
+        has ended (asked once; nothing when accounting is off). Measured for the
+        job's processes: with the Docker template these are the client's, not the
+        container's, so it is taken only with other templates (Apptainer)."""
+        if handle.job_id not in self._ended or self.template.startswith("docker "):
+            return Usage()
+        if handle.job_id not in self._usage:
+            lines = self._sacct(handle.job_id, "JobID,MaxRSS,TotalCPU")
+            peaks = [_bytes(rss) for _, rss, _ in lines if _bytes(rss) is not None]
+            cpu = [_seconds(total) for job, _, total in lines if job == handle.job_id]
+            self._usage[handle.job_id] = Usage(
+                max(peaks) if peaks else None, cpu[0] if cpu else None
+            )
+        return self._usage[handle.job_id]
 
     def unlinked_output_bytes(self, handle: Handle) -> int:
         return 0  # the processes are on a node: the folder's size is what is seen
@@ -450,6 +516,7 @@ class SlurmRunner:
         if self._job(handle.job_id)[0] in RUNNING_STATES:
             self.cancel(handle)
         self._ended.discard(handle.job_id)
+        self._usage.pop(handle.job_id, None)
         if not handle.work_dir:  # an orphan found on the cluster: only its job
             return
         work = Path(handle.work_dir)
