@@ -30,13 +30,18 @@ def runner(docker_client):
     return SlurmRunner(site="slurmtest")
 
 
-def job_state(job_id: str) -> str:
+def job_field(job_id: str, name: str) -> str:
+    """A field of ``scontrol show job`` ("" once the controller forgot the job)."""
     shown = subprocess.run(
         ["scontrol", "--oneliner", "show", "job", job_id],
         capture_output=True,
         text=True,
     ).stdout
-    return shown.split("JobState=")[1].split()[0] if "JobState=" in shown else ""
+    return shown.split(f"{name}=")[1].split()[0] if f"{name}=" in shown else ""
+
+
+def job_state(job_id: str) -> str:
+    return job_field(job_id, "JobState")
 
 
 def wait_for(condition, timeout: float = 60) -> None:
@@ -263,12 +268,7 @@ def cluster_account(tmp_path):
 
 
 def job_user(job_id: str) -> str:
-    shown = subprocess.run(
-        ["scontrol", "--oneliner", "show", "job", job_id],
-        capture_output=True,
-        text=True,
-    ).stdout
-    return shown.split("UserId=")[1].split("(")[0]
+    return job_field(job_id, "UserId").split("(")[0]  # "lq-ada(1001)"
 
 
 def test_jobs_are_submitted_and_cancelled_as_the_users_cluster_account(
