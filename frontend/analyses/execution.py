@@ -646,7 +646,9 @@ class _NoEngine:
         self.name, self.reason = name, reason
 
     def image_problem(self, image: str, max_age: float = 0) -> str:
-        return f"no {self.name} engine answers on this host ({self.reason})"
+        return (
+            f"no {self.name.capitalize()} engine answers on this host ({self.reason})"
+        )
 
     def close(self) -> None:
         pass
