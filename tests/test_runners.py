@@ -240,9 +240,21 @@ def test_launching_twice_starts_one_container(docker_client, tmp_path):
     again = DockerRunner(docker_client).launch(spec)  # a redelivered start task
     assert again.job_id == first.job_id
     assert [job for aid, job in runner.jobs() if aid == 9108] == [first.job_id]
+    # A start redelivered after the run ended (its first worker was killed
+    # before recording the launch) finds the exited container: not run again.
+    while not runner.poll(first).ended:
+        time.sleep(0.2)
+    late = DockerRunner(docker_client).launch(spec)
+    assert late.job_id == first.job_id and runner.poll(late).ended
     ending, _ = run_to_end(runner, spec)  # finds it once more, and follows it
     assert ending.reason is None
     assert (spec.output_dir / "runs.txt").read_text() == "run\n"
+    # One only created by a launch that died before starting it is started.
+    quick = spec_for(tmp_path / "b", ["sh", "-c", script], analysis_id=9109)
+    created = runner.create(quick)
+    assert runner.launch(quick).job_id == created
+    ending, _ = run_to_end(runner, quick)
+    assert (quick.output_dir / "runs.txt").read_text() == "run\n"
 
 
 def _build_labelled(client, tag: str, build: int) -> str:

@@ -399,15 +399,21 @@ class DockerRunner:
         )
         return created["Id"]
 
-    def find(self, spec: RunSpec) -> Handle | None:
-        """The container of this run if one was created already."""
+    def _inspect(self, spec: RunSpec) -> dict | None:
+        """The engine's view of this run's container, if one was created already."""
         import docker.errors
 
         try:
-            found = self.client.api.inspect_container(
+            return self.client.api.inspect_container(
                 self.container_name(spec.analysis_id, spec.attempt)
             )
         except docker.errors.NotFound:
+            return None
+
+    def find(self, spec: RunSpec) -> Handle | None:
+        """The container of this run if one was created already."""
+        found = self._inspect(spec)
+        if found is None:
             return None
         return Handle(self.name, found["Id"], self.host, str(spec.work_dir))
 
@@ -419,16 +425,20 @@ class DockerRunner:
 
         try:
             try:
-                container_id = self._create_once(spec)
+                container_id, never_started = self._create_once(spec), True
             except docker.errors.APIError as exc:
                 if exc.status_code != 409:  # 409: the name exists, this run is there
                     raise
-                found = self.find(spec)
+                found = self._inspect(spec)
                 if found is None:
                     raise
-                container_id = found.job_id
-            # Starting a started container is a no-op for the engine (304).
-            self.client.api.start(container_id)
+                container_id = found["Id"]
+                # Started once already (running, or it ran and exited: starting
+                # it again would run the pipeline twice), or only created by a
+                # first launch that died before starting it.
+                never_started = found["State"]["Status"] == "created"
+            if never_started:
+                self.client.api.start(container_id)
         except docker.errors.DockerException as exc:
             raise LaunchFailed(str(exc)) from exc
         return Handle(self.name, container_id, self.host, str(spec.work_dir))
