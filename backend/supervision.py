@@ -140,8 +140,26 @@ class RunWatch:
         self.last_usage = 0.0
         self.stop_reason: str | None = None
         self.ended_at: float | None = None  # time.monotonic() its end was seen
+        # Where its wall clock counts from: None while a scheduler holds it back.
+        self.clock_from: datetime | None = started_at
+        self.waiting: str | None = None  # why it is held back, while it is
+        self.waited = False  # it was held back at some point
 
     # --- while it runs ---------------------------------------------------------
+
+    def note(self, status: Status) -> None:
+        """Take in what a poll says of the run while it goes on: a run a
+        scheduler still holds in its queue has not started, so its wall clock
+        starts when it leaves the queue (a job may wait hours for a node)."""
+        self.waiting = status.waiting
+        if status.waiting:
+            self.waited = True
+            self.clock_from = None
+        elif status.started_at is not None:
+            # The scheduler's own record survives a watcher started again.
+            self.clock_from = max(self.started_at, status.started_at)
+        elif self.clock_from is None:
+            self.clock_from = now()
 
     def copy_log(self) -> None:
         """Copy what the run printed since the last call."""
@@ -161,7 +179,10 @@ class RunWatch:
             reason = "cancelled"
         elif self.log.overflowed:
             reason = self._log_too_big()
-        elif (now() - self.started_at).total_seconds() > self.spec.timeout_s:
+        elif (
+            self.clock_from is not None
+            and (now() - self.clock_from).total_seconds() > self.spec.timeout_s
+        ):
             reason = f"timed out after {format_duration(self.spec.timeout_s)}"
         elif time.monotonic() - self.last_size_check >= SIZE_CHECK_SECONDS:
             self.last_size_check = time.monotonic()
@@ -174,7 +195,8 @@ class RunWatch:
         return reason
 
     def _sample_usage(self) -> None:
-        young = (now() - self.started_at).total_seconds() < USAGE_YOUNG_SECONDS
+        began = self.clock_from or now()
+        young = (now() - began).total_seconds() < USAGE_YOUNG_SECONDS
         every = USAGE_SECONDS[0] if young else USAGE_SECONDS[1]
         if time.monotonic() - self.last_usage >= every:
             self.last_usage = time.monotonic()
@@ -269,6 +291,7 @@ def run_to_end(
             status = runner.poll(handle)
             if status.ended:
                 break
+            watch.note(status)
             if watch.reason_to_stop(should_cancel()):
                 runner.cancel(handle)
             time.sleep(poll_seconds)

@@ -227,6 +227,103 @@ def test_a_run_cancelled_on_the_web_leaves_the_cluster(cluster_stack):
     wait_for(lambda: no_container_of(analysis_id), 30)
 
 
+def failure_told(stack, analysis_id: int, words: str) -> None:
+    """The run failed for ``words``: on its page, in its snapshot, container gone."""
+    done = stack.wait(analysis_id, "failed", "succeeded", "cancelled", timeout=150)
+    assert done.state.value == "failed"
+    assert done.error_summary.startswith(words), done.error_summary
+    assert words in stack.client.get(f"/analyses/{analysis_id}").text
+    snapshot = Path(stack.config["FAILED_ANALYSES_DIR"]) / str(analysis_id)
+    assert words.lower() in (snapshot / "error.json").read_text().lower()
+    wait_for(lambda: no_container_of(analysis_id), 30)
+
+
+@pytest.mark.parametrize(
+    ("action", "words"),
+    [
+        ("scancel", "It was cancelled on the cluster, outside Labqueue"),
+        # Lowered by the cluster's admins while it runs (Slurm keeps minutes): the
+        # limit it had then, not the run's own 10 min.
+        ("time limit", "The cluster stopped it at its time limit of 1 min"),
+    ],
+)
+def test_the_clusters_endings_reach_the_researcher(cluster_stack, action, words):
+    stack = cluster_stack
+    stack.start_worker()
+    analysis_id = stack.submit("sleeper", seconds="120", exit_code="0")
+    wait_for(lambda: "sleeping" in stack.analysis(analysis_id).progress_message)
+    job = stack.analysis(analysis_id).handle["job_id"]
+    if action == "scancel":
+        subprocess.run(["scancel", job], check=True)
+    else:
+        change = ["scontrol", "update", f"JobId={job}", "TimeLimit=00:00:01"]
+        subprocess.run(change, check=True)
+    failure_told(stack, analysis_id, words)
+
+
+def test_a_run_over_its_memory_is_told_so(cluster_stack):
+    stack = cluster_stack
+    stack.start_worker()
+    analysis_id = stack.submit("writer", mode="memory", kib="0")
+    failure_told(stack, analysis_id, "It ran out of its 64 MiB memory limit")
+
+
+def hold_the_node(seconds: int) -> str:
+    """A job of no analysis taking both of the node's CPUs for ``seconds``."""
+    job = subprocess.run(
+        ["sbatch", "--parsable", "--cpus-per-task=2", "--output=/dev/null"]
+        + ["--wrap", f"sleep {seconds}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    wait_for(lambda: job_state(job) == "RUNNING")
+    return job
+
+
+def page_of(stack, analysis_id: int) -> str:
+    return stack.client.get(f"/analyses/{analysis_id}").text
+
+
+def test_runs_waiting_in_the_clusters_queue_say_so_and_their_clock_waits(
+    stack_factory,  # noqa: F811
+):
+    """A job may wait in the cluster's queue longer than it may run: its time
+    limit counts from its start. One waiting run is cancelled on the web."""
+    require_slurm()
+    stack = stack_factory(RUNNER="slurm", MAX_RUN_MINUTES=0.1)  # 6 s
+    stack.start_worker()
+    blocker = hold_the_node(20)
+    try:
+        waits = stack.submit("sleeper", seconds="1", exit_code="0")
+        dropped = stack.submit("sleeper", seconds="60", exit_code="0")
+        queued = "waiting in the cluster&#39;s queue: "
+        reasons = {
+            waits: "the nodes it needs are busy",
+            dropped: "jobs of a higher priority are ahead of it",  # behind the first
+        }
+        for analysis_id, why in reasons.items():
+            said = queued + why.replace("'", "&#39;")
+            wait_for(lambda i=analysis_id, s=said: s in page_of(stack, i))
+        job = stack.analysis(dropped).handle["job_id"]
+        assert job_state(job) == "PENDING"
+        page = stack.client.get(f"/analyses/{dropped}")
+        stack.client.post(
+            f"/analyses/{dropped}/cancel", data={"csrf_token": csrf_token(page.text)}
+        )
+        done = stack.wait(dropped, "cancelled", "failed", "succeeded", timeout=60)
+        assert done.state.value == "cancelled"
+        assert job_state(job) in ("", "CANCELLED")  # it never ran
+        time.sleep(8)  # longer than the 6 s it may run, still waiting
+        assert stack.analysis(waits).state.value == "running"
+    finally:
+        subprocess.run(["scancel", blocker], check=False)
+    done = stack.wait(waits, "succeeded", "failed", timeout=120)
+    assert done.state.value == "succeeded", done.error_summary
+    assert (stack.output(waits) / "runs.txt").read_text() == "run\n"
+    assert not (stack.output(dropped) / "runs.txt").exists()
+
+
 def test_a_site_template_gets_the_runs_binds_and_command(tmp_path):
     runner = SlurmRunner(
         site="s",

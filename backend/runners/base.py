@@ -144,6 +144,11 @@ class Status:
     # How a scheduler says it ended it (a time limit, a failed node), in a
     # researcher's words; None when the run's own exit says it all.
     reason: str | None = None
+    # While a scheduler holds the run back in its queue, why, in a researcher's
+    # words (the wall clock does not run meanwhile).
+    waiting: str | None = None
+    # When it really began running, where the scheduler says (UTC).
+    started_at: datetime | None = None
 
     @property
     def ended(self) -> bool:

@@ -23,6 +23,7 @@ import re
 import shlex
 import socket
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .base import (
@@ -62,6 +63,21 @@ ENDINGS = {
     "PREEMPTED": "the cluster preempted it for other work",
     "CANCELLED": "it was cancelled on the cluster, outside Labqueue",
 }
+# Why the cluster keeps a job pending (squeue's %r), in a researcher's words.
+WAITING = {
+    "Resources": "the nodes it needs are busy",
+    "Priority": "jobs of a higher priority are ahead of it",
+    "Dependency": "it waits for another job",
+    "BeginTime": "it may not start yet",
+    "JobHeldUser": "it is held",
+    "JobHeldAdmin": "the cluster's administrators hold it",
+    "ReqNodeNotAvail": "the nodes it may use are not available",
+    "PartitionDown": "its partition is down",
+    "PartitionInactive": "its partition is not in use",
+    "NodeDown": "a node it needs is down",
+}
+# Slurm's words for a job held back by a limit of its account or QOS begin so.
+LIMIT_PREFIXES = ("Assoc", "QOS", "MaxJobs", "Partition")
 RUNNING_STATES = {
     "PENDING",
     "CONFIGURING",
@@ -106,6 +122,39 @@ def _seconds(total: str) -> float | None:
         return None
     days, hours, minutes, seconds = (float(part or 0) for part in match.groups())
     return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+def _waiting(state: str | None, reason: str | None) -> str | None:
+    """Why a pending job waits, or None for one that runs."""
+    if state not in ("PENDING", "REQUEUED"):
+        return None
+    word = (reason or "").split(",")[0].strip("()")
+    if word in WAITING:
+        why = WAITING[word]
+    elif word.startswith(LIMIT_PREFIXES):
+        why = f"a limit of the cluster's account or partition is reached ({word})"
+    elif word and word != "None":
+        why = f"Slurm's reason: {word}"
+    else:
+        why = "it has not started yet"
+    return f"waiting in the cluster's queue: {why}"
+
+
+def _started(state: str | None, stamp: str | None) -> datetime | None:
+    """When a running job began (Slurm prints its host's local time), in UTC."""
+    if state in (None, "PENDING", "REQUEUED") or not stamp:
+        return None
+    try:
+        began = datetime.fromisoformat(stamp)
+    except ValueError:  # "Unknown", "N/A"
+        return None
+    return began.astimezone(UTC).replace(tzinfo=None)
+
+
+def _going(state: str | None, reason: str | None, stamp: str | None) -> Status:
+    return Status(
+        "running", waiting=_waiting(state, reason), started_at=_started(state, stamp)
+    )
 
 
 def _field(text: str, name: str) -> str | None:
@@ -395,10 +444,10 @@ class SlurmRunner:
         work = Path(handle.work_dir)
         state, shown = self._job(handle.job_id)
         if state in RUNNING_STATES:
-            return Status("running")
+            return _going(state, _field(shown, "Reason"), _field(shown, "StartTime"))
         code, oom = self._exit(work)
         if state in ENDINGS and (code is None or code >= 128):
-            ending = self._ending(state, work)
+            ending = self._ending(state, work, _field(shown, "TimeLimit"))
             return Status("exited", code, state == "OUT_OF_MEMORY", ending)
         if code is not None:
             return Status("exited", code, oom)
@@ -408,9 +457,9 @@ class SlurmRunner:
         if state is None:
             # Gone from the controller's memory (MinJobAge): the accounting,
             # when the cluster keeps it, still knows how it ended.
-            state, exit_code = self._accounted(handle.job_id)
+            state, exit_code, limit = self._accounted(handle.job_id)
             if state in ENDINGS:
-                return Status("exited", None, False, self._ending(state, work))
+                return Status("exited", None, False, self._ending(state, work, limit))
             if state in ("FAILED", "COMPLETED"):
                 return Status("exited", exit_code)
             return Status("missing")
@@ -432,27 +481,36 @@ class SlurmRunner:
             return []
         return [line.split("|") for line in shown.stdout.splitlines() if line]
 
-    def _accounted(self, job_id: str) -> tuple[str | None, int | None]:
-        """The job's final state and exit code in the accounting, if kept."""
-        for job, state, exit_code in self._sacct(job_id, "JobID,State,ExitCode"):
+    def _accounted(self, job_id: str) -> tuple[str | None, int | None, str | None]:
+        """The job's final state, exit code and time limit in the accounting, if
+        kept."""
+        fields = "JobID,State,ExitCode,Timelimit"
+        for job, state, exit_code, limit in self._sacct(job_id, fields):
             if job == job_id:  # the allocation's line, not its steps'
                 code = exit_code.split(":")[0]
                 # "CANCELLED by 1001" names who cancelled it.
                 words = state.split()
-                return (words[0] if words else None), (
-                    int(code) if code.isdigit() else None
+                return (
+                    words[0] if words else None,
+                    int(code) if code.isdigit() else None,
+                    limit,
                 )
-        return None, None
+        return None, None, None
 
-    def _ending(self, state: str, work: Path) -> str:
+    def _ending(self, state: str, work: Path, time_limit: str | None = None) -> str:
+        """The cluster's ending in words, with the limits the job had: its time
+        limit as the cluster last held it (an admin may have lowered it), else
+        the run's own."""
         spec = {}
         try:
             spec = json.loads((work / "limits.json").read_text())
         except (OSError, ValueError):
             pass
+        seconds = _seconds(time_limit or "")
+        if seconds is None:
+            seconds = spec.get("timeout_s", 0)
         return ENDINGS[state].format(
-            time=format_duration(spec.get("timeout_s", 0)),
-            memory_mb=spec.get("memory_mb", 0),
+            time=format_duration(seconds), memory_mb=spec.get("memory_mb", 0)
         )
 
     def poll_many(self, handles: list[Handle]) -> dict[str, Status]:
@@ -462,14 +520,17 @@ class SlurmRunner:
             return {}
         # All the cluster's queued and running jobs: asking for given ids fails
         # as a whole when one of them has left the cluster's memory.
-        listed = self._run("squeue", "--noheader", "--format=%i %T")
-        states = dict(
-            line.split(None, 1) for line in listed.stdout.splitlines() if " " in line
-        )
+        listed = self._run("squeue", "--noheader", "--format=%i|%T|%S|%r")
+        jobs = {}
+        for line in listed.stdout.splitlines():
+            words = line.split("|", 3)
+            if len(words) == 4:
+                jobs[words[0]] = words[1:]
         found = {}
         for handle in handles:
-            if listed.returncode == 0 and states.get(handle.job_id) in RUNNING_STATES:
-                found[handle.job_id] = Status("running")
+            state, stamp, reason = jobs.get(handle.job_id, (None, None, None))
+            if listed.returncode == 0 and state in RUNNING_STATES:
+                found[handle.job_id] = _going(state, reason, stamp)
             else:
                 found[handle.job_id] = self.poll(handle)
         return found

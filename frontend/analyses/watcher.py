@@ -240,6 +240,7 @@ class Watcher:
         watch = self._watch(runner, row)
         watch.copy_log()
         if not status.ended:
+            watch.note(status)
             reason = watch.reason_to_stop(row.cancel_requested)
             if reason:
                 db.session.execute(
@@ -292,9 +293,16 @@ class Watcher:
 
     @staticmethod
     def _progress(watch: RunWatch) -> dict:
+        """The run's progress line: the pipeline's own, else why a scheduler
+        holds it back, else "running" once it is no longer held."""
         values = {}
         if watch.log.progress is not None:
             values["progress_percent"], values["progress_message"] = watch.log.progress
+        elif watch.waiting:
+            values["progress_percent"] = 0.0
+            values["progress_message"] = watch.waiting[:255]
+        elif watch.waited:
+            values["progress_percent"], values["progress_message"] = 0.0, "running"
         return values
 
     def _record(self, current: dict[int, Analysis], heartbeat: bool) -> None:
