@@ -405,6 +405,7 @@ def test_pipelines_come_with_their_parameter_schema(client, ada):
         "file",
         "hidden",
         "stdout",
+        "memory",
     ]
     assert writer["ready"] is True and writer["image"] == "labqueue-test/writer:1"
     assert client.get("/api/v1/pipelines/writer", headers=ada).json == writer

@@ -436,9 +436,10 @@ def test_the_log_copy_keeps_no_more_than_a_progress_line(tmp_path):
 # --- The Slurm runner's reading of the cluster's accounting -------------------------
 
 
-def fake_slurm(folder: Path, sacct: str | None) -> str:
+def fake_slurm(folder: Path, sacct: str | None, usage: str = "") -> str:
     """A PATH where ``scontrol`` no longer knows any job (past MinJobAge) and
-    ``sacct`` prints ``sacct`` (None: accounting is off, as sacct says)."""
+    ``sacct`` prints ``sacct`` for a job's state, ``usage`` when asked for its
+    MaxRSS (None: accounting is off, as sacct says)."""
     folder.mkdir()
     (folder / "scontrol").write_text(
         "#!/bin/sh\necho 'slurm_load_jobs error: Invalid job id specified' >&2\n"
@@ -447,7 +448,10 @@ def fake_slurm(folder: Path, sacct: str | None) -> str:
     if sacct is None:
         body = "echo 'Slurm accounting storage is disabled' >&2\nexit 1\n"
     else:
-        body = f"cat <<'END'\n{sacct}\nEND\n"
+        body = (
+            f"case \"$*\" in *MaxRSS*) cat <<'END'\n{usage}\nEND\n;;\n"
+            f"*) cat <<'END'\n{sacct}\nEND\n;;\nesac\n"
+        )
     (folder / "sacct").write_text("#!/bin/sh\n" + body)
     for tool in ("scontrol", "sacct"):
         (folder / tool).chmod(0o755)
@@ -458,18 +462,19 @@ def fake_slurm(folder: Path, sacct: str | None) -> str:
     ("sacct", "state", "reason", "exit_code"),
     [
         (
-            "4242|TIMEOUT|0:15\n4242.batch|CANCELLED|0:15",
+            # The limit the cluster held (raised by its admins), not the run's.
+            "4242|TIMEOUT|0:15|00:05:00\n4242.batch|CANCELLED|0:15|",
             "exited",
-            "the cluster stopped it at its time limit of 2 min",
+            "the cluster stopped it at its time limit of 5 min",
             None,
         ),
         (
-            "4242|CANCELLED by 1001|0:0",
+            "4242|CANCELLED by 1001|0:0|00:02:00",
             "exited",
             "it was cancelled on the cluster, outside Labqueue",
             None,
         ),
-        ("4242|FAILED|3:0\n4242.batch|FAILED|3:0", "exited", None, 3),
+        ("4242|FAILED|3:0|00:02:00\n4242.batch|FAILED|3:0|", "exited", None, 3),
         (None, "missing", None, None),  # no accounting: the job disappeared
     ],
 )
@@ -500,16 +505,16 @@ def test_a_slurm_jobs_usage_comes_from_the_accounting_once_it_ended(
 
     work = tmp_path / "run"
     work.mkdir()
-    lines = "4242|COMPLETED|0:0"
-    monkeypatch.setenv("PATH", fake_slurm(tmp_path / "bin", lines))
+    lines = "4242|COMPLETED|0:0|00:02:00"
+    usage = (
+        "4242||01:02:03.500\n4242.batch|1.50G|01:02:03.500\n"
+        "4242.extern|2348K|00:00:00.001"
+    )
+    monkeypatch.setenv("PATH", fake_slurm(tmp_path / "bin", lines, usage))
     handle = Handle("slurm", "4242", "login", str(work))
     apptainer = SlurmRunner(site="t", template="apptainer exec {image} {argv}")
     assert apptainer.usage(handle) == Usage()  # not ended yet: nothing asked
     assert apptainer.poll(handle).state == "exited"
-    (tmp_path / "bin" / "sacct").write_text(
-        "#!/bin/sh\ncat <<'END'\n4242||01:02:03.500\n4242.batch|1.50G|01:02:03.500\n"
-        "4242.extern|2348K|00:00:00.001\nEND\n"
-    )
     assert apptainer.usage(handle) == Usage(int(1.5 * 1024**3), 3723.5)
     # With Docker on the nodes the job's processes are the client's: not taken.
     docker = SlurmRunner(site="t")

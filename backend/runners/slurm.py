@@ -414,6 +414,10 @@ class SlurmRunner:
         if made.returncode != 0 or not job_id.isdigit():
             raise LaunchFailed(f"sbatch refused the job: {made.stderr.strip()}")
         (work / "slurm-job").write_text(job_id)
+        if self.template.startswith("docker "):
+            (work / "container").write_text(
+                self.job_name(spec.analysis_id, spec.attempt)
+            )
         return Handle(self.name, job_id, self.host, str(work))
 
     # --- watch ----------------------------------------------------------------
@@ -581,7 +585,19 @@ class SlurmRunner:
         if not handle.work_dir:  # an orphan found on the cluster: only its job
             return
         work = Path(handle.work_dir)
-        for name in ("output.log", "exit.json", "job.sh", "slurm-job", "limits.json"):
+        container = work / "container"
+        if container.exists():
+            # A scancel that came while `docker run` was creating the container
+            # leaves it created after the job script's trap removed nothing.
+            self._run("docker", "rm", "-f", container.read_text().strip())
+        for name in (
+            "output.log",
+            "exit.json",
+            "job.sh",
+            "slurm-job",
+            "limits.json",
+            "container",
+        ):
             (work / name).unlink(missing_ok=True)
 
     def jobs(self) -> list[tuple[int, str]]:
