@@ -193,6 +193,13 @@
 # API_TOKEN_MAX_DAYS = 365
 # API_WRITES_PER_MINUTE = 120
 
+# --- Groups and sharing ----------------------------------------------------------
+# Users make groups (a lab) and invite members by address; a project is shared
+# with a group or with addresses, read-only or read-write, and one analysis by a
+# link anyone may open. A link given an expiry lasts SHARE_LINK_MAX_DAYS at most.
+# Env: LABQUEUE_SHARE_LINK_MAX_DAYS
+# SHARE_LINK_MAX_DAYS = 365
+
 # GA4GH TES at /ga4gh/tes/v1 (same tokens; HTTP Basic with the token as password
 # works too). A task runs only images an admin allowed (Admin → TES images) or a
 # registered pipeline's. Its inline input content may total TES_MAX_CONTENT_BYTES;

@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask
 from flask_security import SQLAlchemyUserDatastore
 
-from . import accounts, analyses, limits, main, projects, settings
+from . import accounts, analyses, limits, main, projects, settings, sharing
 from .accounts.forms import (
     AcademicRegisterForm,
     QueuedForgotPasswordForm,
@@ -66,6 +66,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(accounts.bp)
     app.register_blueprint(projects.bp)
     app.register_blueprint(analyses.bp)
+    app.register_blueprint(sharing.bp)
     app.register_blueprint(web_uploads)
     init_api(app)
     init_headers(app, init_admin(app))

@@ -76,9 +76,9 @@ def register_error_handlers(app: Flask) -> None:
             if limit:
                 message += f" The limit is {human_size(limit)} per request."
             return render_error(413, message)
-        if is_api_path(request.path) and (
-            error.code == 403 or error.description != type(error).description
-        ):  # an API view's own sentence (werkzeug's stock ones are not for users)
+        if error.description != type(error).description or (
+            is_api_path(request.path) and error.code == 403
+        ):  # a view's own sentence (werkzeug's stock ones are not for users)
             return render_error(error.code, error.description)
         return render_error(error.code, MESSAGES.get(error.code, error.description))
 

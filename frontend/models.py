@@ -535,3 +535,123 @@ class TesImage(db.Model):
 
     def __str__(self) -> str:
         return self.image
+
+
+class Group(db.Model):
+    """A lab or team: its owner invites members by address, and a project shared
+    with the group reaches every member."""
+
+    __tablename__ = "user_group"  # GROUP is an SQL keyword
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(120))
+    description: Mapped[str] = mapped_column(sa.Text, default="")
+    owner_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("user.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(), default=utcnow)
+
+    owner: Mapped[User] = relationship()
+    members: Mapped[list[GroupMember]] = relationship(
+        back_populates="group",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="GroupMember.email",
+    )
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class GroupMember(db.Model):
+    """An address invited to a group. It counts as a member once the account of
+    that address has accepted (``joined_at``); the group's owner is one from the
+    start. Kept by address (lower case) so that an invitation can wait for its
+    account to be made."""
+
+    __table_args__ = (sa.UniqueConstraint("group_id", "email"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    group_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("user_group.id", ondelete="CASCADE")
+    )
+    email: Mapped[str] = mapped_column(sa.String(255), index=True)
+    invited_by_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("user.id", ondelete="SET NULL")
+    )
+    invited_at: Mapped[datetime] = mapped_column(sa.DateTime(), default=utcnow)
+    joined_at: Mapped[datetime | None] = mapped_column(sa.DateTime())
+
+    group: Mapped[Group] = relationship(back_populates="members")
+    invited_by: Mapped[User | None] = relationship()
+
+    def __str__(self) -> str:
+        return f"{self.email} in {self.group_id}"
+
+
+class ProjectShare(db.Model):
+    """A project shared with a group, or with one address (lower case; it reaches
+    the account of that address once there is one), read-only or read-write."""
+
+    __table_args__ = (
+        sa.UniqueConstraint("project_id", "group_id", name="uq_project_share_group"),
+        sa.UniqueConstraint("project_id", "email", name="uq_project_share_email"),
+        sa.CheckConstraint(
+            "(group_id IS NULL) <> (email IS NULL)", name="group_or_email"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("project.id", ondelete="CASCADE"), index=True
+    )
+    group_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("user_group.id", ondelete="CASCADE"), index=True
+    )
+    email: Mapped[str | None] = mapped_column(sa.String(255), index=True)
+    can_write: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(), default=utcnow)
+    created_by_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("user.id", ondelete="SET NULL")
+    )
+
+    project: Mapped[Project] = relationship()
+    group: Mapped[Group | None] = relationship()
+
+    @property
+    def access(self) -> str:
+        return "read-write" if self.can_write else "read-only"
+
+    def __str__(self) -> str:
+        return f"{self.project_id} with {self.email or self.group_id}"
+
+
+class ShareLink(db.Model):
+    """A read-only link to one analysis' page and outputs, for anyone who has it.
+    Only a digest of its secret is kept (like API tokens'); revoked or past its
+    expiry, it opens nothing."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    analysis_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("analysis.id", ondelete="CASCADE"), index=True
+    )
+    digest: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(sa.String(16))
+    created_by_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("user.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(sa.DateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(sa.DateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(sa.DateTime())
+
+    analysis: Mapped[Analysis] = relationship()
+    created_by: Mapped[User] = relationship()
+
+    def usable(self, now: datetime) -> bool:
+        return self.revoked_at is None and (
+            self.expires_at is None or self.expires_at > now
+        )
+
+    def __str__(self) -> str:
+        return f"link {self.prefix}… to #{self.analysis_id}"

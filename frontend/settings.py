@@ -135,6 +135,10 @@ class Defaults:
     API_TOKEN_DAYS = 90
     API_TOKEN_MAX_DAYS = 365
     API_WRITES_PER_MINUTE = 120
+    # Sharing (frontend/sharing/): a link to an analysis lasts at most
+    # SHARE_LINK_MAX_DAYS when its maker gives it an expiry (it may also last
+    # until revoked).
+    SHARE_LINK_MAX_DAYS = 365
     # GA4GH TES (frontend/tes/): a task's inline input content may total
     # TES_MAX_CONTENT_BYTES; a task that reads no project's files keeps its outputs
     # in the user's project called TES_PROJECT_NAME (made on first use).

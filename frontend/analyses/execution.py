@@ -216,9 +216,10 @@ def _update_returning(analysis: Analysis, statement) -> bool:
 
 
 def output_room(analysis: Analysis) -> int:
-    """Bytes the owner's quota leaves for this analysis' folder (what it already
-    holds, from an earlier attempt, is its own)."""
-    owner = analysis.owner
+    """Bytes the project owner's quota leaves for this analysis' folder (what it
+    already holds, from an earlier attempt, is its own). The folder is in the
+    project's, so a member of a shared project runs on the owner's quota."""
+    owner = analysis.project.owner
     return quota_for(owner) - storage_used(owner) + analysis.output_bytes
 
 
@@ -377,12 +378,13 @@ def _start(analysis_id: int) -> str:
 
 
 def _launch(analysis: Analysis, runner) -> str:
-    owner = analysis.owner
+    owner = analysis.project.owner
     room = output_room(analysis)
     if room <= 0:
+        whose = "your" if owner.id == analysis.owner_id else "the project owner's"
         finalize(
             analysis,
-            f"your storage is full ({human_size(storage_used(owner))} of "
+            f"{whose} storage is full ({human_size(storage_used(owner))} of "
             f"{human_size(quota_for(owner))}), so the run could not start; "
             "delete files or old analyses, then run it again",
         )

@@ -38,6 +38,7 @@ from ..models import (
 )
 from ..projects.preview import TABLES, make_preview
 from ..projects.services import project_dir
+from ..sharing.services import Access, projects_where, require_control
 from .queueing import (
     fair_order,
     may_go_at_once,
@@ -166,12 +167,19 @@ def get_pipeline_or_404(name: str) -> Pipeline:
 # --- Lookups ------------------------------------------------------------------------
 
 
-def get_analysis_or_404(analysis_id: int) -> Analysis:
-    """The signed-in user's analysis (any analysis for admins), or 404."""
+def get_analysis_or_404(analysis_id: int, control: bool = False) -> Analysis:
+    """An analysis of a project the signed-in user may read (any analysis for
+    admins), or 404; with ``control`` (cancel, delete, share), 403 unless they ran
+    it or own its project."""
     stmt = sa.select(Analysis).where(Analysis.id == analysis_id)
     if not current_user.has_role("admin"):
-        stmt = stmt.where(Analysis.owner_id == current_user.id)
-    return db.first_or_404(stmt)
+        stmt = stmt.join(Project, Project.id == Analysis.project_id).where(
+            projects_where(current_user, Access.READ)
+        )
+    analysis = db.first_or_404(stmt)
+    if control:
+        require_control(analysis)
+    return analysis
 
 
 def analysis_dir(analysis: Analysis) -> Path:
@@ -343,6 +351,13 @@ def attempts(analysis: Analysis) -> list[Analysis]:
 HISTORY_PAGE_SIZE = 50
 
 
+def runs_of(user: User):
+    """SQL condition on Analysis: the runs ``user`` submitted in projects they may
+    still read (a run in a project no longer shared with them is the project's)."""
+    readable = sa.select(Project.id).where(projects_where(user, Access.READ))
+    return sa.and_(Analysis.owner_id == user.id, Analysis.project_id.in_(readable))
+
+
 def history(
     user: User,
     state: str | None = None,
@@ -351,20 +366,28 @@ def history(
     page: int = 1,
     per_page: int = HISTORY_PAGE_SIZE,
 ):
-    """The user's analyses, newest first, filtered and paginated (one query for the
-    page, one for the count; projects are loaded with the rows)."""
+    """The user's analyses, or with ``project_id`` every analysis of that project
+    if they may read it (whoever ran it), newest first, filtered and paginated
+    (one query for the page, one for the count; projects and who ran them are
+    loaded with the rows)."""
     stmt = (
         sa.select(Analysis)
-        .where(Analysis.owner_id == user.id)
-        .options(sa.orm.joinedload(Analysis.project))
+        .options(sa.orm.joinedload(Analysis.project), sa.orm.joinedload(Analysis.owner))
         .order_by(Analysis.submitted_at.desc(), Analysis.id.desc())
     )
+    if project_id:
+        stmt = stmt.where(
+            Analysis.project_id == project_id,
+            Analysis.project_id.in_(
+                sa.select(Project.id).where(projects_where(user, Access.READ))
+            ),
+        )
+    else:
+        stmt = stmt.where(runs_of(user))
     if state in {s.value for s in AnalysisState}:
         stmt = stmt.where(Analysis.state == state)
     if pipeline:
         stmt = stmt.where(Analysis.pipeline == pipeline)
-    if project_id:
-        stmt = stmt.where(Analysis.project_id == project_id)
     return db.paginate(stmt, page=page, per_page=per_page, error_out=False)
 
 
@@ -392,7 +415,7 @@ def queue_for(user: User, everyone: bool = False, recent: int = 20) -> QueueView
     most recent finished ones, for ``user`` (or everyone, for admins)."""
 
     def mine(stmt):
-        return stmt if everyone else stmt.where(Analysis.owner_id == user.id)
+        return stmt if everyone else stmt.where(runs_of(user))
 
     ranked = fair_order()
     queued = db.session.execute(

@@ -1,12 +1,9 @@
 from flask import (
-    abort,
     current_app,
     flash,
-    jsonify,
     redirect,
     render_template,
     request,
-    send_file,
     url_for,
 )
 from flask_security import auth_required, current_user
@@ -14,11 +11,13 @@ from flask_wtf import FlaskForm
 
 from backend.params import ParamsInvalid
 
-from ..downloads import FILE_CSP, INLINE_IMAGES, send_user_file, zip_response
 from ..models import AnalysisState
 from ..projects.services import get_project_or_404, list_projects
 from ..readme import render_readme
-from . import bp
+from ..sharing import services as sharing
+from ..sharing.forms import LinkForm
+from ..sharing.services import Access
+from . import bp, pages
 from . import services as svc
 from .forms import form_values, run_form
 
@@ -33,7 +32,7 @@ def sandbox_warning() -> dict:
 @auth_required()
 def choose(project_id: int):
     """The pipelines that can run on a project."""
-    project = get_project_or_404(project_id)
+    project = get_project_or_404(project_id, Access.WRITE)
     pipelines = svc.enabled_pipelines()
     return render_template(
         "analyses/choose.html",
@@ -47,7 +46,7 @@ def choose(project_id: int):
 @auth_required()
 def run(project_id: int, name: str):
     """The run form generated from the pipeline's manifest; submits an analysis."""
-    project = get_project_or_404(project_id)
+    project = get_project_or_404(project_id, Access.WRITE)
     pipeline = svc.get_pipeline_or_404(name)
     files = svc.project_file_paths(project)
     earlier = request.args.get("again", type=int)
@@ -98,7 +97,7 @@ def run(project_id: int, name: str):
 def run_elsewhere(analysis_id: int):
     """Pick another project to run an analysis' pipeline on, with its values."""
     analysis = svc.get_analysis_or_404(analysis_id)
-    projects = [s.project for s in list_projects(current_user)]
+    projects = [s.project for s in list_projects(current_user, need=Access.WRITE)]
     return render_template(
         "analyses/elsewhere.html", analysis=analysis, projects=projects
     )
@@ -135,7 +134,7 @@ def history():
         state=state,
         pipeline=pipeline,
         project_id=project_id,
-        projects=[s.project for s in list_projects(current_user)],
+        projects=[s.project for s in list_projects(current_user, need=Access.READ)],
         pipelines=sorted(svc.all_pipelines()),
         states=[s.value for s in AnalysisState],
         delete_form=FlaskForm(),
@@ -146,7 +145,7 @@ def history():
 @auth_required()
 def delete(analysis_id: int):
     """Delete a finished analysis and its outputs."""
-    analysis = svc.get_analysis_or_404(analysis_id)
+    analysis = svc.get_analysis_or_404(analysis_id, control=True)
     if FlaskForm().validate_on_submit():
         try:
             svc.delete(analysis)
@@ -162,20 +161,18 @@ def delete(analysis_id: int):
 def detail(analysis_id: int):
     """One analysis: its state, parameters, progress, log and outputs."""
     analysis = svc.get_analysis_or_404(analysis_id)
-    outputs = svc.output_files(analysis)
-    # While it runs, the page fetches the log and outputs live (status endpoint).
-    finished = analysis.finished
+    access = sharing.access_to(current_user, analysis.project)
+    controls = sharing.controls(current_user, analysis)
     return render_template(
         "analyses/detail.html",
-        featured=svc.featured_outputs(analysis, outputs) if finished else [],
-        analysis=analysis,
-        outputs=outputs,
-        log_tail=svc.log_tail(analysis) if finished else "",
-        cancel_form=FlaskForm(),
-        position=svc.queue_position(analysis),
-        waiting_for=svc.waiting_for_worker(analysis),
-        resources=svc.resources(analysis),
+        **pages.detail_context(analysis),
+        aurl=pages.addresses(analysis),
         attempts=svc.attempts(analysis),
+        can_run=access >= Access.WRITE,
+        can_control=controls or current_user.has_role("admin"),
+        links=sharing.links_of(analysis) if controls else [],
+        cancel_form=FlaskForm(),
+        link_form=LinkForm(),
     )
 
 
@@ -186,27 +183,14 @@ def status(analysis_id: int):
 
     ``?offset=N`` asks for the log from byte N; the answer says where to go on.
     """
-    analysis = svc.get_analysis_or_404(analysis_id)
-    offset = request.args.get("offset", default=0, type=int)
-    text, next_offset = svc.read_log(analysis, offset)
-    return jsonify(
-        state=analysis.state.value,
-        finished=analysis.finished,
-        progress=analysis.progress_percent,
-        message=analysis.progress_message,
-        position=svc.queue_position(analysis),
-        waiting_for=svc.waiting_for_worker(analysis),
-        elapsed=svc.elapsed(analysis),
-        log=text,
-        offset=next_offset,
-    )
+    return pages.status_response(svc.get_analysis_or_404(analysis_id))
 
 
 @bp.route("/analyses/<int:analysis_id>/cancel", methods=["POST"])
 @auth_required()
 def cancel(analysis_id: int):
     """Cancel a queued analysis, or stop a running one."""
-    analysis = svc.get_analysis_or_404(analysis_id)
+    analysis = svc.get_analysis_or_404(analysis_id, control=True)
     if FlaskForm().validate_on_submit():
         try:
             flash(svc.cancel(analysis), "success")
@@ -217,49 +201,23 @@ def cancel(analysis_id: int):
     )
 
 
-# Shown inline (for <img> and sandboxed frames) when asked; always with a CSP that
-# forbids scripts, so an SVG or HTML report opened directly cannot act either.
-INLINE_TYPES = {
-    **INLINE_IMAGES,
-    ".svg": "image/svg+xml",
-    ".html": "text/html",
-    ".htm": "text/html",
-}
-
-
 @bp.route("/analyses/<int:analysis_id>/outputs/<path:relpath>")
 @auth_required()
 def output(analysis_id: int, relpath: str):
     """One output file: inline when asked (images, SVG, HTML, all script-free),
     as an attachment otherwise."""
-    analysis = svc.get_analysis_or_404(analysis_id)
-    # Only paths found by listing the outputs (links excluded) are served.
-    if relpath not in dict(svc.output_files(analysis)):
-        abort(404)
-    return send_user_file(
-        svc.output_dir(analysis) / relpath,
-        relpath.rsplit("/", 1)[-1],
-        INLINE_TYPES,
-        inline=request.args.get("inline") == "1",
-    )
+    return pages.output_response(svc.get_analysis_or_404(analysis_id), relpath)
 
 
 @bp.route("/analyses/<int:analysis_id>/outputs.zip")
 @auth_required()
 def outputs_zip(analysis_id: int):
     """All outputs of an analysis as a zip, built while it is sent."""
-    analysis = svc.get_analysis_or_404(analysis_id)
-    return zip_response(svc.outputs_zip(analysis), svc.outputs_zip_name(analysis))
+    return pages.outputs_zip_response(svc.get_analysis_or_404(analysis_id))
 
 
 @bp.route("/analyses/<int:analysis_id>/log")
 @auth_required()
 def log(analysis_id: int):
     """The full log of an analysis, as plain text."""
-    analysis = svc.get_analysis_or_404(analysis_id)
-    path = svc.log_path(analysis)
-    if not path.exists():
-        abort(404)
-    response = send_file(path, mimetype="text/plain", max_age=0)
-    response.headers["Content-Security-Policy"] = FILE_CSP
-    return response
+    return pages.log_response(svc.get_analysis_or_404(analysis_id))

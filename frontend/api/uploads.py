@@ -24,6 +24,7 @@ from backend.files import UnsafeName
 from ..http import streams_upload
 from ..projects import resumable
 from ..projects import services as storage
+from ..sharing.services import Access
 from .auth import token_required
 
 TUS_VERSION = "1.0.0"
@@ -102,7 +103,7 @@ def create():
         return _refusal(400, str(exc))
     if not meta.get("project", "").isdigit():
         return _refusal(400, "Upload-Metadata needs 'project': the project's id.")
-    project = storage.get_project_or_404(int(meta["project"]))
+    project = storage.get_project_or_404(int(meta["project"]), Access.WRITE)
     path = meta.get("path") or meta.get("filename") or ""
     try:
         upload = resumable.create(

@@ -79,7 +79,8 @@ def create(
     plan = svc.plan_upload(project, None, path, on_clash, extract)
     if plan.skipped:
         raise svc.NameClash(plan.skipped.message)
-    reservation = svc.reserve_space(user, max(length - plan.freed, 0))
+    # The file will be the project's: its owner's quota holds it.
+    reservation = svc.reserve_space(project.owner, max(length - plan.freed, 0))
     upload = ResumableUpload(
         id=uuid.uuid4().hex,
         user_id=user.id,
@@ -194,7 +195,7 @@ def _complete(upload: ResumableUpload) -> svc.UploadResult:
             return plan.skipped
         if upload.reservation_id is None:  # its reservation was removed meanwhile
             upload.reservation_id = svc.reserve_space(
-                upload.user, max(upload.length - plan.freed, 0)
+                project.owner, max(upload.length - plan.freed, 0)
             )
         return svc.store_staged(
             project, plan, staged, upload.length, upload.reservation_id

@@ -45,6 +45,7 @@ from ..models import (
     User,
     utcnow,
 )
+from ..sharing.services import Access, projects_where, require
 
 CHUNK = 1024 * 1024
 CLASH_POLICIES = ("ask", "replace", "keep", "skip")
@@ -67,13 +68,17 @@ class NameClash(StorageError):
 # --- Lookups ------------------------------------------------------------------------
 
 
-def get_project_or_404(project_id: int) -> Project:
-    """The signed-in user's project, or 404 (also for other users' projects)."""
-    return db.first_or_404(
+def get_project_or_404(project_id: int, need: Access = Access.OWNER) -> Project:
+    """A project the signed-in user may see (their own, or one shared with them),
+    or 404; 403 when they see it but may not do what ``need`` says."""
+    project = db.first_or_404(
         sa.select(Project).where(
-            Project.id == project_id, Project.owner_id == current_user.id
+            Project.id == project_id, projects_where(current_user, Access.READ)
         )
     )
+    if need > Access.READ:
+        require(project, need)
+    return project
 
 
 def get_entry_or_404(project: Project, entry_id: int) -> ProjectFile:
@@ -120,10 +125,12 @@ class ProjectSummary:
     analyses: int = 0
 
 
-def list_projects(user: User, only: int | None = None) -> list[ProjectSummary]:
-    """The user's projects (or only the one with id ``only``) with their file count,
-    size, number of analyses and last change, most recently changed first, in one
-    query."""
+def list_projects(
+    user: User, only: int | None = None, need: Access = Access.OWNER
+) -> list[ProjectSummary]:
+    """The projects ``user`` has ``need`` on (by default their own; or only the one
+    with id ``only``) with their file count, size, number of analyses and last
+    change, most recently changed first, in one query."""
     from ..models import Analysis
 
     files = (
@@ -150,7 +157,7 @@ def list_projects(user: User, only: int | None = None) -> list[ProjectSummary]:
         )
         .outerjoin(files, files.c.project_id == Project.id)
         .outerjoin(runs, runs.c.project_id == Project.id)
-        .where(Project.owner_id == user.id)
+        .where(projects_where(user, need))
         .order_by(Project.updated_at.desc())
     )
     if only is not None:
@@ -186,9 +193,12 @@ def _usage_parts(user_id: int, leaving_out: int | None = None) -> dict:
         .where(Project.owner_id == user_id)
         .scalar_subquery()
     )
+    # An analysis' folder is in its project's: it counts for the project's owner,
+    # whoever of those it is shared with ran it.
     outputs = (
         sa.select(total(sa.func.sum(Analysis.output_bytes), 0))
-        .where(Analysis.owner_id == user_id)
+        .join(Project, Project.id == Analysis.project_id)
+        .where(Project.owner_id == user_id)
         .scalar_subquery()
     )
     since = utcnow() - timedelta(hours=current_app.config["RESERVATION_HOURS"])

@@ -14,6 +14,7 @@ from backend.files import UnsafeName
 
 from ..downloads import INLINE_IMAGES, send_user_file, zip_response
 from ..http import streams_upload
+from ..sharing.services import Access, access_to, shared_with
 from . import bp
 from . import services as svc
 from .forms import ConfirmForm, NameForm, ProjectForm
@@ -46,7 +47,11 @@ def index():
     summaries = svc.list_projects(current_user)
     used, quota = svc.storage_used(current_user), svc.quota_for(current_user)
     return render_template(
-        "projects/index.html", summaries=summaries, used=used, quota=quota
+        "projects/index.html",
+        summaries=summaries,
+        used=used,
+        quota=quota,
+        shared=shared_with(current_user),
     )
 
 
@@ -74,7 +79,7 @@ def new():
 @auth_required()
 def browse(project_id: int):
     """A folder of a project: its files, upload, new folder."""
-    project = svc.get_project_or_404(project_id)
+    project = svc.get_project_or_404(project_id, Access.READ)
     folder = _folder_arg(project)
     sort = request.args.get("sort", "name")
     desc = request.args.get("desc") == "1"
@@ -83,6 +88,7 @@ def browse(project_id: int):
     return render_template(
         "projects/browse.html",
         project=project,
+        access=access_to(current_user, project),
         folder=folder,
         entries=entries,
         folder_sizes=svc.folder_sizes(project, entries),
@@ -102,7 +108,7 @@ def browse(project_id: int):
 @auth_required()
 def settings(project_id: int):
     """Rename a project or change its description."""
-    project = svc.get_project_or_404(project_id)
+    project = svc.get_project_or_404(project_id, Access.OWNER)
     form = ProjectForm(obj=project)
     if form.validate_on_submit():
         try:
@@ -119,7 +125,7 @@ def settings(project_id: int):
 @auth_required()
 def delete(project_id: int):
     """Confirm, then delete a project with all its files."""
-    project = svc.get_project_or_404(project_id)
+    project = svc.get_project_or_404(project_id, Access.OWNER)
     form = ConfirmForm()
     if form.validate_on_submit():
         name = project.name
@@ -140,7 +146,7 @@ def delete(project_id: int):
 @auth_required()
 def make_folder(project_id: int):
     """Create a folder in the folder being browsed."""
-    project = svc.get_project_or_404(project_id)
+    project = svc.get_project_or_404(project_id, Access.WRITE)
     form = NameForm()
     folder = _folder_arg(project, request.form)
     if form.validate_on_submit():
@@ -163,7 +169,7 @@ def _json_error(exc: Exception, status: int):
 @auth_required()
 def upload(project_id: int):
     """Receive one file as the raw request body (sent by the upload page)."""
-    project = svc.get_project_or_404(project_id)
+    project = svc.get_project_or_404(project_id, Access.WRITE)
     folder = _folder_arg(project)
     path = request.args.get("path", "")
     # Bodies over MAX_UPLOAD_BYTES never get here: the 413 handler answers them.
@@ -190,7 +196,7 @@ def upload(project_id: int):
 @auth_required()
 def upload_check(project_id: int):
     """Which of the paths about to be uploaded exist already."""
-    project = svc.get_project_or_404(project_id)
+    project = svc.get_project_or_404(project_id, Access.WRITE)
     data = request.get_json(silent=True) or {}
     folder = _folder_arg(project, {"folder": str(data.get("folder") or "")})
     paths = [p for p in data.get("paths", []) if isinstance(p, str)][:10_000]
@@ -202,7 +208,7 @@ def upload_check(project_id: int):
 @auth_required()
 def entry(project_id: int, entry_id: int):
     """Preview a file (folders open in the browser)."""
-    project = svc.get_project_or_404(project_id)
+    project = svc.get_project_or_404(project_id, Access.READ)
     item = svc.get_entry_or_404(project, entry_id)
     if item.is_dir:
         return redirect(
@@ -232,7 +238,7 @@ def _file_response(item, inline: bool):
 @auth_required()
 def raw(project_id: int, entry_id: int):
     """A file's bytes: inline for raster images, as an attachment otherwise."""
-    project = svc.get_project_or_404(project_id)
+    project = svc.get_project_or_404(project_id, Access.READ)
     item = svc.get_entry_or_404(project, entry_id)
     if item.is_dir:
         abort(404)
@@ -243,7 +249,7 @@ def raw(project_id: int, entry_id: int):
 @auth_required()
 def download(project_id: int, entry_id: int):
     """Download a file, or a folder as a zip streamed while it is built."""
-    project = svc.get_project_or_404(project_id)
+    project = svc.get_project_or_404(project_id, Access.READ)
     item = svc.get_entry_or_404(project, entry_id)
     if not item.is_dir:
         return _file_response(item, inline=False)
@@ -254,7 +260,7 @@ def download(project_id: int, entry_id: int):
 @auth_required()
 def download_project(project_id: int):
     """Download the whole project as a zip streamed while it is built."""
-    project = svc.get_project_or_404(project_id)
+    project = svc.get_project_or_404(project_id, Access.READ)
     return zip_response(svc.zip_of(project, None), f"{project.name}.zip")
 
 
@@ -262,7 +268,7 @@ def download_project(project_id: int):
 @auth_required()
 def rename(project_id: int, entry_id: int):
     """Rename a file or folder."""
-    project = svc.get_project_or_404(project_id)
+    project = svc.get_project_or_404(project_id, Access.WRITE)
     item = svc.get_entry_or_404(project, entry_id)
     form = NameForm()
     old = item.name
@@ -282,7 +288,7 @@ def rename(project_id: int, entry_id: int):
 @auth_required()
 def delete_entry(project_id: int, entry_id: int):
     """Delete a file, or a folder and everything in it."""
-    project = svc.get_project_or_404(project_id)
+    project = svc.get_project_or_404(project_id, Access.WRITE)
     item = svc.get_entry_or_404(project, entry_id)
     parent = svc.parent_folder(project, item)
     if ConfirmForm().validate_on_submit():

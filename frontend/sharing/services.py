@@ -1,0 +1,510 @@
+"""Who may do what with a project, and the groups, shares and links that decide it.
+
+A project's owner may do everything with it. A project shared with a user (by
+their address) or with a group they belong to can be read by them (files,
+analyses, results, downloads), and changed (uploads, folders, runs) when the share
+is read-write. Deleting, renaming and sharing the project stay its owner's. An
+analysis is seen by whoever may read its project; it is cancelled, deleted or
+shared by link by who ran it or the project's owner. A share link shows one
+analysis, read-only, to anyone who has it until it is revoked or expires.
+
+Every rule is a query: access is looked up at each request, so a member removed
+or a link revoked loses access at once.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+import sqlalchemy as sa
+from flask import abort, current_app
+from flask_security import current_user
+
+from .. import audit, outbox
+from ..extensions import db, security
+from ..links import external_url
+from ..models import (
+    Analysis,
+    Group,
+    GroupMember,
+    Project,
+    ProjectShare,
+    ShareLink,
+    User,
+    utcnow,
+)
+
+LINK_PREFIX = "lqs_"  # a share link's secret starts so, to tell it from a token
+
+
+class Access(enum.IntEnum):
+    """What a user may do with a project, each level including those below."""
+
+    NONE = 0
+    READ = 1
+    WRITE = 2
+    OWNER = 3
+
+
+REFUSED = {
+    Access.WRITE: "This project is shared with you read-only: you can look at it and "
+    "download from it, but not change it or run analyses on it.",
+    Access.OWNER: "Only the project's owner can do this.",
+}
+
+
+class SharingError(Exception):
+    """A request we refuse, with a message for the user."""
+
+
+# --- Access ---------------------------------------------------------------------
+
+
+def _email(user: User) -> str:
+    return user.email.lower()
+
+
+def _groups_of(user: User):
+    """SQL: ids of the groups ``user`` has joined."""
+    return sa.select(GroupMember.group_id).where(
+        GroupMember.email == _email(user), GroupMember.joined_at.is_not(None)
+    )
+
+
+def _shares_reaching(user: User):
+    """SQL: the shares that reach ``user``, by address or through a group."""
+    return sa.select(ProjectShare).where(
+        sa.or_(
+            ProjectShare.email == _email(user),
+            ProjectShare.group_id.in_(_groups_of(user)),
+        )
+    )
+
+
+def projects_where(user: User, need: Access = Access.READ):
+    """SQL condition on Project: the projects ``user`` has at least ``need`` on."""
+    mine = Project.owner_id == user.id
+    if need >= Access.OWNER:
+        return mine
+    shares = _shares_reaching(user)
+    if need >= Access.WRITE:
+        shares = shares.where(ProjectShare.can_write)
+    reached = shares.with_only_columns(ProjectShare.project_id)
+    return sa.or_(mine, Project.id.in_(reached))
+
+
+def access_to(user: User, project: Project) -> Access:
+    """What ``user`` may do with ``project``."""
+    if project.owner_id == user.id:
+        return Access.OWNER
+    writes = db.session.scalars(
+        _shares_reaching(user)
+        .where(ProjectShare.project_id == project.id)
+        .with_only_columns(ProjectShare.can_write)
+    ).all()
+    if not writes:
+        return Access.NONE
+    return Access.WRITE if any(writes) else Access.READ
+
+
+def require(project: Project, need: Access) -> Access:
+    """The signed-in user's access to ``project``, which they may see; 403 with
+    what they may not do when it is less than ``need``."""
+    have = access_to(current_user, project)
+    if have < need:
+        abort(403, description=REFUSED[need])
+    return have
+
+
+def controls(user: User, analysis: Analysis) -> bool:
+    """Whether ``user`` may cancel, delete or share ``analysis``: they ran it, or
+    the project is theirs."""
+    return analysis.owner_id == user.id or analysis.project.owner_id == user.id
+
+
+def require_control(analysis: Analysis) -> None:
+    if not (controls(current_user, analysis) or current_user.has_role("admin")):
+        abort(
+            403,
+            description="Only who ran this analysis, or the project's owner, can "
+            "do this.",
+        )
+
+
+# --- Groups ---------------------------------------------------------------------
+
+
+def _check_name(name: str) -> str:
+    name = " ".join((name or "").split())
+    if not name:
+        raise SharingError("Give the group a name.")
+    if len(name) > 120:
+        raise SharingError("A group's name is at most 120 characters.")
+    return name
+
+
+def normal_email(address: str) -> str:
+    """An address as accounts keep it, in lower case; SharingError if it is not
+    one."""
+    try:
+        return security._mail_util.validate(address.strip()).lower()
+    except ValueError as exc:
+        raise SharingError(f"“{address}” is not an email address: {exc}") from None
+
+
+def create_group(owner: User, name: str, description: str = "") -> Group:
+    """A new group with its owner as its first member."""
+    group = Group(owner=owner, name=_check_name(name), description=description or "")
+    stamp = utcnow()
+    group.members.append(
+        GroupMember(
+            email=_email(owner), invited_by=owner, invited_at=stamp, joined_at=stamp
+        )
+    )
+    db.session.add(group)
+    db.session.flush()
+    audit.record("group.created", f"group {group.id}", group.name)
+    db.session.commit()
+    return group
+
+
+def get_group_or_404(group_id: int, manage: bool = False) -> Group:
+    """A group the signed-in user belongs to or is invited to (with ``manage``:
+    one they own), or 404."""
+    stmt = sa.select(Group).where(Group.id == group_id)
+    if manage:
+        stmt = stmt.where(Group.owner_id == current_user.id)
+    else:
+        stmt = stmt.where(
+            Group.id.in_(
+                sa.select(GroupMember.group_id).where(
+                    GroupMember.email == _email(current_user)
+                )
+            )
+        )
+    return db.first_or_404(stmt)
+
+
+def groups_of(user: User) -> list[tuple[Group, GroupMember]]:
+    """The groups ``user`` belongs to or is invited to, with their membership,
+    invitations first."""
+    rows = db.session.execute(
+        sa.select(Group, GroupMember)
+        .join(GroupMember, GroupMember.group_id == Group.id)
+        .where(GroupMember.email == _email(user))
+        .options(sa.orm.joinedload(Group.owner))
+        .order_by(GroupMember.joined_at.is_not(None), Group.name)
+    ).all()
+    return [(group, member) for group, member in rows]
+
+
+def owned_groups(user: User) -> list[Group]:
+    return list(
+        db.session.scalars(
+            sa.select(Group).where(Group.owner_id == user.id).order_by(Group.name)
+        )
+    )
+
+
+def invite(group: Group, inviter: User, address: str) -> GroupMember:
+    """Invite an address to ``group`` and mail it; the same answer whether or not
+    it has an account yet (its owner joins once they sign in with it)."""
+    email = normal_email(address)
+    if any(member.email == email for member in group.members):
+        raise SharingError(f"{email} is already invited to {group.name}.")
+    member = GroupMember(email=email, invited_by=inviter)
+    group.members.append(member)
+    audit.record("group.invited", f"group {group.id}", email)
+    mail = outbox.queue_mail(
+        email,
+        f"{inviter.full_name} invites you to the group {group.name} on "
+        f"{current_app.config['APP_NAME']}",
+        f"{inviter.full_name} ({inviter.email}) invites you to the group "
+        f"“{group.name}” on {current_app.config['APP_NAME']}, where its members "
+        "share projects and results.\n\n"
+        f"Sign in (or register with this address) and accept at:\n"
+        f"{external_url('sharing.groups')}\n",
+    )
+    outbox.commit_and_send([mail])
+    return member
+
+
+def get_member_or_404(group: Group, member_id: int) -> GroupMember:
+    """A member or invitation of ``group`` (already checked), or 404."""
+    return db.first_or_404(
+        sa.select(GroupMember).where(
+            GroupMember.id == member_id, GroupMember.group_id == group.id
+        )
+    )
+
+
+def projects_shared_with_group(group: Group) -> list[ProjectShare]:
+    """The shares of projects with ``group``, their projects and owners loaded."""
+    return list(
+        db.session.scalars(
+            sa.select(ProjectShare)
+            .where(ProjectShare.group_id == group.id)
+            .options(sa.orm.joinedload(ProjectShare.project).joinedload(Project.owner))
+            .order_by(ProjectShare.created_at)
+        )
+    )
+
+
+def get_invitation_or_404(group_id: int) -> GroupMember:
+    """The signed-in user's membership or invitation to a group, or 404."""
+    return db.first_or_404(
+        sa.select(GroupMember).where(
+            GroupMember.group_id == group_id,
+            GroupMember.email == _email(current_user),
+        )
+    )
+
+
+def accept(member: GroupMember) -> None:
+    if member.joined_at is None:
+        member.joined_at = utcnow()
+        audit.record("group.joined", f"group {member.group_id}", member.email)
+        db.session.commit()
+
+
+def remove_member(group: Group, member: GroupMember) -> None:
+    """Take a member (or invitation) out of a group: they lose what the group
+    shares with them at once. The owner stays."""
+    if member.email == _email(group.owner):
+        raise SharingError("The group's owner stays in it; delete the group instead.")
+    db.session.delete(member)
+    audit.record("group.member_removed", f"group {group.id}", member.email)
+    db.session.commit()
+
+
+def delete_group(group: Group) -> None:
+    """Delete a group: its members lose what it shared with them at once."""
+    audit.record("group.deleted", f"group {group.id}", group.name)
+    db.session.delete(group)
+    db.session.commit()
+
+
+# --- Project shares ---------------------------------------------------------------
+
+
+def shares_of(project: Project) -> list[ProjectShare]:
+    return list(
+        db.session.scalars(
+            sa.select(ProjectShare)
+            .where(ProjectShare.project_id == project.id)
+            .options(sa.orm.joinedload(ProjectShare.group))
+            .order_by(ProjectShare.created_at)
+        )
+    )
+
+
+def get_share_or_404(project: Project, share_id: int) -> ProjectShare:
+    return db.first_or_404(
+        sa.select(ProjectShare).where(
+            ProjectShare.id == share_id, ProjectShare.project_id == project.id
+        )
+    )
+
+
+def share_project(
+    project: Project,
+    by: User,
+    *,
+    group: Group | None = None,
+    address: str = "",
+    can_write: bool = False,
+) -> ProjectShare:
+    """Share ``project`` with one of ``by``'s groups or with an address (mailed,
+    whether or not it has an account yet); sharing again with the same changes
+    the access."""
+    if group is not None:
+        existing = db.session.scalar(
+            sa.select(ProjectShare).where(
+                ProjectShare.project_id == project.id, ProjectShare.group_id == group.id
+            )
+        )
+        whom, email = f"the group {group.name}", None
+    else:
+        email = normal_email(address)
+        if email == _email(project.owner):
+            raise SharingError("The project is yours already.")
+        existing = db.session.scalar(
+            sa.select(ProjectShare).where(
+                ProjectShare.project_id == project.id, ProjectShare.email == email
+            )
+        )
+        whom = email
+    share = existing or ProjectShare(
+        project=project, group=group, email=email, created_by_id=by.id
+    )
+    share.can_write = can_write
+    db.session.add(share)
+    audit.record("project.shared", f"project {project.id}", f"{whom}, {share.access}")
+    mails = []
+    if existing is None and email is not None:
+        mails.append(
+            outbox.queue_mail(
+                email,
+                f"{by.full_name} shared the project {project.name} with you",
+                f"{by.full_name} ({by.email}) shared the project “{project.name}” "
+                f"with you on {current_app.config['APP_NAME']} ({share.access}).\n\n"
+                "Sign in (or register with this address) to see it under "
+                f"“Shared with me”:\n{external_url('sharing.shared_with_me')}\n",
+            )
+        )
+    outbox.commit_and_send(mails)
+    return share
+
+
+def unshare(share: ProjectShare) -> None:
+    """Stop sharing: who it reached loses access at once."""
+    audit.record(
+        "project.unshared",
+        f"project {share.project_id}",
+        share.email or f"group {share.group_id}",
+    )
+    db.session.delete(share)
+    db.session.commit()
+
+
+@dataclass
+class SharedProject:
+    project: Project
+    access: Access
+    via: list[str]  # "you" and/or the groups it came through
+
+
+def shared_with(user: User) -> list[SharedProject]:
+    """Other users' projects that reach ``user``, with the access they give and
+    how they came."""
+    rows = db.session.execute(
+        _shares_reaching(user)
+        .add_columns(Project)
+        .join(Project, Project.id == ProjectShare.project_id)
+        .where(Project.owner_id != user.id)
+        .options(sa.orm.joinedload(ProjectShare.group))
+        .order_by(Project.name)
+    ).all()
+    found: dict[int, SharedProject] = {}
+    for share, project in rows:
+        entry = found.setdefault(project.id, SharedProject(project, Access.READ, []))
+        if share.can_write:
+            entry.access = Access.WRITE
+        entry.via.append(f"the group {share.group.name}" if share.group else "you")
+    return list(found.values())
+
+
+def shared_by(user: User) -> list[ProjectShare]:
+    """Every share of ``user``'s projects."""
+    return list(
+        db.session.scalars(
+            sa.select(ProjectShare)
+            .join(Project, Project.id == ProjectShare.project_id)
+            .where(Project.owner_id == user.id)
+            .options(
+                sa.orm.joinedload(ProjectShare.group),
+                sa.orm.joinedload(ProjectShare.project),
+            )
+            .order_by(Project.name, ProjectShare.created_at)
+        )
+    )
+
+
+# --- Share links ------------------------------------------------------------------
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def make_link(analysis: Analysis, by: User, days: int | None) -> tuple[ShareLink, str]:
+    """A new link to ``analysis``; returns it and its secret (shown once: only its
+    digest is kept)."""
+    limit = current_app.config["SHARE_LINK_MAX_DAYS"]
+    if days is not None and not 1 <= days <= limit:
+        raise SharingError(f"A link lasts from 1 to {limit} days, or until revoked.")
+    secret = LINK_PREFIX + secrets.token_urlsafe(32)
+    link = ShareLink(
+        analysis=analysis,
+        digest=_digest(secret),
+        prefix=secret[:10],
+        created_by=by,
+        expires_at=utcnow() + timedelta(days=days) if days else None,
+    )
+    db.session.add(link)
+    audit.record(
+        "analysis.link_made",
+        f"analysis {analysis.id}",
+        f"{link.prefix}…, " + (f"{days} days" if days else "until revoked"),
+    )
+    db.session.commit()
+    return link, secret
+
+
+def links_of(analysis: Analysis) -> list[ShareLink]:
+    return list(
+        db.session.scalars(
+            sa.select(ShareLink)
+            .where(ShareLink.analysis_id == analysis.id)
+            .order_by(ShareLink.created_at.desc())
+        )
+    )
+
+
+def links_by(user: User) -> list[ShareLink]:
+    """The links ``user`` made, newest first."""
+    return list(
+        db.session.scalars(
+            sa.select(ShareLink)
+            .where(ShareLink.created_by_id == user.id)
+            .options(sa.orm.joinedload(ShareLink.analysis))
+            .order_by(ShareLink.created_at.desc())
+        )
+    )
+
+
+def get_own_link_or_404(link_id: int) -> ShareLink:
+    """A link the signed-in user may revoke: theirs, or to an analysis of their
+    project."""
+    return db.first_or_404(
+        sa.select(ShareLink)
+        .join(Analysis, Analysis.id == ShareLink.analysis_id)
+        .join(Project, Project.id == Analysis.project_id)
+        .where(
+            ShareLink.id == link_id,
+            sa.or_(
+                ShareLink.created_by_id == current_user.id,
+                Project.owner_id == current_user.id,
+            ),
+        )
+    )
+
+
+def revoke_link(link: ShareLink) -> None:
+    if link.revoked_at is None:
+        link.revoked_at = utcnow()
+        audit.record(
+            "analysis.link_revoked", f"analysis {link.analysis_id}", link.prefix
+        )
+        db.session.commit()
+
+
+def analysis_by_link_or_404(secret: str) -> Analysis:
+    """The analysis a usable link opens, or 404 (unknown, revoked or expired)."""
+    stamp = utcnow()
+    link = db.first_or_404(
+        sa.select(ShareLink).where(
+            ShareLink.digest == _digest(secret),
+            ShareLink.revoked_at.is_(None),
+            sa.or_(ShareLink.expires_at.is_(None), ShareLink.expires_at > stamp),
+        )
+    )
+    # Written at most once a minute: opening a page makes several requests.
+    if link.last_used_at is None or stamp - link.last_used_at > timedelta(minutes=1):
+        link.last_used_at = stamp
+        db.session.commit()
+    return link.analysis
