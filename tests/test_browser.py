@@ -496,6 +496,71 @@ def test_svg_and_html_outputs_cannot_run_script(app, page, make_user, make_proje
     assert "pwned" not in page.title() and dialogs == []
 
 
+def log_out(page) -> None:
+    page.get_by_role("button", name="Log out").click()
+
+
+def test_a_pi_shares_with_her_lab_and_a_link_shows_a_result_to_anyone(
+    app, page, make_user, make_project
+):
+    """Ada makes a group, invites Rita, shares a project with the group read-only
+    and an analysis by link; Rita accepts and sees the project but cannot upload;
+    the link opens the result while signed out."""
+    from playwright.sync_api import expect
+
+    from frontend.analyses.services import analysis_dir
+    from frontend.extensions import db
+    from frontend.models import Analysis
+    from tests.conftest import make_analysis
+
+    ada = make_user(email="ada@cs.ox.ac.uk")
+    make_user(email="rita@cs.ox.ac.uk", first_name="Rita")
+    project = make_project(ada, name="Mouse RNA-seq")
+    run = make_analysis(app, project, pipeline="table-profiler", state="succeeded")
+    with app.app_context():
+        out = analysis_dir(db.session.get(Analysis, run)) / "output"
+    out.mkdir(parents=True)
+    (out / "summary.csv").write_text("column,mean\nexpression,4.2\n")
+
+    log_in(page, "ada@cs.ox.ac.uk")
+    page.locator("#nav-sharing").click()
+    page.get_by_role("link", name="Groups").click()
+    page.get_by_label("Name").fill("Ada's lab")
+    page.get_by_role("button", name="Create the group").click()
+    page.get_by_label("Email address").fill("rita@cs.ox.ac.uk")
+    page.get_by_role("button", name="Invite").click()
+    expect(page.locator("#members")).to_contain_text("rita@cs.ox.ac.uk")
+    page.goto(f"/projects/{project}")
+    page.get_by_role("link", name="Sharing").click()
+    page.get_by_label("With a group").select_option(label="Ada's lab")
+    page.get_by_label("Read-only").check()
+    page.get_by_role("button", name="Share", exact=True).click()
+    expect(page.locator("#shares")).to_contain_text("Ada's lab")
+    page.goto(f"/analyses/{run}")
+    page.get_by_label("The link works for").select_option(label="7 days")
+    page.get_by_role("button", name="Make a link").click()
+    address = page.locator("#link-address").input_value()
+    log_out(page)
+
+    log_in(page, "rita@cs.ox.ac.uk")
+    page.locator("#nav-sharing").click()
+    page.get_by_role("link", name="Shared with me").click()
+    page.locator("#invitations").get_by_role("button", name="Accept").click()
+    expect(page.locator("#group-projects")).to_contain_text("Mouse RNA-seq")
+    page.get_by_role("link", name="Mouse RNA-seq").click()
+    expect(page.locator("#shared-access")).to_contain_text("read-only")
+    expect(page.locator("#uploader")).to_have_count(0)
+    expect(page.get_by_role("link", name="Run a pipeline")).to_have_count(0)
+    page.screenshot(path=OUTPUT / "shared-read-only.png", full_page=True)
+    log_out(page)
+
+    page.goto(address)
+    expect(page.locator("#shared-by-link")).to_contain_text("Ada Lovelace shares")
+    expect(page.locator("#featured")).to_contain_text("expression")
+    expect(page.get_by_role("link", name="summary.csv").first).to_be_visible()
+    page.screenshot(path=OUTPUT / "shared-by-link.png", full_page=True)
+
+
 @pytest.mark.parametrize(
     "path",
     [
@@ -505,6 +570,10 @@ def test_svg_and_html_outputs_cannot_run_script(app, page, make_user, make_proje
         "/analyses/",
         "/analyses/history",
         "/account/profile",
+        "/groups/",
+        "/shared/",
+        "/sharing/",
+        "/projects/{project}/sharing",
     ],
 )
 def test_pages_fit_a_phone_screen(page, make_user, make_project, path):
