@@ -195,6 +195,10 @@ class ProjectFile(db.Model):
     is_dir: Mapped[bool] = mapped_column(default=False)
     size: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     modified_at: Mapped[datetime] = mapped_column(sa.DateTime(), default=utcnow)
+    # Where a file added from an analysis' outputs came from: analysis (id),
+    # pipeline, version, params, output (its path there), added_by, added_at. Kept
+    # as written, so it outlives the analysis.
+    provenance: Mapped[dict | None] = mapped_column(sa.JSON(none_as_null=True))
 
     project: Mapped[Project] = relationship(back_populates="files")
 

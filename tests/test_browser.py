@@ -319,20 +319,12 @@ def test_tours_show_once_and_can_be_replayed(page, make_user):
     expect(popover).to_contain_text("Start with a project")
 
 
-@pytest.mark.docker
-@pytest.mark.rabbitmq
-def test_the_whole_journey_of_a_new_user(
-    app, page, live_server, smtp, images, tmp_path
-):
-    """Register, confirm, log in, upload a zip, run the table profiler, watch it,
-    read and download the results, run it again with another value."""
-    import io
-    import random
-    import zipfile
-
-    from playwright.sync_api import expect
-
+@pytest.fixture
+def pipeline_worker(app, page, images):
+    """A real worker on RabbitMQ running the reference pipelines in Docker, for
+    the journeys that run analyses; the app sends its runs to it."""
     from backend.manifest import PIPELINES_DIR
+    from frontend.celery_app import celery_init_app
     from tests.services import require_rabbitmq
     from tests.workers import Worker
 
@@ -344,105 +336,161 @@ def test_the_whole_journey_of_a_new_user(
         PIPELINES_DIR=str(PIPELINES_DIR),
         SITE_URL=page.context._impl_obj._options.get("baseURL", ""),
     )
-    from frontend.celery_app import celery_init_app
-
     celery_init_app(app)
-    config = {
-        k: app.config[k]
-        for k in (
-            "SECRET_KEY",
-            "SECURITY_PASSWORD_SALT",
-            "SQLALCHEMY_DATABASE_URI",
-            "USER_DATA_DIR",
-            "FAILED_ANALYSES_DIR",
-            "LOG_DIR",
-            "CELERY_BROKER_URL",
-            "CELERY_RESULT_BACKEND",
-            "CELERY_QUEUE",
-            "RUNNER",
-            "PIPELINES_DIR",
-            "SITE_URL",
-            "MAIL_SERVER",
-            "MAIL_PORT",
-        )
-    }
-    worker = Worker(config)
+    shared = (
+        "SECRET_KEY",
+        "SECURITY_PASSWORD_SALT",
+        "SQLALCHEMY_DATABASE_URI",
+        "USER_DATA_DIR",
+        "FAILED_ANALYSES_DIR",
+        "LOG_DIR",
+        "CELERY_BROKER_URL",
+        "CELERY_RESULT_BACKEND",
+        "CELERY_QUEUE",
+        "RUNNER",
+        "PIPELINES_DIR",
+        "SITE_URL",
+        "MAIL_SERVER",
+        "MAIL_PORT",
+    )
+    worker = Worker({key: app.config[key] for key in shared})
     try:
         worker.wait_ready()
-        # A table large enough for the run to take a few seconds.
-        rng = random.Random(7)
-        rows = ["sample,group,depth,gc,quality"] + [
-            f"s{n},{rng.choice('ABC')},{rng.gauss(30, 8):.3f},"
-            f"{rng.uniform(35, 60):.2f},{rng.gauss(34, 3):.2f}"
-            for n in range(250_000)
-        ]
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr("coverage.csv", "\n".join(rows) + "\n")
-        data_zip = tmp_path / "run42.zip"
-        data_zip.write_bytes(buffer.getvalue())
-
-        page.goto("/register")
-        fill_registration(page, "Barbara", "McClintock", "barbara@cornell.edu")
-        message = smtp.wait_for("barbara@cornell.edu", "Confirm your Labqueue account")
-        page.goto(link_in(message, "/confirm/"))
-        log_in(page, "barbara@cornell.edu")
-
-        page.get_by_role("link", name="Projects").click()
-        page.get_by_role("link", name="Create your first project").click()
-        page.get_by_label("Name").fill("Maize coverage")
-        page.get_by_role("button", name="Save").click()
-        page.get_by_label("Extract archives").check()
-        page.set_input_files("#pick-files", data_zip)
-        expect(page.locator("#overall-progress")).to_be_visible()
-        expect(page.locator("#upload-list")).to_contain_text("Extracted 1 files")
-
-        page.get_by_role("link", name="Run a pipeline").click()
-        page.locator(".card", has_text="Table profiler").get_by_role(
-            "link", name="Set up a run"
-        ).click()
-        page.get_by_label("Tables").select_option("run42/coverage.csv")
-        page.get_by_label("Histogram bins").fill("25")
-        page.screenshot(path=OUTPUT / "run-form.png", full_page=True)
-        page.get_by_role("button", name="Start the analysis").click()
-
-        # Live: the progress bar moves and log lines arrive without a reload.
-        expect(page.locator("#progress")).to_be_visible()
-        page.evaluate("window.stillTheSamePage = true")
-        expect(page.locator("#log")).to_contain_text("250000 rows", timeout=60_000)
-        page.screenshot(path=OUTPUT / "running.png", full_page=True)
-        # The results replace the live view when the run ends.
-        featured = page.locator("#featured")
-        expect(featured).to_be_visible(timeout=120_000)
-        expect(page.locator("#analysis-state")).to_contain_text("Succeeded")
-        assert page.evaluate("window.stillTheSamePage") is True  # swapped, not reloaded
-        image = featured.locator("img[alt='run42/coverage.csv_histograms.png']")
-        expect(image).to_be_visible()
-        assert image.evaluate("img => img.naturalWidth") > 100  # a real picture
-        expect(featured.locator("table.result-table")).to_contain_text("depth")
-        page.screenshot(path=OUTPUT / "results.png", full_page=True)
-
-        with page.expect_download() as download_info:
-            page.get_by_role("link", name="Download all (.zip)").click()
-        saved = tmp_path / "outputs.zip"
-        download_info.value.save_as(saved)
-        with zipfile.ZipFile(saved) as archive:
-            names = set(archive.namelist())
-            assert {"summary.csv", "run42/coverage.csv_histograms.png"} <= names
-            assert archive.read("summary.csv").startswith(b"table,column")
-
-        page.get_by_role("link", name="Run again").click()
-        expect(page.get_by_label("Histogram bins")).to_have_value("25")
-        page.get_by_label("Histogram bins").fill("40")
-        page.get_by_role("button", name="Start the analysis").click()
-        expect(page.locator("#featured")).to_be_visible(timeout=120_000)
-        expect(page.locator("#parameters")).to_contain_text("40")
-        smtp.wait_for(
-            "barbara@cornell.edu", "table-profiler on Maize coverage finished"
-        )
+        yield worker
     finally:
         worker.stop()
         app.extensions["celery"].close()
+
+
+@pytest.mark.docker
+@pytest.mark.rabbitmq
+def test_the_whole_journey_of_a_new_user(
+    app, page, live_server, smtp, pipeline_worker, tmp_path
+):
+    """Register, confirm, log in, upload a zip, run the table profiler, watch it,
+    read and download the results, run it again with another value."""
+    import io
+    import random
+    import zipfile
+
+    from playwright.sync_api import expect
+
+    # A table large enough for the run to take a few seconds.
+    rng = random.Random(7)
+    rows = ["sample,group,depth,gc,quality"] + [
+        f"s{n},{rng.choice('ABC')},{rng.gauss(30, 8):.3f},"
+        f"{rng.uniform(35, 60):.2f},{rng.gauss(34, 3):.2f}"
+        for n in range(250_000)
+    ]
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("coverage.csv", "\n".join(rows) + "\n")
+    data_zip = tmp_path / "run42.zip"
+    data_zip.write_bytes(buffer.getvalue())
+
+    page.goto("/register")
+    fill_registration(page, "Barbara", "McClintock", "barbara@cornell.edu")
+    message = smtp.wait_for("barbara@cornell.edu", "Confirm your Labqueue account")
+    page.goto(link_in(message, "/confirm/"))
+    log_in(page, "barbara@cornell.edu")
+
+    page.get_by_role("link", name="Projects").click()
+    page.get_by_role("link", name="Create your first project").click()
+    page.get_by_label("Name").fill("Maize coverage")
+    page.get_by_role("button", name="Save").click()
+    page.get_by_label("Extract archives").check()
+    page.set_input_files("#pick-files", data_zip)
+    expect(page.locator("#overall-progress")).to_be_visible()
+    expect(page.locator("#upload-list")).to_contain_text("Extracted 1 files")
+
+    page.get_by_role("link", name="Run a pipeline").click()
+    page.locator(".card", has_text="Table profiler").get_by_role(
+        "link", name="Set up a run"
+    ).click()
+    page.get_by_label("Tables").select_option("run42/coverage.csv")
+    page.get_by_label("Histogram bins").fill("25")
+    page.screenshot(path=OUTPUT / "run-form.png", full_page=True)
+    page.get_by_role("button", name="Start the analysis").click()
+
+    # Live: the progress bar moves and log lines arrive without a reload.
+    expect(page.locator("#progress")).to_be_visible()
+    page.evaluate("window.stillTheSamePage = true")
+    expect(page.locator("#log")).to_contain_text("250000 rows", timeout=60_000)
+    page.screenshot(path=OUTPUT / "running.png", full_page=True)
+    # The results replace the live view when the run ends.
+    featured = page.locator("#featured")
+    expect(featured).to_be_visible(timeout=120_000)
+    expect(page.locator("#analysis-state")).to_contain_text("Succeeded")
+    assert page.evaluate("window.stillTheSamePage") is True  # swapped, not reloaded
+    image = featured.locator("img[alt='run42/coverage.csv_histograms.png']")
+    expect(image).to_be_visible()
+    assert image.evaluate("img => img.naturalWidth") > 100  # a real picture
+    expect(featured.locator("table.result-table")).to_contain_text("depth")
+    page.screenshot(path=OUTPUT / "results.png", full_page=True)
+
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="Download all (.zip)").click()
+    saved = tmp_path / "outputs.zip"
+    download_info.value.save_as(saved)
+    with zipfile.ZipFile(saved) as archive:
+        names = set(archive.namelist())
+        assert {"summary.csv", "run42/coverage.csv_histograms.png"} <= names
+        assert archive.read("summary.csv").startswith(b"table,column")
+
+    page.get_by_role("link", name="Run again").click()
+    expect(page.get_by_label("Histogram bins")).to_have_value("25")
+    page.get_by_label("Histogram bins").fill("40")
+    page.get_by_role("button", name="Start the analysis").click()
+    expect(page.locator("#featured")).to_be_visible(timeout=120_000)
+    expect(page.locator("#parameters")).to_contain_text("40")
+    smtp.wait_for("barbara@cornell.edu", "table-profiler on Maize coverage finished")
+
+
+@pytest.mark.docker
+@pytest.mark.rabbitmq
+def test_an_output_added_to_a_project_feeds_a_new_run(
+    app, page, make_user, make_project, pipeline_worker
+):
+    """An output of a finished analysis goes into the project with "Add to
+    project", shows where it came from, and a new run reads it."""
+    from playwright.sync_api import expect
+
+    from frontend.analyses.services import analysis_dir
+    from frontend.extensions import db
+    from frontend.models import Analysis
+    from tests.conftest import make_analysis
+
+    ada = make_user(email="ada@cs.ox.ac.uk")
+    project = make_project(ada, name="Yeast")
+    run = make_analysis(app, project, pipeline="table-profiler", state="succeeded")
+    with app.app_context():
+        out = analysis_dir(db.session.get(Analysis, run)) / "output"
+    out.mkdir(parents=True)
+    rows = "\n".join(f"g{n},{n % 7},{n * 0.5}" for n in range(500))
+    (out / "counts.csv").write_text("gene,sample,count\n" + rows + "\n")
+    (out / "notes.txt").write_text("not this one")
+
+    log_in(page, "ada@cs.ox.ac.uk")
+    page.goto(f"/analyses/{run}")
+    page.get_by_label("Select counts.csv").check()
+    page.get_by_role("button", name="Add the selected outputs").click()
+    expect(page.get_by_role("alert").first).to_contain_text("1 output(s) of")
+    listed = page.locator("#file-table")
+    expect(listed).to_contain_text("counts.csv")
+    expect(listed).to_contain_text(f"from #{run}")
+    expect(listed).not_to_contain_text("notes.txt")
+    listed.get_by_role("link", name="counts.csv").click()
+    expect(page.locator("#provenance")).to_contain_text(f"Made by analysis #{run}")
+
+    page.goto(f"/projects/{project}/run/table-profiler")
+    page.get_by_label("Tables").select_option(
+        f"from-analysis-{run}-table-profiler/counts.csv"
+    )
+    page.get_by_role("button", name="Start the analysis").click()
+    expect(page.locator("#featured")).to_be_visible(timeout=120_000)
+    expect(page.locator("#analysis-state")).to_contain_text("Succeeded")
+    expect(page.locator("#featured")).to_contain_text("count")
+    page.screenshot(path=OUTPUT / "run-on-an-added-output.png", full_page=True)
 
 
 @pytest.mark.blocks_on_purpose

@@ -114,3 +114,32 @@ def form_values(form, pipeline: Pipeline) -> dict:
             )
         values[key] = data
     return values
+
+
+CLASH_CHOICES = [
+    ("keep", "keep both (the new one numbered)"),
+    ("replace", "replace the project's file"),
+    ("skip", "skip it"),
+]
+
+
+class AddOutputsForm(FlaskForm):
+    """Put outputs of an analysis into a project, as files runs can use."""
+
+    project = SelectField("Into the project", choices=[], coerce=int)
+    folder = StringField("Folder", validators=[Optional()])
+    on_clash = SelectField("If a name exists", choices=CLASH_CHOICES, default="keep")
+    paths = SelectMultipleField("Outputs", choices=[], validate_choice=False)
+    selected = SubmitField("Add the selected outputs")
+    everything = SubmitField("Add all outputs")
+
+
+def add_outputs_form(analysis, projects) -> AddOutputsForm:
+    """The form for ``analysis``, offering the ``projects`` the user may write to
+    (its own first, when among them) and a folder named after it."""
+    form = AddOutputsForm()
+    ordered = sorted(projects, key=lambda p: p.id != analysis.project_id)
+    form.project.choices = [(p.id, p.name) for p in ordered]
+    if not form.folder.data:
+        form.folder.data = f"from-analysis-{analysis.id}-{analysis.pipeline}"
+    return form

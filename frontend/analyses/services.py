@@ -16,6 +16,7 @@ from flask import abort, current_app
 from flask_security import current_user
 from zipstream import ZipStream
 
+from backend.files import clean_relpath
 from backend.manifest import Pipeline, discover
 from backend.params import validate_params
 from backend.runners import format_duration, mib
@@ -37,7 +38,7 @@ from ..models import (
     utcnow,
 )
 from ..projects.preview import TABLES, make_preview
-from ..projects.services import project_dir
+from ..projects.services import UploadResult, add_files, project_dir
 from ..sharing.services import Access, projects_where, require_control
 from .queueing import (
     fair_order,
@@ -573,6 +574,41 @@ def output_files(analysis: Analysis) -> list[tuple[str, int]]:
             continue
         found.append((path.relative_to(root).as_posix(), path.stat().st_size))
     return found
+
+
+def add_outputs_to_project(
+    analysis: Analysis,
+    project: Project,
+    folder: str,
+    paths: list[str] | None,
+    on_clash: str,
+    by: User,
+) -> tuple[str, list[UploadResult]]:
+    """Put outputs of a finished ``analysis`` (``paths``, or all with None) into
+    ``project``'s ``folder``, each with where it came from, so that runs can use
+    them like any file; returns the folder's path as stored, and what became of
+    each. Raises AnalysisError, StorageError or UnsafeName."""
+    if not analysis.finished:
+        raise AnalysisError("Its outputs can be added once the analysis has ended.")
+    listed = dict(output_files(analysis))
+    chosen = list(listed) if paths is None else list(dict.fromkeys(paths))
+    unknown = [path for path in chosen if path not in listed]
+    if unknown:
+        raise AnalysisError(f"“{unknown[0]}” is not an output of #{analysis.id}.")
+    if not chosen:
+        raise AnalysisError("Choose the outputs to add (or add them all).")
+    folder = clean_relpath(folder)
+    provenance = {
+        "analysis": analysis.id,
+        "pipeline": analysis.pipeline,
+        "version": analysis.pipeline_version,
+        "params": analysis.params,
+        "added_by": by.email,
+        "added_at": utcnow().isoformat(timespec="seconds"),
+    }
+    root = output_dir(analysis)
+    sources = [(path, root / path) for path in chosen]
+    return folder, add_files(project, folder, sources, on_clash, provenance)
 
 
 def outputs_zip(analysis: Analysis) -> ZipStream:

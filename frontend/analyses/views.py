@@ -9,17 +9,23 @@ from flask import (
 from flask_security import auth_required, current_user
 from flask_wtf import FlaskForm
 
+from backend.files import UnsafeName
 from backend.params import ParamsInvalid
 
 from ..models import AnalysisState
-from ..projects.services import get_project_or_404, list_projects
+from ..projects.services import (
+    StorageError,
+    entry_at,
+    get_project_or_404,
+    list_projects,
+)
 from ..readme import render_readme
 from ..sharing import services as sharing
 from ..sharing.forms import LinkForm
 from ..sharing.services import Access
 from . import bp, pages
 from . import services as svc
-from .forms import form_values, run_form
+from .forms import add_outputs_form, form_values, run_form
 
 
 @bp.app_context_processor
@@ -163,6 +169,9 @@ def detail(analysis_id: int):
     analysis = svc.get_analysis_or_404(analysis_id)
     access = sharing.access_to(current_user, analysis.project)
     controls = sharing.controls(current_user, analysis)
+    writable = []
+    if analysis.finished:
+        writable = [s.project for s in list_projects(current_user, need=Access.WRITE)]
     return render_template(
         "analyses/detail.html",
         **pages.detail_context(analysis),
@@ -173,6 +182,50 @@ def detail(analysis_id: int):
         links=sharing.links_of(analysis) if controls else [],
         cancel_form=FlaskForm(),
         link_form=LinkForm(),
+        add_form=add_outputs_form(analysis, writable) if writable else None,
+    )
+
+
+@bp.route("/analyses/<int:analysis_id>/add-to-project", methods=["POST"])
+@auth_required()
+def add_to_project(analysis_id: int):
+    """Put some or all outputs of an analysis into a project the user may change,
+    as files with their provenance, for new runs to use."""
+    analysis = svc.get_analysis_or_404(analysis_id)
+    writable = [s.project for s in list_projects(current_user, need=Access.WRITE)]
+    form = add_outputs_form(analysis, writable)
+    back = redirect(url_for("analyses.detail", analysis_id=analysis.id))
+    if not form.validate_on_submit():
+        flash("Choose a project to add the outputs to.", "error")
+        return back
+    project = get_project_or_404(form.project.data, Access.WRITE)
+    try:
+        folder, results = svc.add_outputs_to_project(
+            analysis,
+            project,
+            form.folder.data or "",
+            None if form.everything.data else form.paths.data,
+            form.on_clash.data,
+            current_user,
+        )
+    except (svc.AnalysisError, StorageError, UnsafeName) as exc:
+        flash(f"Nothing was added: {exc}", "error")
+        return back
+    added = [r for r in results if r.status != "skipped"]
+    skipped = len(results) - len(added)
+    folder = entry_at(project, folder)
+    flash(
+        f"{len(added)} output(s) of #{analysis.id} added to “{project.name}”"
+        + (f"; {skipped} skipped (their names exist)" if skipped else "")
+        + ". Runs can use them like any file.",
+        "success" if added else "warning",
+    )
+    return redirect(
+        url_for(
+            "projects.browse",
+            project_id=project.id,
+            folder=folder.id if folder else None,
+        )
     )
 
 

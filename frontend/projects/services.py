@@ -31,7 +31,14 @@ from backend.archives import (
     archive_stem,
     extract,
 )
-from backend.files import UnsafeName, clean_name, clean_relpath, inside, numbered_name
+from backend.files import (
+    UnsafeName,
+    clean_name,
+    clean_relpath,
+    inside,
+    link_or_copy,
+    numbered_name,
+)
 
 from .. import audit
 from ..extensions import db
@@ -98,6 +105,22 @@ def get_folder_or_404(project: Project, folder_id: int | None) -> ProjectFile | 
     if not entry.is_dir:
         abort(404)
     return entry
+
+
+def provenance_readable(entry: ProjectFile) -> bool:
+    """Whether the analysis a file came from is still there for the signed-in
+    user to open."""
+    origin = (entry.provenance or {}).get("analysis")
+    if not isinstance(origin, int):
+        return False
+    return (
+        db.session.scalar(
+            sa.select(Analysis.id)
+            .join(Project, Project.id == Analysis.project_id)
+            .where(Analysis.id == origin, projects_where(current_user, Access.READ))
+        )
+        is not None
+    )
 
 
 def project_dir(project: Project) -> Path:
@@ -337,7 +360,7 @@ def parent_folder(project: Project, entry: ProjectFile) -> ProjectFile | None:
     """The folder holding ``entry``; None at the top of the project."""
     if not entry.parent:
         return None
-    return _existing(project, entry.parent)
+    return entry_at(project, entry.parent)
 
 
 def folder_sizes(project: Project, entries: list[ProjectFile]) -> dict[int, int]:
@@ -430,7 +453,8 @@ def _split(path: str) -> tuple[str, str]:
     return parent, name
 
 
-def _existing(project: Project, path: str) -> ProjectFile | None:
+def entry_at(project: Project, path: str) -> ProjectFile | None:
+    """The file or folder of ``project`` at ``path``, if there is one."""
     return db.session.scalar(
         sa.select(ProjectFile).where(
             ProjectFile.project_id == project.id, ProjectFile.path == path
@@ -455,7 +479,7 @@ def _ensure_folders(project: Project, folder_path: str) -> None:
     parts = folder_path.split("/")
     for depth in range(1, len(parts) + 1):
         path = "/".join(parts[:depth])
-        existing = _existing(project, path)
+        existing = entry_at(project, path)
         if existing is None:
             parent, name = _split(path)
             db.session.add(
@@ -488,12 +512,12 @@ def make_folder(project: Project, parent: ProjectFile | None, name: str) -> Proj
     """Create an empty folder in ``parent``."""
     name = clean_name(name)
     path = f"{parent.path}/{name}" if parent else name
-    if _existing(project, path) is not None:
+    if entry_at(project, path) is not None:
         raise NameClash(f"“{name}” already exists here.")
     _ensure_folders(project, path)
     project.updated_at = utcnow()
     db.session.commit()
-    return _existing(project, path)
+    return entry_at(project, path)
 
 
 @dataclass
@@ -561,7 +585,7 @@ def plan_upload(
     target_name = archive_stem(name) if kind else name
     target_path = f"{parent}/{target_name}" if parent else target_name
 
-    existing = _existing(project, target_path)
+    existing = entry_at(project, target_path)
     freed = 0
     if existing is not None:
         if on_clash == "ask":
@@ -626,6 +650,57 @@ def upload(
         release_space(reservation)
 
 
+def add_files(
+    project: Project,
+    folder_path: str,
+    sources: list[tuple[str, Path]],
+    on_clash: str,
+    provenance: dict,
+) -> list[UploadResult]:
+    """Put files from elsewhere on this site (an analysis' outputs: ``sources``
+    are their paths under ``folder_path`` and their files) into ``project``, each
+    planned and placed like an upload, with its ``provenance`` (and its path
+    there, as ``output``). All or nothing: every name, the file count and the
+    quota are checked for the whole set before one is placed. The bytes are linked
+    or cloned where the storage allows, else copied."""
+    plans = [
+        (plan_upload(project, None, f"{folder_path}/{relpath}", on_clash), relpath)
+        for relpath, _ in sources
+    ]
+    files = dict(sources)
+    placing = [(plan, relpath) for plan, relpath in plans if not plan.skipped]
+    targets = [f"{plan.parent}/{plan.name}" for plan, _ in placing]
+    twice = next((t for t in targets if targets.count(t) > 1), None)
+    if twice:  # "keep" numbered one as another is already called
+        raise NameClash(f"“{twice}” would be written twice; choose another folder.")
+    _check_file_count(project, sum(plan.existing is None for plan, _ in placing))
+    sizes = {relpath: files[relpath].stat().st_size for _, relpath in placing}
+    needed = sum(max(sizes[relpath] - plan.freed, 0) for plan, relpath in placing)
+    reservation = reserve_space(project.owner, needed)
+    results = [plan.skipped for plan, _ in plans if plan.skipped]
+    try:
+        for plan, relpath in placing:
+            staged = staging_dir(project) / uuid.uuid4().hex
+            try:
+                link_or_copy(files[relpath], staged)
+                results.append(
+                    _place_file(
+                        project,
+                        staged,
+                        plan.parent,
+                        plan.name,
+                        plan.existing,
+                        sizes[relpath],
+                        {**provenance, "output": relpath},
+                    )
+                )
+            finally:
+                staged.unlink(missing_ok=True)
+    finally:
+        release_space(reservation)
+    return results
+
+
 def _tree_size(project: Project, entry: ProjectFile) -> int:
     if not entry.is_dir:
         return entry.size
@@ -637,12 +712,15 @@ def _tree_size(project: Project, entry: ProjectFile) -> int:
     )
 
 
-def _place_file(project, staged, parent, name, existing, size) -> UploadResult:
+def _place_file(
+    project, staged, parent, name, existing, size, provenance=None
+) -> UploadResult:
     path = f"{parent}/{name}" if parent else name
     _ensure_folders(project, parent)
     now = utcnow()
     if existing is not None:
         existing.size, existing.modified_at = size, now
+        existing.provenance = provenance
         status = "replaced"
     else:
         db.session.add(
@@ -653,6 +731,7 @@ def _place_file(project, staged, parent, name, existing, size) -> UploadResult:
                 name=name,
                 size=size,
                 modified_at=now,
+                provenance=provenance,
             )
         )
         status = "stored"
@@ -805,7 +884,7 @@ def rename_entry(project: Project, entry: ProjectFile, new_name: str) -> None:
     if new_name == entry.name:
         return
     new_path = f"{entry.parent}/{new_name}" if entry.parent else new_name
-    if _existing(project, new_path) is not None:
+    if entry_at(project, new_path) is not None:
         raise NameClash(f"“{new_name}” already exists here.")
     old_path, source = entry.path, disk_path(entry)
     if entry.is_dir:

@@ -227,6 +227,7 @@ def entry(project_id: int, entry_id: int):
         item=item,
         preview=preview,
         crumbs=crumbs,
+        origin_readable=svc.provenance_readable(item),
     )
 
 
