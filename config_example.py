@@ -392,6 +392,11 @@
 # "worker lost". Env: LABQUEUE_MAX_ATTEMPTS
 # MAX_ATTEMPTS = 2
 
+# A batch (the run form's "one analysis per file") queues at most this many
+# analyses; they start as MAX_RUNNING_PER_USER and MAX_RUNNING allow.
+# Env: LABQUEUE_BATCH_MAX_RUNS
+# BATCH_MAX_RUNS = 500
+
 # A worker host whose watcher has not renewed its lease for this long is taken to
 # be gone: another host adopts its runs if its engine can see them, else they are
 # queued again. Env: LABQUEUE_HEARTBEAT_TIMEOUT_SECONDS

@@ -296,10 +296,15 @@ class Analysis(db.Model):
     retry_of_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("analysis.id", ondelete="SET NULL")
     )
+    # The batch it was submitted in (one analysis per file), if any.
+    batch_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("batch.id", ondelete="SET NULL"), index=True
+    )
 
     owner: Mapped[User] = relationship()
     project: Mapped[Project] = relationship(back_populates="analyses")
     retry_of: Mapped[Analysis | None] = relationship(remote_side=[id])
+    batch: Mapped[Batch | None] = relationship(back_populates="analyses")
 
     @property
     def finished(self) -> bool:
@@ -307,6 +312,32 @@ class Analysis(db.Model):
 
     def __str__(self) -> str:
         return f"#{self.id} {self.pipeline}"
+
+
+class Batch(db.Model):
+    """Analyses of one pipeline submitted together from one run form: one per
+    file, ``field`` (the file parameter that varies) taking each in turn, every
+    other parameter the same."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("user.id", ondelete="CASCADE"), index=True
+    )
+    project_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("project.id", ondelete="CASCADE"), index=True
+    )
+    pipeline: Mapped[str] = mapped_column(sa.String(64))
+    field: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(), default=utcnow)
+
+    owner: Mapped[User] = relationship()
+    project: Mapped[Project] = relationship()
+    analyses: Mapped[list[Analysis]] = relationship(
+        back_populates="batch", order_by="Analysis.id"
+    )
+
+    def __str__(self) -> str:
+        return f"batch #{self.id} {self.pipeline}"
 
 
 class PipelineSetting(db.Model):

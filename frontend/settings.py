@@ -218,6 +218,7 @@ class Defaults:
     MAX_PARAM_CHARS = 10_000
     MAX_ARGV_BYTES = 256 * 1024
     MAX_ATTEMPTS = 2  # runs started again after their host was lost
+    BATCH_MAX_RUNS = 500  # analyses one batch (one per file) may queue
     HEARTBEAT_TIMEOUT_SECONDS = 60  # a host whose watcher is silent this long is gone
     RECONCILE_SECONDS = 30  # how often the reconciler looks
     IMAGE_CHECK_SECONDS = 60  # how often workers check that pipeline images exist

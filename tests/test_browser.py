@@ -493,6 +493,53 @@ def test_an_output_added_to_a_project_feeds_a_new_run(
     page.screenshot(path=OUTPUT / "run-on-an-added-output.png", full_page=True)
 
 
+@pytest.mark.docker
+@pytest.mark.rabbitmq
+def test_a_batch_over_ten_files_is_followed_live(
+    app, page, make_user, make_project, pipeline_worker, tmp_path
+):
+    """One analysis per matching file: the batch page follows all ten without a
+    reload, and gives their outputs as one zip."""
+    import zipfile
+
+    from playwright.sync_api import expect
+
+    from tests.conftest import Auth, upload
+
+    ada = make_user(email="ada@cs.ox.ac.uk")
+    project = make_project(ada, name="Plates")
+    client = app.test_client()
+    Auth(client).login("ada@cs.ox.ac.uk")
+    for plate in range(10):
+        rows = "\n".join(f"w{n},{(n * plate) % 13},{n / 3:.2f}" for n in range(300))
+        upload(
+            client, project, f"plates/plate{plate}.csv", f"well,od,t\n{rows}\n".encode()
+        )
+    upload(client, project, "plates/layout.txt", b"not a table")
+
+    log_in(page, "ada@cs.ox.ac.uk")
+    page.goto(f"/projects/{project}/run/table-profiler")
+    page.get_by_label("One analysis per file matching a pattern").check()
+    page.get_by_role("textbox", name="Pattern").fill("plates/*.csv")
+    page.get_by_role("button", name="Start the analysis").click()
+    expect(page.locator("#batch-analyses tbody tr")).to_have_count(10)
+    page.evaluate("window.stillTheSamePage = true")
+    expect(page.locator('[data-count="succeeded"]')).to_have_text(
+        "10 succeeded", timeout=240_000
+    )
+    assert page.evaluate("window.stillTheSamePage") is True  # live, not reloaded
+    expect(page.locator("#batch-analyses")).not_to_contain_text("Queued")
+    expect(page.locator("#batch-cancel")).to_be_disabled()
+    page.screenshot(path=OUTPUT / "batch.png", full_page=True)
+    with page.expect_download() as download_info:
+        page.locator("#batch-zip").click()
+    saved = tmp_path / "batch.zip"
+    download_info.value.save_as(saved)
+    with zipfile.ZipFile(saved) as archive:
+        folders = {name.split("/", 1)[0] for name in archive.namelist()}
+    assert len(folders) == 10 and all(f.endswith(".csv") for f in folders)
+
+
 @pytest.mark.blocks_on_purpose
 def test_svg_and_html_outputs_cannot_run_script(app, page, make_user, make_project):
     """Featured SVG and HTML outputs are shown, but their scripts never run: not in

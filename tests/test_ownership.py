@@ -17,6 +17,7 @@ from frontend.extensions import db
 from frontend.models import (
     Analysis,
     AnalysisState,
+    Batch,
     Group,
     GroupMember,
     Project,
@@ -63,6 +64,11 @@ NEEDS = {
     "analyses.run": "write",
     "analyses.cancel": "control",
     "analyses.delete": "control",
+    "analyses.add_to_project": "read",
+    "analyses.batch": "read",
+    "analyses.batch_status": "read",
+    "analyses.batch_outputs_zip": "read",
+    "analyses.batch_cancel": "control",
     "sharing.groups": "signed in",
     "sharing.new_group": "signed in",
     "sharing.shared_with_me": "signed in",
@@ -152,6 +158,7 @@ PLACEHOLDERS = {
     "<int:member_id>": "member",
     "<int:share_id>": "share",
     "<int:link_id>": "link",
+    "<int:batch_id>": "batch",
     "<secret>": "secret",
 }
 
@@ -207,6 +214,9 @@ def world(app, client, make_user, make_project):
         db.session.add(group)
         db.session.flush()
         db.session.add(ProjectShare(project_id=project, group_id=group.id))
+        batch = Batch(owner_id=ada, project_id=project, pipeline="template", field="x")
+        batch.analyses.append(db.session.get(Analysis, analysis))
+        db.session.add(batch)
         will_share = ProjectShare(
             project_id=project, email="will@cs.ox.ac.uk", can_write=True
         )
@@ -223,6 +233,7 @@ def world(app, client, make_user, make_project):
             "member": group.members[1].id,
             "share": will_share.id,
             "link": link.id,
+            "batch": batch.id,
             "secret": secret,
             "shown": shown,
         }

@@ -12,6 +12,7 @@ from wtforms import (
     BooleanField,
     FloatField,
     IntegerField,
+    RadioField,
     SelectField,
     SelectMultipleField,
     StringField,
@@ -80,6 +81,26 @@ def run_form(
     for key, prop in properties.items():
         field = _field(key, prop, files, key in required, max_chars)
         setattr(RunForm, f"p_{key}", field)
+    varied = next(iter(pipeline.file_fields().items()), None)
+    if varied is not None:
+        key, prop = varied
+        many = prop.get("type") == "array"
+        label = prop.get("title") or key.replace("_", " ").capitalize()
+        RunForm.batch = RadioField(
+            "Analyses",
+            choices=[
+                ("one", "One analysis" + (" of the selected files" if many else "")),
+                ("each", f"One analysis per selected file ({label})"),
+                ("matching", "One analysis per file matching a pattern"),
+            ],
+            default="one",
+        )
+        RunForm.batch_pattern = StringField(
+            "Pattern",
+            validators=[Optional()],
+            render_kw={"placeholder": "*.csv or reads/*_R1.fq.gz", "maxlength": 255},
+            description="Shell-style, matched against each file's whole path.",
+        )
     form = RunForm()
     form.parameter_names = list(properties)
     if prefill and not form.is_submitted():

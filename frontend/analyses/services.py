@@ -208,6 +208,28 @@ def project_file_paths(project: Project) -> list[str]:
 # --- Submission ---------------------------------------------------------------------
 
 
+def ready_to_submit(user: User, pipeline: Pipeline) -> None:
+    """Raise PipelineUnavailable (or NoClusterAccount) when ``user`` cannot submit
+    runs of ``pipeline`` now."""
+    state = availability({pipeline.name: pipeline})[pipeline.name]
+    if not state.ready:
+        raise PipelineUnavailable(state.message(pipeline))
+    cluster_account_for(user, runner_for(pipeline.name))
+
+
+def checked_params(pipeline: Pipeline, values: dict, files: list[str]) -> dict:
+    """``values`` checked against the pipeline's schema and the site's caps (the
+    project holding ``files``); raises ParamsInvalid with per-field messages."""
+    config = current_app.config
+    return validate_params(
+        pipeline,
+        values,
+        files,
+        max_chars=config["MAX_PARAM_CHARS"],
+        max_argv_bytes=config["MAX_ARGV_BYTES"],
+    )
+
+
 def submit(
     user: User,
     project: Project,
@@ -221,20 +243,10 @@ def submit(
     Raises PipelineUnavailable when its image is missing, and
     backend.params.ParamsInvalid with per-field messages.
     """
-    state = availability({pipeline.name: pipeline})[pipeline.name]
-    if not state.ready:
-        raise PipelineUnavailable(state.message(pipeline))
-    cluster_account_for(user, runner_for(pipeline.name))
+    ready_to_submit(user, pipeline)
     if files is None:
         files = project_file_paths(project)
-    config = current_app.config
-    params = validate_params(
-        pipeline,
-        values,
-        files,
-        max_chars=config["MAX_PARAM_CHARS"],
-        max_argv_bytes=config["MAX_ARGV_BYTES"],
-    )
+    params = checked_params(pipeline, values, files)
     analysis = Analysis(
         owner=user,
         project=project,
@@ -255,7 +267,7 @@ def enqueue(analysis: Analysis, before_commit=None) -> Analysis:
         analysis.runner = analysis.runner or runner_for(analysis.pipeline)
     db.session.add(analysis)
     db.session.flush()  # its id names its folder
-    _write_params(analysis)
+    write_params(analysis)
     if before_commit is not None:
         before_commit(analysis)
     # The row is the queue: if the broker is away, the dispatcher sends it later.
@@ -270,7 +282,7 @@ def enqueue(analysis: Analysis, before_commit=None) -> Analysis:
     return analysis
 
 
-def _write_params(analysis: Analysis) -> None:
+def write_params(analysis: Analysis) -> None:
     folder = analysis_dir(analysis)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "params.json").write_text(json.dumps(analysis.params, indent=2))
@@ -323,7 +335,7 @@ def requeue(analysis: Analysis) -> Analysis:
         f"queued again as analysis {again.id}",
     )
     db.session.commit()
-    _write_params(again)
+    write_params(again)
     request_dispatch()
     return again
 

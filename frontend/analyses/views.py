@@ -1,6 +1,7 @@
 from flask import (
     current_app,
     flash,
+    jsonify,
     redirect,
     render_template,
     request,
@@ -12,6 +13,7 @@ from flask_wtf import FlaskForm
 from backend.files import UnsafeName
 from backend.params import ParamsInvalid
 
+from ..downloads import zip_response
 from ..models import AnalysisState
 from ..projects.services import (
     StorageError,
@@ -23,7 +25,7 @@ from ..readme import render_readme
 from ..sharing import services as sharing
 from ..sharing.forms import LinkForm
 from ..sharing.services import Access
-from . import bp, pages
+from . import batches, bp, pages
 from . import services as svc
 from .forms import add_outputs_form, form_values, run_form
 
@@ -64,14 +66,41 @@ def run(project_id: int, name: str):
     if request.method == "GET":  # said before the form is filled in
         refused = svc.missing_cluster_account(current_user, pipeline.name)
     elif form.validate_on_submit():
+        mode = form.batch.data if "batch" in form else "one"
         try:
-            analysis = svc.submit(
-                current_user, project, pipeline, form_values(form, pipeline), files
-            )
+            if mode == "one":
+                analysis = svc.submit(
+                    current_user, project, pipeline, form_values(form, pipeline), files
+                )
+                flash(
+                    f"Analysis #{analysis.id} is queued. We will email you when it "
+                    "ends.",
+                    "success",
+                )
+                return redirect(url_for("analyses.detail", analysis_id=analysis.id))
+            chosen = _batch_files(form, pipeline, files, mode)
+            if chosen is not None:
+                batch = batches.submit_batch(
+                    current_user,
+                    project,
+                    pipeline,
+                    form_values(form, pipeline),
+                    chosen,
+                    files,
+                )
+                limit = current_app.config["MAX_RUNNING_PER_USER"]
+                flash(
+                    f"Batch #{batch.id}: {len(batch.analyses)} analyses are queued; "
+                    f"{limit} of yours run at a time.",
+                    "success",
+                )
+                return redirect(url_for("analyses.batch", batch_id=batch.id))
         except svc.NoClusterAccount as exc:
             refused, refused_status = f"{exc} Nothing was submitted.", 409
         except svc.PipelineUnavailable as exc:
             refused = f"{exc} Nothing was submitted."
+        except svc.AnalysisError as exc:
+            form.form_errors.append(str(exc))
         except ParamsInvalid as invalid:
             for key, message in invalid.errors.items():
                 if key and f"p_{key}" in form:
@@ -80,12 +109,6 @@ def run(project_id: int, name: str):
                         form[f"p_{key}"].data = form[f"p_{key}"].raw_data = None
                 else:
                     form.form_errors.append(message)
-        else:
-            flash(
-                f"Analysis #{analysis.id} is queued. We will email you when it ends.",
-                "success",
-            )
-            return redirect(url_for("analyses.detail", analysis_id=analysis.id))
     return render_template(
         "analyses/run.html",
         project=project,
@@ -96,6 +119,32 @@ def run(project_id: int, name: str):
         refused=refused,
         readme=render_readme(pipeline.folder),
     ), (refused_status if refused else 200)
+
+
+def _batch_files(form, pipeline, files: list[str], mode: str) -> list[str] | None:
+    """The files a batch runs on, one analysis each: those selected ("each") or
+    those matching the pattern ("matching"); None, with the reason on its field,
+    when there are none."""
+    key = batches.batch_field(pipeline)
+    if mode == "each":
+        chosen = form[f"p_{key}"].data or []
+        chosen = [chosen] if isinstance(chosen, str) else list(chosen)
+        if not chosen:
+            form[f"p_{key}"].errors.append("Choose the files: one analysis each.")
+            return None
+        return chosen
+    pattern = (form.batch_pattern.data or "").strip()
+    if not pattern:
+        form.batch_pattern.errors.append("Give a pattern, e.g. *.csv")
+        return None
+    chosen = batches.matching_files(pipeline, files, pattern)
+    if not chosen:
+        form.batch_pattern.errors.append(
+            f"No file of the project matches {pattern} (among those this pipeline "
+            "takes)."
+        )
+        return None
+    return chosen
 
 
 @bp.route("/analyses/<int:analysis_id>/run-elsewhere")
@@ -274,3 +323,55 @@ def outputs_zip(analysis_id: int):
 def log(analysis_id: int):
     """The full log of an analysis, as plain text."""
     return pages.log_response(svc.get_analysis_or_404(analysis_id))
+
+
+@bp.route("/batches/<int:batch_id>")
+@auth_required()
+def batch(batch_id: int):
+    """A batch: each analysis with its input, state and progress, live."""
+    found = batches.get_batch_or_404(batch_id)
+    rows = batches.rows_of(found)
+    return render_template(
+        "analyses/batch.html",
+        batch=found,
+        rows=rows,
+        counts=batches.counts(rows),
+        can_control=sharing.controls(current_user, found)
+        or current_user.has_role("admin"),
+        cancel_form=FlaskForm(),
+    )
+
+
+@bp.route("/batches/<int:batch_id>/status")
+@auth_required()
+def batch_status(batch_id: int):
+    """Every analysis of a batch, its state and progress, as JSON for its page."""
+    rows = batches.rows_of(batches.get_batch_or_404(batch_id))
+    return jsonify(
+        counts=batches.counts(rows),
+        finished=all(row.analysis.finished for row in rows),
+        analyses=[row.as_dict() for row in rows],
+    )
+
+
+@bp.route("/batches/<int:batch_id>/cancel", methods=["POST"])
+@auth_required()
+def batch_cancel(batch_id: int):
+    """Cancel every analysis of a batch that has not ended."""
+    found = batches.get_batch_or_404(batch_id, control=True)
+    if FlaskForm().validate_on_submit():
+        try:
+            flash(batches.cancel_batch(found), "success")
+        except svc.AnalysisError as exc:
+            flash(str(exc), "error")
+    return redirect(url_for("analyses.batch", batch_id=found.id))
+
+
+@bp.route("/batches/<int:batch_id>/outputs.zip")
+@auth_required()
+def batch_outputs_zip(batch_id: int):
+    """The outputs of every analysis of a batch, a folder each, as one zip."""
+    found = batches.get_batch_or_404(batch_id)
+    return zip_response(
+        batches.outputs_zip(found), f"batch-{found.id}-{found.pipeline}.zip"
+    )

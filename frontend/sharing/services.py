@@ -121,8 +121,8 @@ def require(project: Project, need: Access) -> Access:
 
 
 def controls(user: User, analysis: Analysis) -> bool:
-    """Whether ``user`` may cancel, delete or share ``analysis``: they ran it, or
-    the project is theirs."""
+    """Whether ``user`` may cancel, delete or share ``analysis`` (or a batch): they
+    submitted it, or the project is theirs."""
     return analysis.owner_id == user.id or analysis.project.owner_id == user.id
 
 
