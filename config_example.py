@@ -193,6 +193,28 @@
 # API_TOKEN_MAX_DAYS = 365
 # API_WRITES_PER_MINUTE = 120
 
+# --- Retention ---------------------------------------------------------------------
+# What the site deletes by itself, each 0 for never. The outputs of analyses that
+# finished RETENTION_OUTPUT_DAYS ago (their log and parameters stay), projects with
+# no upload, change or run for RETENTION_PROJECT_DAYS, and accounts (with their
+# data) not signed in for RETENTION_USER_DAYS. Their owners get a mail
+# RETENTION_WARNING_DAYS before; nothing goes before that mail was sent and that
+# time has passed. "Keep" on an analysis pins it (and the project holding it);
+# using a project or signing in starts its time again; admins' accounts are never
+# deleted. Failed runs' snapshots in failedAnalyses/ are removed after
+# RETENTION_FAILED_SNAPSHOT_DAYS, without a warning. The policy runs every
+# PURGE_SECONDS on the beat, and on demand with `flask --app frontend purge`
+# (`--dry-run` to see what it would do, `--as-of DATE` to look ahead).
+# Env: LABQUEUE_RETENTION_OUTPUT_DAYS, LABQUEUE_RETENTION_PROJECT_DAYS,
+# LABQUEUE_RETENTION_USER_DAYS, LABQUEUE_RETENTION_WARNING_DAYS,
+# LABQUEUE_RETENTION_FAILED_SNAPSHOT_DAYS, LABQUEUE_PURGE_SECONDS
+# RETENTION_OUTPUT_DAYS = 0
+# RETENTION_PROJECT_DAYS = 0
+# RETENTION_USER_DAYS = 0
+# RETENTION_WARNING_DAYS = 14
+# RETENTION_FAILED_SNAPSHOT_DAYS = 0
+# PURGE_SECONDS = 3600
+
 # --- Groups and sharing ----------------------------------------------------------
 # Users make groups (a lab) and invite members by address; a project is shared
 # with a group or with addresses, read-only or read-write, and one analysis by a

@@ -101,6 +101,10 @@ def celery_init_app(app: Flask) -> Celery:
                 "task": "labqueue.expire_uploads",
                 "schedule": 600.0,
             },
+            "apply-retention": {
+                "task": "labqueue.purge",
+                "schedule": float(app.config["PURGE_SECONDS"]),
+            },
         },
         beat_schedule_filename=str(Path(app.instance_path) / "celerybeat-schedule"),
     )

@@ -17,6 +17,7 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(pipelines_cli)
     app.cli.add_command(tokens_cli)
     app.cli.add_command(tes_cli)
+    app.cli.add_command(purge_command)
 
 
 @click.command("create-admin")
@@ -145,3 +146,29 @@ def images_command() -> None:
 
     for image in sorted(allowed_images()):
         click.echo(image)
+
+
+@click.command("purge")
+@with_appcontext
+@click.option("--dry-run", is_flag=True, help="Say what would be done; change nothing.")
+@click.option(
+    "--as-of",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M"]),
+    help="Apply the policy as on this day (UTC), to see what is coming.",
+)
+def purge_command(dry_run: bool, as_of) -> None:
+    """Apply the retention policy: warn owners, delete what was warned about and
+    is due, remove old failed-run snapshots (the beat does this every
+    PURGE_SECONDS)."""
+    from . import retention
+    from .models import utcnow
+
+    config = current_app.config
+    days = {kind: config[key] for kind, key in retention.SETTINGS.items()}
+    if not any(days.values()) and not config["RETENTION_FAILED_SNAPSHOT_DAYS"]:
+        click.echo("No retention policy is set (every RETENTION_*_DAYS is 0).")
+        return
+    report = retention.purge(as_of or utcnow(), dry_run=dry_run)
+    lines = report.lines(dry_run=dry_run)
+    for line in lines or ["Nothing to do."]:
+        click.echo(line)

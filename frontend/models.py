@@ -62,6 +62,9 @@ class User(db.Model, UserMixin):
     last_login_ip: Mapped[str | None] = mapped_column(sa.String(64))
     current_login_ip: Mapped[str | None] = mapped_column(sa.String(64))
     login_count: Mapped[int | None] = mapped_column(default=0)
+    # The last day they used the site, signed in (written at most once a day): an
+    # account unseen for RETENTION_USER_DAYS is deleted, after a warning.
+    last_seen_at: Mapped[datetime | None] = mapped_column(sa.DateTime())
     # Set when repeated failed logins locked the account (frontend/limits.py);
     # the unlock mail's link or an admin clears it.
     locked_at: Mapped[datetime | None] = mapped_column(sa.DateTime())
@@ -296,6 +299,11 @@ class Analysis(db.Model):
     retry_of_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("analysis.id", ondelete="SET NULL")
     )
+    # Pinned by who may control it: the retention policy never removes its
+    # outputs, nor the project holding it.
+    keep: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    # When the retention policy removed its outputs (its log and parameters stay).
+    outputs_removed_at: Mapped[datetime | None] = mapped_column(sa.DateTime())
     # The batch it was submitted in (one analysis per file), if any.
     batch_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("batch.id", ondelete="SET NULL"), index=True
@@ -690,3 +698,30 @@ class ShareLink(db.Model):
 
     def __str__(self) -> str:
         return f"link {self.prefix}… to #{self.analysis_id}"
+
+
+class RetentionNotice(db.Model):
+    """A warning that the retention policy will delete something (``kind``:
+    "outputs" of an analysis, a "project", a "user" and their data) on
+    ``due_at``. Nothing is deleted before its mail was sent and the warning time
+    has passed; a notice whose target was kept, changed or used since is dropped,
+    and a new one is sent if it becomes due again."""
+
+    __table_args__ = (sa.UniqueConstraint("kind", "target_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    target_id: Mapped[int]
+    user_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("user.id", ondelete="CASCADE"), index=True
+    )
+    due_at: Mapped[datetime] = mapped_column(sa.DateTime())
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(), default=utcnow)
+    mail_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("outgoing_mail.id", ondelete="SET NULL")
+    )
+
+    mail: Mapped[OutgoingMail | None] = relationship()
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.target_id} due {self.due_at:%Y-%m-%d}"

@@ -135,6 +135,20 @@ class Defaults:
     API_TOKEN_DAYS = 90
     API_TOKEN_MAX_DAYS = 365
     API_WRITES_PER_MINUTE = 120
+    # Retention (frontend/retention.py), each 0 for never: the outputs of analyses
+    # finished this many days ago, projects unchanged (no upload, change or run)
+    # this long, and accounts not signed in this long are deleted, each after a
+    # warning mail RETENTION_WARNING_DAYS before (pinned analyses, with "Keep",
+    # are never touched; admins' accounts neither). Failed runs' snapshots are
+    # removed after RETENTION_FAILED_SNAPSHOT_DAYS, without a warning (they are
+    # for admins). The policy is applied every PURGE_SECONDS (beat) and by
+    # `flask purge`.
+    RETENTION_OUTPUT_DAYS = 0
+    RETENTION_PROJECT_DAYS = 0
+    RETENTION_USER_DAYS = 0
+    RETENTION_WARNING_DAYS = 14
+    RETENTION_FAILED_SNAPSHOT_DAYS = 0
+    PURGE_SECONDS = 3600
     # Sharing (frontend/sharing/): a link to an analysis lasts at most
     # SHARE_LINK_MAX_DAYS when its maker gives it an expiry (it may also last
     # until revoked).
@@ -289,6 +303,8 @@ def check(config: dict, environ=None) -> None:
         elif key in LIST_CHOICES and not set(value) <= set(LIST_CHOICES[key]):
             choices = ", ".join(f'"{c}"' for c in LIST_CHOICES[key])
             problems.append(f"{source}: expected a list of {choices}, got {value!r}")
+        elif key.startswith("RETENTION_") and value < 0:
+            problems.append(f"{source}: expected 0 (never) or more days, got {value}")
     if problems:
         raise ConfigError(
             "Labqueue's configuration has a value it cannot use:\n  "

@@ -10,7 +10,7 @@ import socket
 import sqlalchemy as sa
 from celery import shared_task
 
-from . import limits, outbox
+from . import limits, outbox, retention
 from .accounts.services import send_account_mail
 from .analyses.execution import check_images, reconcile, start
 from .analyses.queueing import dispatch
@@ -83,3 +83,9 @@ def forget_lapsed_limits() -> int:
 def expire_uploads() -> int:
     """Remove resumable uploads that received nothing for RESUMABLE_UPLOAD_HOURS."""
     return resumable.expire()
+
+
+@shared_task(name="labqueue.purge", ignore_result=True)
+def purge() -> list[str]:
+    """Apply the retention policy: warn, then delete what was warned about."""
+    return retention.purge(utcnow()).lines()

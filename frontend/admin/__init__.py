@@ -8,6 +8,7 @@ from flask_admin.actions import action
 from flask_admin.contrib.sqla import ModelView
 from flask_admin.theme import Bootstrap4Theme
 from flask_security import current_user
+from wtforms import StringField
 from wtforms.validators import Email as EmailSyntax
 from wtforms.validators import ValidationError
 
@@ -25,7 +26,7 @@ from ..analyses.services import (
 from ..analyses.services import delete as delete_analysis
 from ..api.tokens import revoke as revoke_token
 from ..extensions import db, security
-from ..formatting import human_size
+from ..formatting import human_size, parse_size
 from ..limits import unlock
 from ..models import (
     Analysis,
@@ -89,6 +90,10 @@ class LabqueueIndexView(AdminOnlyMixin, AdminIndexView):
         )
 
 
+def _quota_words(quota: int | None) -> str:
+    return "site default" if quota is None else human_size(quota)
+
+
 class SecureModelView(AdminOnlyMixin, ModelView):
     page_size = 50
 
@@ -104,12 +109,20 @@ class UserView(SecureModelView):
         "institution",
         "roles",
         "active",
-        "storage_quota",
+        "quota",
         "cluster_account",
     )
+    # The quota is typed with its unit (500 MiB, 20 GiB), not in bytes.
+    form_extra_fields = {
+        "quota": StringField(
+            "Storage quota",
+            description="What this user may store, e.g. 500 MiB or 20 GiB (binary "
+            "units: GB is read as GiB); empty: the site's default "
+            "(STORAGE_QUOTA_BYTES).",
+        )
+    }
     column_descriptions = {
-        "storage_quota": "Bytes this user may store; empty means the site default "
-        "(STORAGE_QUOTA_BYTES).",
+        "storage_quota": "What this user may store (empty: the site's default).",
         "cluster_account": "Their account on the lab's cluster: with "
         'SLURM_SUBMIT_AS = "user" their Slurm jobs are submitted as it (check it '
         "is theirs: their jobs run with its rights).",
@@ -121,6 +134,7 @@ class UserView(SecureModelView):
         "institution",
         "roles",
         "active",
+        "storage_quota",
         "locked_at",
         "confirmed_at",
         "last_login_at",
@@ -141,8 +155,26 @@ class UserView(SecureModelView):
         "confirmed_at": "Confirmed",
         "locked_at": "Locked",
         "roles.name": "Role",
+        "storage_quota": "Quota",
+    }
+    column_formatters = {
+        # A researcher has no role: said, not left blank.
+        "roles": lambda view, context, model, name: (
+            ", ".join(sorted(role.name for role in model.roles)) or "none (researcher)"
+        ),
+        "storage_quota": lambda view, context, model, name: (
+            "site default"
+            if model.storage_quota is None
+            else human_size(model.storage_quota)
+        ),
     }
     form_args = {"email": {"validators": [EmailSyntax()]}}
+
+    def on_form_prefill(self, form, id) -> None:
+        user = db.session.get(User, id)
+        if user is not None and user.storage_quota is not None:
+            form.quota.data = human_size(user.storage_quota)
+
     can_view_details = True
     # People register themselves; accounts are deactivated, not deleted, so that
     # nothing they own is lost.
@@ -168,6 +200,18 @@ class UserView(SecureModelView):
         if form.active.object_data != model.active:
             action = "user.activated" if model.active else "user.deactivated"
             audit.record(action, audit.user_label(model))
+        typed = (form.quota.data or "").strip()
+        try:
+            quota = parse_size(typed) if typed else None
+        except ValueError as exc:
+            raise ValidationError(f"Storage quota: {exc}.") from None
+        if quota != model.storage_quota:
+            audit.record(
+                "user.quota_changed",
+                audit.user_label(model),
+                f"{_quota_words(model.storage_quota)} -> {_quota_words(quota)}",
+            )
+            model.storage_quota = quota
         model.cluster_account = (model.cluster_account or "").strip() or None
         if model.cluster_account:
             problem = account_problem(model.cluster_account)

@@ -33,6 +33,7 @@ from ..models import (
     PipelineSetting,
     Project,
     ProjectFile,
+    RetentionNotice,
     User,
     WatcherLease,
     utcnow,
@@ -305,6 +306,26 @@ def cancel(analysis: Analysis) -> str:
         db.session.commit()
         return "The analysis is being stopped."
     raise AnalysisError(f"The analysis has already {analysis.state.value}.")
+
+
+def set_keep(analysis: Analysis, keep: bool) -> str:
+    """Pin an analysis (the retention policy never removes its outputs, nor its
+    project), or unpin it; a warning standing about it is withdrawn."""
+    analysis.keep = keep
+    if keep:
+        db.session.execute(
+            sa.delete(RetentionNotice).where(
+                RetentionNotice.kind == "outputs",
+                RetentionNotice.target_id == analysis.id,
+            )
+        )
+    audit.record(
+        "analysis.kept" if keep else "analysis.unkept", f"analysis {analysis.id}"
+    )
+    db.session.commit()
+    if keep:
+        return f"Analysis #{analysis.id} is kept: the retention policy leaves it alone."
+    return f"Analysis #{analysis.id} is no longer kept."
 
 
 def requeue(analysis: Analysis) -> Analysis:

@@ -13,6 +13,7 @@ from flask_wtf import FlaskForm
 from backend.files import UnsafeName
 from backend.params import ParamsInvalid
 
+from .. import retention
 from ..downloads import zip_response
 from ..models import AnalysisState
 from ..projects.services import (
@@ -232,6 +233,7 @@ def detail(analysis_id: int):
         cancel_form=FlaskForm(),
         link_form=LinkForm(),
         add_form=add_outputs_form(analysis, writable) if writable else None,
+        notice=retention.notice_of("outputs", analysis.id),
     )
 
 
@@ -276,6 +278,16 @@ def add_to_project(analysis_id: int):
             folder=folder.id if folder else None,
         )
     )
+
+
+@bp.route("/analyses/<int:analysis_id>/keep", methods=["POST"])
+@auth_required()
+def keep(analysis_id: int):
+    """Pin an analysis so the retention policy leaves it alone, or unpin it."""
+    analysis = svc.get_analysis_or_404(analysis_id, control=True)
+    if FlaskForm().validate_on_submit():
+        flash(svc.set_keep(analysis, request.form.get("keep") == "1"), "success")
+    return redirect(url_for("analyses.detail", analysis_id=analysis.id))
 
 
 @bp.route("/analyses/<int:analysis_id>/status")

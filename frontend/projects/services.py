@@ -48,6 +48,7 @@ from ..models import (
     Project,
     ProjectFile,
     ResumableUpload,
+    RetentionNotice,
     StorageReservation,
     User,
     utcnow,
@@ -423,6 +424,19 @@ def update_project(project: Project, name: str, description: str) -> None:
     project.name = _check_project_name(project.owner, name, exclude=project.id)
     project.description = description.strip()
     project.updated_at = utcnow()
+    db.session.commit()
+
+
+def keep_project(project: Project) -> None:
+    """Count the project as in use today: the retention policy's time for it
+    starts again, and a warning standing about it is withdrawn."""
+    project.updated_at = utcnow()
+    db.session.execute(
+        sa.delete(RetentionNotice).where(
+            RetentionNotice.kind == "project", RetentionNotice.target_id == project.id
+        )
+    )
+    audit.record("project.kept", f"project {project.id}")
     db.session.commit()
 
 

@@ -12,6 +12,7 @@ from flask_security import auth_required, current_user
 
 from backend.files import UnsafeName
 
+from .. import retention
 from ..downloads import INLINE_IMAGES, send_user_file, zip_response
 from ..http import streams_upload
 from ..sharing.services import Access, access_to, shared_with
@@ -89,6 +90,7 @@ def browse(project_id: int):
         "projects/browse.html",
         project=project,
         access=access_to(current_user, project),
+        notice=retention.notice_of("project", project.id),
         folder=folder,
         entries=entries,
         folder_sizes=svc.folder_sizes(project, entries),
@@ -119,6 +121,17 @@ def settings(project_id: int):
             flash("Project saved.", "success")
             return _back_to(project)
     return render_template("projects/edit.html", form=form, project=project)
+
+
+@bp.route("/<int:project_id>/keep", methods=["POST"])
+@auth_required()
+def keep(project_id: int):
+    """Count a project as in use: the retention policy's time for it starts again."""
+    project = svc.get_project_or_404(project_id, Access.OWNER)
+    if ConfirmForm().validate_on_submit():
+        svc.keep_project(project)
+        flash(f"“{project.name}” is kept: it counts as used today.", "success")
+    return _back_to(project)
 
 
 @bp.route("/<int:project_id>/delete", methods=["GET", "POST"])
