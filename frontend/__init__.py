@@ -10,6 +10,8 @@ from typing import Any
 from flask import Flask
 from flask_security import SQLAlchemyUserDatastore
 
+from backend.runners import format_duration
+
 from . import accounts, analyses, limits, main, projects, settings, sharing
 from .accounts.forms import (
     AcademicRegisterForm,
@@ -77,6 +79,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     configure_logging(app)
 
     app.add_template_filter(human_size)
+    app.add_template_filter(format_duration, "duration")
 
     @app.context_processor
     def inject_app_name() -> dict[str, Any]:

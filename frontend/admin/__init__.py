@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from flask import Flask, abort, current_app, flash, g, redirect, request, url_for
 from flask_admin import Admin, AdminIndexView, expose
 from flask_admin.actions import action
@@ -34,6 +36,7 @@ from ..models import (
     AuditEvent,
     DomainRule,
     OutgoingMail,
+    PipelineImage,
     PipelineSetting,
     Project,
     Role,
@@ -43,6 +46,7 @@ from ..models import (
 )
 from ..projects.services import delete_project, project_totals
 from ..settings import RUNNERS
+from . import charts, dashboard
 
 
 class AdminOnlyMixin:
@@ -75,18 +79,13 @@ def _needs_two_factor() -> bool:
 class LabqueueIndexView(AdminOnlyMixin, AdminIndexView):
     @expose("/")
     def index(self):
-        """Admin home: counts of what needs attention."""
-        users = db.session.scalar(db.select(db.func.count(User.id)))
-        unconfirmed = db.session.scalar(
-            db.select(db.func.count(User.id)).where(User.confirmed_at.is_(None))
-        )
-        unsent = db.session.scalar(
-            db.select(db.func.count(OutgoingMail.id)).where(
-                OutgoingMail.sent_at.is_(None)
-            )
-        )
+        """Admin home: workers, queues, how runs went, storage, mail waiting."""
+        found = dashboard.figures()
         return self.render(
-            "admin/index.html", users=users, unconfirmed=unconfirmed, unsent=unsent
+            "admin/index.html",
+            **found,
+            runs_chart=charts.runs_per_day(found["days"], found["per_day"]),
+            durations_chart=charts.durations(found["durations"]),
         )
 
 
@@ -525,6 +524,61 @@ class PipelineSettingView(SecureModelView):
         if model.name not in all_pipelines():
             raise ValidationError(f"There is no pipeline called {model.name}.")
         model.runner = model.runner or None
+
+    def create_form(self, obj=None):
+        """The settings of a pipeline that has none yet, its name filled in."""
+        form = super().create_form(obj)
+        if request.method == "GET" and request.args.get("name"):
+            form.name.data = request.args["name"]
+        return form
+
+    @expose("/")
+    def index_view(self):
+        """Every installed pipeline (not only those with settings): version,
+        image and whether workers found it, runner, on or off."""
+        return self.render(
+            "admin/pipelines.html",
+            pipelines=pipeline_rows(),
+            site_runner=current_app.config["RUNNER"],
+        )
+
+    @expose("/switch/", methods=["POST"])
+    def switch(self):
+        """Turn a pipeline on or off in one click."""
+        name = request.form.get("name", "")
+        if name not in all_pipelines():
+            abort(404)
+        setting = db.session.get(PipelineSetting, name) or PipelineSetting(name=name)
+        setting.enabled = request.form.get("enabled") == "1"
+        db.session.add(setting)
+        audit.record(
+            "pipeline.enabled" if setting.enabled else "pipeline.disabled", name
+        )
+        db.session.commit()
+        state = "on: users can run it" if setting.enabled else "off: not offered"
+        flash(f"{name} is {state}.", "success")
+        return redirect(url_for(".index_view"))
+
+
+@dataclass
+class PipelineRow:
+    pipeline: object  # backend.manifest.Pipeline
+    setting: PipelineSetting | None
+    image: PipelineImage | None
+
+    @property
+    def enabled(self) -> bool:
+        return self.setting is None or self.setting.enabled
+
+
+def pipeline_rows() -> list[PipelineRow]:
+    """Each pipeline found on disk with its settings and last image check."""
+    settings = {s.name: s for s in db.session.scalars(db.select(PipelineSetting))}
+    images = {i.pipeline: i for i in db.session.scalars(db.select(PipelineImage))}
+    return [
+        PipelineRow(pipeline, settings.get(name), images.get(name))
+        for name, pipeline in sorted(all_pipelines().items())
+    ]
 
 
 class TesImageView(SecureModelView):
