@@ -94,7 +94,7 @@ class Defaults:
     # The welcome mail carries the confirmation link.
     SECURITY_SEND_REGISTER_EMAIL = True
     SECURITY_AUTO_LOGIN_AFTER_CONFIRM = False
-    SECURITY_POST_LOGIN_VIEW = "accounts.profile"
+    SECURITY_POST_LOGIN_VIEW = "projects.index"  # where a researcher starts
     SECURITY_POST_CONFIRM_VIEW = "security.login"
     SECURITY_POST_REGISTER_VIEW = "security.login"
     # Deliverability checks need DNS; switch them off where there is none.

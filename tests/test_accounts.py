@@ -53,13 +53,13 @@ def test_academic_registration_confirm_and_login(client, auth, smtp, app):
 
     # Unconfirmed: the correct password is not enough.
     response = auth.login("ada@mail.imperial.ac.uk")
-    assert "/account/profile" not in response.headers.get("Location", "")
+    assert "/projects/" not in response.headers.get("Location", "")
 
     client.get(path_of(link_in(message, "/confirm/")), follow_redirects=True)
     assert get_user(app, "ada@mail.imperial.ac.uk").confirmed_at is not None
 
     response = auth.login("ada@mail.imperial.ac.uk")
-    assert response.headers["Location"].endswith("/account/profile")
+    assert response.headers["Location"].endswith("/projects/")
     profile = client.get("/account/profile").text
     assert "Imperial College London" in profile
     assert "Signed in as" in profile and "Ada Lovelace" in profile
@@ -162,7 +162,7 @@ def test_password_reset_by_mail(client, auth, make_user, smtp, app, start_worker
     )
     assert "Login failed" in auth.login("ada@cs.ox.ac.uk", PASSWORD).text
     response = auth.login("ada@cs.ox.ac.uk", new_password)
-    assert response.headers["Location"].endswith("/account/profile")
+    assert response.headers["Location"].endswith("/projects/")
 
 
 def outbox_rows(app) -> list[tuple[str, str]]:
@@ -282,7 +282,7 @@ def test_change_password(client, auth, make_user):
     )
     auth.logout()
     response = auth.login("ada@cs.ox.ac.uk", new_password)
-    assert response.headers["Location"].endswith("/account/profile")
+    assert response.headers["Location"].endswith("/projects/")
 
 
 def test_profile_name_can_be_corrected(client, auth, make_user, app):

@@ -113,6 +113,9 @@ def test_register_confirm_login_profile(page, smtp):
 
     log_in(page, "rosalind@kcl.ac.uk")
 
+    # A researcher lands on their projects, then finds their profile.
+    expect(page.get_by_role("heading", name="Your projects")).to_be_visible()
+    page.locator("#nav-user").click()
     expect(page.get_by_role("heading", name="Your profile")).to_be_visible()
     expect(page.locator("#nav-user")).to_contain_text("Rosalind Franklin")
     expect(page.locator("#profile-institution")).to_contain_text(
@@ -407,7 +410,7 @@ def test_the_whole_journey_of_a_new_user(
     page.locator(".card", has_text="Table profiler").get_by_role(
         "link", name="Set up a run"
     ).click()
-    page.get_by_label("Tables").select_option("run42/coverage.csv")
+    page.get_by_label("Tables", exact=True).select_option("run42/coverage.csv")
     page.get_by_label("Histogram bins").fill("25")
     page.screenshot(path=OUTPUT / "run-form.png", full_page=True)
     page.get_by_role("button", name="Start the analysis").click()
@@ -418,10 +421,12 @@ def test_the_whole_journey_of_a_new_user(
     expect(page.locator("#log")).to_contain_text("250000 rows", timeout=60_000)
     page.screenshot(path=OUTPUT / "running.png", full_page=True)
     # The results replace the live view when the run ends.
+    expect(page.locator("#timeline-started")).to_contain_text("Started")  # running
     featured = page.locator("#featured")
     expect(featured).to_be_visible(timeout=120_000)
     expect(page.locator("#analysis-state")).to_contain_text("Succeeded")
     assert page.evaluate("window.stillTheSamePage") is True  # swapped, not reloaded
+    expect(page.get_by_text("is queued. We will email you")).to_have_count(0)
     image = featured.locator("img[alt='run42/coverage.csv_histograms.png']")
     expect(image).to_be_visible()
     assert image.evaluate("img => img.naturalWidth") > 100  # a real picture
@@ -483,7 +488,7 @@ def test_an_output_added_to_a_project_feeds_a_new_run(
     expect(page.locator("#provenance")).to_contain_text(f"Made by analysis #{run}")
 
     page.goto(f"/projects/{project}/run/table-profiler")
-    page.get_by_label("Tables").select_option(
+    page.get_by_label("Tables", exact=True).select_option(
         f"from-analysis-{run}-table-profiler/counts.csv"
     )
     page.get_by_role("button", name="Start the analysis").click()
@@ -538,6 +543,32 @@ def test_a_batch_over_ten_files_is_followed_live(
     with zipfile.ZipFile(saved) as archive:
         folders = {name.split("/", 1)[0] for name in archive.namelist()}
     assert len(folders) == 10 and all(f.endswith(".csv") for f in folders)
+
+
+def test_a_file_picker_says_how_to_pick_several_and_selects_all(
+    app, page, make_user, make_project
+):
+    from playwright.sync_api import expect
+
+    from tests.conftest import Auth, upload
+
+    ada = make_user(email="ada@cs.ox.ac.uk")
+    project = make_project(ada, name="Tables")
+    client = app.test_client()
+    Auth(client).login("ada@cs.ox.ac.uk")
+    for name in ("a.csv", "b.csv", "c.csv"):
+        upload(client, project, name, b"x,y\n1,2\n")
+    log_in(page, "ada@cs.ox.ac.uk")
+    page.goto(f"/projects/{project}/run/table-profiler")
+    expect(page.get_by_text("Hold Ctrl (⌘ on a Mac) to pick several")).to_be_visible()
+    picker = page.get_by_label("Tables", exact=True)
+    page.get_by_label("Select all 3").check()
+    assert picker.evaluate("select => select.selectedOptions.length") == 3
+    picker.select_option(["a.csv", "c.csv"])
+    everything = page.get_by_label("Select all 3")
+    assert everything.evaluate("box => box.indeterminate") is True
+    page.get_by_label("Select all 3").uncheck()
+    assert picker.evaluate("select => select.selectedOptions.length") == 0
 
 
 @pytest.mark.blocks_on_purpose
@@ -758,7 +789,7 @@ def test_two_factor_enrolment_and_login(page, make_user):
     expect(page.get_by_text("Invalid code")).to_be_visible()
     page.get_by_label("Authentication Code").fill(code_for(key, offset=1))
     page.get_by_role("button", name="Submit Code").click()
-    expect(page.get_by_role("heading", name="Your profile")).to_be_visible()
+    expect(page.get_by_role("heading", name="Your projects")).to_be_visible()
 
 
 def test_a_token_made_on_the_profile_works_and_the_api_reference_shows(page, make_user):

@@ -81,7 +81,7 @@ def test_wrong_logins_are_slowed_then_locked_across_two_web_processes(
         time.sleep(0.55)  # this IP's own count (past its 20 free) still applies
         response = login(session, webs[0].url, "ada@cs.ox.ac.uk", PASSWORD)
         assert response.status_code == 302
-        assert response.headers["Location"].endswith("/account/profile")
+        assert response.headers["Location"].endswith("/projects/")
         # The link was for that lock only.
         again = session.get(webs[1].url + path)
         assert again.status_code == 400 and "not valid" in again.text

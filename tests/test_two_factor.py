@@ -96,7 +96,7 @@ def test_admins_must_set_it_up_when_the_site_says_so(client, auth, make_user, ap
     assert client.get("/admin/").status_code != 200
     # Other users are not asked.
     other = app.test_client()
-    assert password_step(other).headers["Location"].endswith("/account/profile")
+    assert password_step(other).headers["Location"].endswith("/projects/")
 
 
 def test_admin_turns_it_off_for_a_lost_phone(client, auth, make_user, app):
@@ -108,7 +108,7 @@ def test_admin_turns_it_off_for_a_lost_phone(client, auth, make_user, app):
     auth.login("root@cs.ox.ac.uk")
     admin_action(client, "admin_users", "reset_two_factor", ada)
     auth.logout()
-    assert password_step(client).headers["Location"].endswith("/account/profile")
+    assert password_step(client).headers["Location"].endswith("/projects/")
     with app.app_context():
         event = db.session.scalars(
             sa.select(AuditEvent).where(AuditEvent.action == "two_factor.removed")

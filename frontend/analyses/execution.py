@@ -547,9 +547,8 @@ def notification(analysis: Analysis):
     body = render_template(
         "analyses/email/finished.txt", analysis=analysis, duration=duration, link=link
     )
-    return queue_mail(
-        owner.email, f"{analysis.pipeline} on {analysis.project.name} {verb}", body
-    )
+    subject = f"#{analysis.id} {analysis.pipeline} on {analysis.project.name} {verb}"
+    return queue_mail(owner.email, subject, body)
 
 
 def _sha256(path: Path) -> str:

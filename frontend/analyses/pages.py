@@ -47,6 +47,7 @@ def detail_context(analysis: Analysis) -> dict:
         "position": svc.queue_position(analysis),
         "waiting_for": svc.waiting_for_worker(analysis),
         "resources": svc.resources(analysis),
+        "started": svc.started_line(analysis),
     }
 
 
@@ -63,6 +64,7 @@ def status_response(analysis: Analysis):
         position=svc.queue_position(analysis),
         waiting_for=svc.waiting_for_worker(analysis),
         elapsed=svc.elapsed(analysis),
+        started=svc.started_line(analysis),
         log=text,
         offset=next_offset,
     )

@@ -20,6 +20,7 @@ from backend.files import clean_relpath
 from backend.manifest import Pipeline, discover
 from backend.params import validate_params
 from backend.runners import format_duration, mib
+from backend.runners.base import parse_progress
 
 from .. import audit
 from ..downloads import INLINE_IMAGES, suffix_of
@@ -522,10 +523,46 @@ def read_log(analysis: Analysis, offset: int) -> tuple[str, int]:
             data = handle.read(LOG_CHUNK)
     except FileNotFoundError:
         return "", 0
-    # Stop at the last complete line, so that no character is cut in two.
-    if len(data) == LOG_CHUNK and b"\n" in data:
+    # Whole lines only while it runs (a progress line is known once it ends, and
+    # no character is cut in two); a line longer than a chunk goes as it is.
+    if b"\n" in data and (len(data) == LOG_CHUNK or not analysis.finished):
         data = data[: data.rindex(b"\n") + 1]
-    return data.decode("utf-8", "replace"), offset + len(data)
+    elif len(data) < LOG_CHUNK and not analysis.finished:
+        data = b""  # an unfinished line: with the rest of it, next time
+    return readable(data), offset + len(data)
+
+
+def readable(data: bytes) -> str:
+    """Log text as people read it: the ##progress lines the pipeline prints for
+    the progress bar left out (the full log download keeps them)."""
+    lines = data.decode("utf-8", "replace").splitlines(keepends=True)
+    return "".join(line for line in lines if parse_progress(line) is None)
+
+
+def inputs_of(analysis: Analysis, shown: int = 3) -> str:
+    """The project files a run read (its pipeline's file parameters), for lists:
+    "a.csv, b.csv and 4 more"."""
+    pipeline = all_pipelines().get(analysis.pipeline)
+    keys = pipeline.file_fields() if pipeline else {}
+    files: list[str] = []
+    for key in keys:
+        value = analysis.params.get(key)
+        files += value if isinstance(value, list) else [value] if value else []
+    if len(files) <= shown:
+        return ", ".join(files)
+    return ", ".join(files[:shown]) + f" and {len(files) - shown} more"
+
+
+def started_line(analysis: Analysis) -> str | None:
+    """The timeline's "Started" line, once it has started."""
+    if analysis.started_at is None:
+        return None
+    waited = (analysis.started_at - analysis.submitted_at).total_seconds()
+    attempt = f" (attempt {analysis.attempt})" if analysis.attempt > 1 else ""
+    return (
+        f"Started {analysis.started_at:%H:%M:%S} UTC, after "
+        f"{format_duration(max(waited, 0))} in the queue{attempt}"
+    )
 
 
 def elapsed(analysis: Analysis) -> str:
@@ -591,7 +628,7 @@ def log_tail(analysis: Analysis) -> str:
     try:
         with open(log_path(analysis), "rb") as handle:
             handle.seek(max(handle.seek(0, 2) - TAIL_BYTES, 0))
-            return handle.read().decode("utf-8", "replace")
+            return readable(handle.read())
     except FileNotFoundError:
         return ""
 

@@ -76,7 +76,7 @@ def run(project_id: int, name: str):
                 flash(
                     f"Analysis #{analysis.id} is queued. We will email you when it "
                     "ends.",
-                    "success",
+                    "queued",
                 )
                 return redirect(url_for("analyses.detail", analysis_id=analysis.id))
             chosen = _batch_files(form, pipeline, files, mode)
@@ -93,7 +93,7 @@ def run(project_id: int, name: str):
                 flash(
                     f"Batch #{batch.id}: {len(batch.analyses)} analyses are queued; "
                     f"{limit} of yours run at a time.",
-                    "success",
+                    "queued",
                 )
                 return redirect(url_for("analyses.batch", batch_id=batch.id))
         except svc.NoClusterAccount as exc:
@@ -171,6 +171,7 @@ def queue():
         everyone=everyone,
         cancel_form=FlaskForm(),
         elapsed=svc.elapsed,
+        inputs_of=svc.inputs_of,
     )
 
 
@@ -194,6 +195,8 @@ def history():
         pipelines=sorted(svc.all_pipelines()),
         states=[s.value for s in AnalysisState],
         delete_form=FlaskForm(),
+        inputs_of=svc.inputs_of,
+        elapsed=svc.elapsed,
     )
 
 

@@ -78,6 +78,11 @@
     document.getElementById("waiting-for").textContent = status.waiting_for || "";
     const badge = document.querySelector("#analysis-state .badge");
     badge.textContent = status.state.charAt(0).toUpperCase() + status.state.slice(1);
+    const started = document.getElementById("timeline-started");
+    if (started && status.started) {
+      started.textContent = status.started;
+      started.hidden = false;
+    }
   }
 
   async function swapInResults() {
@@ -88,6 +93,8 @@
     if (!fresh) return;
     main.replaceWith(fresh);
     setupTables(fresh);
+    // "Analysis #N is queued" is no longer news.
+    document.querySelectorAll("[data-until-finished]").forEach((note) => note.remove());
   }
 
   async function poll() {

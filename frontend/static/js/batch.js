@@ -35,6 +35,7 @@
     }
     if (data.finished) {
       main.dataset.finished = "1";
+      document.querySelectorAll("[data-until-finished]").forEach((note) => note.remove());
       const cancel = document.getElementById("batch-cancel");
       if (cancel) cancel.disabled = true;
     }

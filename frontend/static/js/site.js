@@ -24,3 +24,23 @@ document.addEventListener("change", (event) => {
     all.indeterminate = ticked > 0 && ticked < boxes.length;
   }
 });
+
+// The same for a <select multiple>: a checkbox with data-select-options="#id"
+// selects or clears all its options, and follows what is picked by hand.
+document.addEventListener("change", (event) => {
+  const target = event.target;
+  if (target.matches("[data-select-options]")) {
+    const select = document.querySelector(target.dataset.selectOptions);
+    if (!select) return;
+    for (const option of select.options) option.selected = target.checked;
+    select.dispatchEvent(new Event("change", { bubbles: true }));
+    return;
+  }
+  if (target.matches("select[multiple]")) {
+    const all = document.querySelector(`[data-select-options="#${target.id}"]`);
+    if (!all) return;
+    const picked = Array.from(target.options).filter((o) => o.selected).length;
+    all.checked = picked === target.options.length;
+    all.indeterminate = picked > 0 && picked < target.options.length;
+  }
+});
