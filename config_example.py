@@ -215,6 +215,20 @@
 # RETENTION_FAILED_SNAPSHOT_DAYS = 0
 # PURGE_SECONDS = 3600
 
+# --- Guests --------------------------------------------------------------------------
+# ALLOW_GUESTS = True lets a visitor try the site without an account ("Try it as a
+# guest" on the home page): a temporary account tied to their browser, with
+# GUEST_QUOTA_BYTES of storage and its own runs, removed GUEST_HOURS after it was
+# made (every page says when). A guest who registers keeps their projects. Guests
+# cannot share, join groups or make API tokens. At most GUEST_PER_IP_PER_HOUR
+# guests are made from one address an hour.
+# Env: LABQUEUE_ALLOW_GUESTS, LABQUEUE_GUEST_QUOTA_BYTES, LABQUEUE_GUEST_HOURS,
+# LABQUEUE_GUEST_PER_IP_PER_HOUR
+# ALLOW_GUESTS = False
+# GUEST_QUOTA_BYTES = 200 * 1024**2
+# GUEST_HOURS = 24
+# GUEST_PER_IP_PER_HOUR = 5
+
 # --- Groups and sharing ----------------------------------------------------------
 # Users make groups (a lab) and invite members by address; a project is shared
 # with a group or with addresses, read-only or read-write, and one analysis by a

@@ -166,8 +166,10 @@ def purge_command(dry_run: bool, as_of) -> None:
     config = current_app.config
     days = {kind: config[key] for kind, key in retention.SETTINGS.items()}
     if not any(days.values()) and not config["RETENTION_FAILED_SNAPSHOT_DAYS"]:
-        click.echo("No retention policy is set (every RETENTION_*_DAYS is 0).")
-        return
+        click.echo(
+            "No retention policy is set (every RETENTION_*_DAYS is 0): only guest "
+            "accounts whose time is over are removed."
+        )
     report = retention.purge(as_of or utcnow(), dry_run=dry_run)
     lines = report.lines(dry_run=dry_run)
     for line in lines or ["Nothing to do."]:

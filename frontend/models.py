@@ -62,6 +62,8 @@ class User(db.Model, UserMixin):
     last_login_ip: Mapped[str | None] = mapped_column(sa.String(64))
     current_login_ip: Mapped[str | None] = mapped_column(sa.String(64))
     login_count: Mapped[int | None] = mapped_column(default=0)
+    # A guest's account (ALLOW_GUESTS) lasts until then, unless they register.
+    guest_until: Mapped[datetime | None] = mapped_column(sa.DateTime())
     # The last day they used the site, signed in (written at most once a day): an
     # account unseen for RETENTION_USER_DAYS is deleted, after a warning.
     last_seen_at: Mapped[datetime | None] = mapped_column(sa.DateTime())
@@ -114,7 +116,13 @@ class User(db.Model, UserMixin):
     )
 
     @property
+    def is_guest(self) -> bool:
+        return self.guest_until is not None
+
+    @property
     def full_name(self) -> str:
+        if self.is_guest:
+            return "Guest"
         return f"{self.first_name} {self.last_name}".strip() or self.email
 
     def __str__(self) -> str:

@@ -38,6 +38,7 @@ from flask import current_app
 from backend.runners.base import clear_folder, folder_size
 
 from . import audit, outbox
+from .accounts import guests
 from .analyses.execution import delete_analysis
 from .analyses.services import analysis_dir, output_dir, output_files
 from .extensions import db
@@ -81,6 +82,7 @@ class Report:
     waiting: list[Expiring] = field(default_factory=list)  # due, warning too recent
     dropped: int = 0  # notices of things kept, used or gone meanwhile
     snapshots: list[str] = field(default_factory=list)
+    guests: list[str] = field(default_factory=list)
 
     def lines(self, dry_run: bool = False) -> list[str]:
         would = "would be " if dry_run else ""
@@ -96,6 +98,9 @@ class Report:
             for item in self.waiting
         ]
         found += [f"{would}removed: failed run snapshot {s}" for s in self.snapshots]
+        found += [
+            f"{would}removed: guest account {g}, its time over" for g in self.guests
+        ]
         if self.dropped:
             found.append(f"{self.dropped} warning(s) dropped: kept or used since")
         return found
@@ -192,7 +197,12 @@ def _users(now: datetime, days: int) -> Iterator[Expiring]:
     busy = sa.select(Analysis.owner_id).where(Analysis.state.not_in(FINISHED_STATES))
     stmt = (
         sa.select(User, seen)
-        .where(seen <= cutoff, User.id.not_in(admins), User.id.not_in(busy))
+        .where(
+            seen <= cutoff,
+            User.guest_until.is_(None),  # guests go by their own time
+            User.id.not_in(admins),
+            User.id.not_in(busy),
+        )
         .order_by(User.id)
     )
     for user, last in db.session.execute(stmt):
@@ -375,7 +385,22 @@ def purge(now: datetime, dry_run: bool = False) -> Report:
                 )
         outbox.commit_and_send(mails)
     report.snapshots = _snapshots(now, dry_run)
+    report.guests = _expire_guests(now, dry_run)
     return report
+
+
+def _expire_guests(now: datetime, dry_run: bool) -> list[str]:
+    """Guest accounts whose time is over, with all they made (no mail: they have
+    no address, and every page told them when)."""
+    removed = []
+    for guest in guests.expired(now):
+        removed.append(guest.email)
+        if not dry_run:
+            _remove_user(guest)
+            log.warning(
+                "Retention: removed guest account %s, its time over", guest.email
+            )
+    return removed
 
 
 def policy_lines() -> list[str]:

@@ -149,6 +149,15 @@ class Defaults:
     RETENTION_WARNING_DAYS = 14
     RETENTION_FAILED_SNAPSHOT_DAYS = 0
     PURGE_SECONDS = 3600
+    # Guests (frontend/accounts/guests.py): with ALLOW_GUESTS, a visitor may try
+    # the site without an account: a temporary one tied to their browser, with
+    # GUEST_QUOTA_BYTES of storage, removed GUEST_HOURS after it was made unless
+    # they register (and keep their projects). At most GUEST_PER_IP_PER_HOUR are
+    # made from one address an hour.
+    ALLOW_GUESTS = False
+    GUEST_QUOTA_BYTES = 200 * 1024**2
+    GUEST_HOURS = 24
+    GUEST_PER_IP_PER_HOUR = 5
     # Sharing (frontend/sharing/): a link to an analysis lasts at most
     # SHARE_LINK_MAX_DAYS when its maker gives it an expiry (it may also last
     # until revoked).

@@ -1,22 +1,112 @@
-from flask import current_app, flash, redirect, render_template, request, url_for
-from flask_security import auth_required, current_user
+import math
+
+from flask import (
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_security import (
+    auth_required,
+    current_user,
+    login_user,
+    logout_user,
+    url_for_security,
+)
+from flask_security.registerable import register_existing, register_user
 from flask_wtf import FlaskForm
+from werkzeug.exceptions import TooManyRequests
 
 from .. import retention
 from ..api import tokens
+from ..limits import count_in_window, user_to_unlock
 from ..limits import unlock as unlock_account
-from ..limits import user_to_unlock
 from ..projects.services import quota_for, storage_by_kind
-from . import bp
-from .forms import ProfileForm, TokenForm
+from . import bp, guests
+from .forms import AcademicRegisterForm, ProfileForm, TokenForm
 from .services import note_seen, update_profile
 
 
 @bp.before_app_request
 def seen_today() -> None:
-    """Whoever is signed in uses the site today (for the retention policy)."""
+    """Whoever is signed in uses the site today (for the retention policy); a
+    guest is refused what needs an account."""
     if current_user.is_authenticated and request.endpoint != "static":
+        if current_user.is_guest and guests.blocked(request.endpoint):
+            abort(403, description=guests.REFUSED)
         note_seen(current_user)
+
+
+@bp.route("/guest", methods=["POST"])
+def guest_start():
+    """Start as a guest (ALLOW_GUESTS): a temporary account for this browser."""
+    if not current_app.config["ALLOW_GUESTS"]:
+        abort(404)
+    if current_user.is_authenticated:
+        return redirect(url_for("projects.index"))
+    if not FlaskForm().validate_on_submit():
+        abort(400)
+    made, wait = count_in_window(f"guest-ip:{request.remote_addr}", 3600)
+    if made > current_app.config["GUEST_PER_IP_PER_HOUR"]:
+        raise TooManyRequests(
+            "Too many guest accounts were made from your address this hour: try "
+            f"again in {math.ceil(wait / 60)} minutes, or register.",
+            retry_after=math.ceil(wait),
+        )
+    guest = guests.start(request.remote_addr)
+    login_user(guest, remember=True, authn_via=["guest"])
+    flash(
+        f"Welcome! You are a guest until {guest.guest_until:%d %b, %H:%M} UTC: what "
+        "you upload and run is deleted then, unless you register.",
+        "success",
+    )
+    return redirect(url_for("projects.index"))
+
+
+def _registered(email: str):
+    flash(
+        f"We sent a mail to {email}. Follow its link, then sign in: a new account "
+        "holds your projects.",
+        "success",
+    )
+    return redirect(url_for_security("login"))
+
+
+@bp.route("/register", methods=["GET", "POST"])
+@auth_required()
+def guest_register():
+    """A guest registers: a new account with their projects and runs."""
+    if not current_user.is_guest:
+        return redirect(url_for("accounts.profile"))
+    form = AcademicRegisterForm()
+    problem = None
+    if request.method == "POST":
+        try:
+            guests.check_can_register(current_user)
+        except guests.GuestRefused as exc:
+            problem = str(exc)
+    if problem is None and form.validate_on_submit():
+        guest = current_user._get_current_object()
+        user = register_user(form)
+        logout_user()  # while the guest's row is there: logging out changes it
+        guests.move_to(guest, user)
+        return _registered(user.email)
+    if (
+        problem is None
+        and request.method == "POST"
+        and current_app.config["SECURITY_RETURN_GENERIC_RESPONSES"]
+        and register_existing(form)
+    ):
+        # An address with an account already: it got a mail saying so. The answer
+        # is the same as a registration's, so nobody learns which addresses exist.
+        logout_user()
+        return _registered(form.email.data)
+    return render_template(
+        "accounts/guest_register.html", form=form, problem=problem
+    ), (409 if problem else 200)
 
 
 @bp.route("/profile", methods=["GET", "POST"])
