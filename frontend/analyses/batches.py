@@ -8,7 +8,6 @@ from fnmatch import fnmatch
 
 import sqlalchemy as sa
 from flask import current_app
-from flask_security import current_user
 from zipstream import ZipStream
 
 from backend.manifest import Pipeline
@@ -16,7 +15,7 @@ from backend.params import matches_glob
 
 from ..extensions import db
 from ..models import Analysis, AnalysisState, Batch, Project, User, utcnow
-from ..sharing.services import Access, projects_where, require_control
+from ..sharing.services import get_readable_or_404
 from . import services as svc
 from .queueing import fair_order, request_dispatch, runner_for
 
@@ -91,15 +90,7 @@ def submit_batch(
 def get_batch_or_404(batch_id: int, control: bool = False) -> Batch:
     """A batch of a project the signed-in user may read (any, for admins), or
     404; with ``control``, 403 unless they submitted it or own its project."""
-    stmt = sa.select(Batch).where(Batch.id == batch_id)
-    if not current_user.has_role("admin"):
-        stmt = stmt.join(Project, Project.id == Batch.project_id).where(
-            projects_where(current_user, Access.READ)
-        )
-    batch = db.first_or_404(stmt)
-    if control:
-        require_control(batch)
-    return batch
+    return get_readable_or_404(Batch, batch_id, control)
 
 
 def input_of(batch: Batch, analysis: Analysis) -> str:

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from flask import abort, current_app
-from flask_security import current_user
 from zipstream import ZipStream
 
 from backend.files import clean_relpath
@@ -41,7 +40,7 @@ from ..models import (
 )
 from ..projects.preview import TABLES, make_preview
 from ..projects.services import UploadResult, add_files, project_dir
-from ..sharing.services import Access, projects_where, require_control
+from ..sharing.services import Access, get_readable_or_404, projects_where
 from .queueing import (
     fair_order,
     may_go_at_once,
@@ -174,15 +173,7 @@ def get_analysis_or_404(analysis_id: int, control: bool = False) -> Analysis:
     """An analysis of a project the signed-in user may read (any analysis for
     admins), or 404; with ``control`` (cancel, delete, share), 403 unless they ran
     it or own its project."""
-    stmt = sa.select(Analysis).where(Analysis.id == analysis_id)
-    if not current_user.has_role("admin"):
-        stmt = stmt.join(Project, Project.id == Analysis.project_id).where(
-            projects_where(current_user, Access.READ)
-        )
-    analysis = db.first_or_404(stmt)
-    if control:
-        require_control(analysis)
-    return analysis
+    return get_readable_or_404(Analysis, analysis_id, control)
 
 
 def analysis_dir(analysis: Analysis) -> Path:

@@ -126,6 +126,21 @@ def controls(user: User, analysis: Analysis) -> bool:
     return analysis.owner_id == user.id or analysis.project.owner_id == user.id
 
 
+def get_readable_or_404(model, object_id: int, control: bool = False):
+    """An object of ``model`` (an analysis or a batch: anything of a project) in
+    a project the signed-in user may read (any, for admins), or 404; with
+    ``control``, 403 unless they submitted it or own its project."""
+    stmt = sa.select(model).where(model.id == object_id)
+    if not current_user.has_role("admin"):
+        stmt = stmt.join(Project, Project.id == model.project_id).where(
+            projects_where(current_user, Access.READ)
+        )
+    found = db.first_or_404(stmt)
+    if control:
+        require_control(found)
+    return found
+
+
 def require_control(analysis: Analysis) -> None:
     if not (controls(current_user, analysis) or current_user.has_role("admin")):
         abort(
