@@ -57,7 +57,9 @@ def runs_per_day(days: list[str], series: dict[str, list[int]]) -> Markup:
                 f'height="{bar:.1f}" fill="{COLOURS[index % len(COLOURS)]}">'
                 f"<title>{escape(day)}: {values[n]} {escape(name)}</title></rect>"
             )
-        if n % 7 == 0 or n == len(days) - 1:
+        last = n == len(days) - 1
+        # A label a week, and the last day's unless it would touch the one before.
+        if n % 7 == 0 or (last and n % 7 >= 3):
             body.append(
                 f'<text x="{x + slot * 0.35:.1f}" y="{top + plot_h + 14}" '
                 f'text-anchor="middle" font-size="11" fill="#6c757d">'
@@ -79,7 +81,7 @@ def durations(rows) -> Markup:
     width, row_h, left = 720, 26, 150
     height = max(len(rows), 1) * row_h + 24
     peak = max((row.p95 for row in rows), default=0) or 1
-    scale = (width - left - 90) / peak
+    scale = (width - left - 170) / peak  # room for the figures after the bar
     body = []
     for n, row in enumerate(rows):
         y = 6 + n * row_h
