@@ -731,5 +731,10 @@ class RetentionNotice(db.Model):
 
     mail: Mapped[OutgoingMail | None] = relationship()
 
+    @classmethod
+    def about(cls, kind: str, target_id: int):
+        """SQL condition: the notice about ``kind`` ``target_id``."""
+        return sa.and_(cls.kind == kind, cls.target_id == target_id)
+
     def __str__(self) -> str:
         return f"{self.kind} {self.target_id} due {self.due_at:%Y-%m-%d}"

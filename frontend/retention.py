@@ -438,7 +438,5 @@ def notices_for(user: User) -> list[RetentionNotice]:
 
 def notice_of(kind: str, target_id: int) -> RetentionNotice | None:
     return db.session.scalar(
-        sa.select(RetentionNotice).where(
-            RetentionNotice.kind == kind, RetentionNotice.target_id == target_id
-        )
+        sa.select(RetentionNotice).where(RetentionNotice.about(kind, target_id))
     )

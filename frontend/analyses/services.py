@@ -307,8 +307,7 @@ def set_keep(analysis: Analysis, keep: bool) -> str:
     if keep:
         db.session.execute(
             sa.delete(RetentionNotice).where(
-                RetentionNotice.kind == "outputs",
-                RetentionNotice.target_id == analysis.id,
+                RetentionNotice.about("outputs", analysis.id)
             )
         )
     audit.record(

@@ -20,7 +20,7 @@ from ..projects.services import (
     StorageError,
     entry_at,
     get_project_or_404,
-    list_projects,
+    projects_for,
 )
 from ..readme import render_readme
 from ..sharing import services as sharing
@@ -153,7 +153,7 @@ def _batch_files(form, pipeline, files: list[str], mode: str) -> list[str] | Non
 def run_elsewhere(analysis_id: int):
     """Pick another project to run an analysis' pipeline on, with its values."""
     analysis = svc.get_analysis_or_404(analysis_id)
-    projects = [s.project for s in list_projects(current_user, need=Access.WRITE)]
+    projects = projects_for(current_user, Access.WRITE)
     return render_template(
         "analyses/elsewhere.html", analysis=analysis, projects=projects
     )
@@ -191,7 +191,7 @@ def history():
         state=state,
         pipeline=pipeline,
         project_id=project_id,
-        projects=[s.project for s in list_projects(current_user, need=Access.READ)],
+        projects=projects_for(current_user, Access.READ),
         pipelines=sorted(svc.all_pipelines()),
         states=[s.value for s in AnalysisState],
         delete_form=FlaskForm(),
@@ -224,7 +224,7 @@ def detail(analysis_id: int):
     controls = sharing.controls(current_user, analysis)
     writable = []
     if analysis.finished:
-        writable = [s.project for s in list_projects(current_user, need=Access.WRITE)]
+        writable = projects_for(current_user, Access.WRITE)
     return render_template(
         "analyses/detail.html",
         **pages.detail_context(analysis),
@@ -246,7 +246,7 @@ def add_to_project(analysis_id: int):
     """Put some or all outputs of an analysis into a project the user may change,
     as files with their provenance, for new runs to use."""
     analysis = svc.get_analysis_or_404(analysis_id)
-    writable = [s.project for s in list_projects(current_user, need=Access.WRITE)]
+    writable = projects_for(current_user, Access.WRITE)
     form = add_outputs_form(analysis, writable)
     back = redirect(url_for("analyses.detail", analysis_id=analysis.id))
     if not form.validate_on_submit():

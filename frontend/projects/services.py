@@ -149,6 +149,18 @@ class ProjectSummary:
     analyses: int = 0
 
 
+def projects_for(user: User, need: Access) -> list[Project]:
+    """The projects ``user`` has ``need`` on, most recently changed first, without
+    the totals ``list_projects`` adds up (for pickers)."""
+    return list(
+        db.session.scalars(
+            sa.select(Project)
+            .where(projects_where(user, need))
+            .order_by(Project.updated_at.desc())
+        )
+    )
+
+
 def list_projects(
     user: User, only: int | None = None, need: Access = Access.OWNER
 ) -> list[ProjectSummary]:
@@ -432,9 +444,7 @@ def keep_project(project: Project) -> None:
     starts again, and a warning standing about it is withdrawn."""
     project.updated_at = utcnow()
     db.session.execute(
-        sa.delete(RetentionNotice).where(
-            RetentionNotice.kind == "project", RetentionNotice.target_id == project.id
-        )
+        sa.delete(RetentionNotice).where(RetentionNotice.about("project", project.id))
     )
     audit.record("project.kept", f"project {project.id}")
     db.session.commit()
