@@ -7,10 +7,7 @@ or a download on another operating system.
 
 from __future__ import annotations
 
-import fcntl
-import os
 import re
-import shutil
 import unicodedata
 from pathlib import Path, PurePosixPath
 
@@ -102,28 +99,3 @@ def numbered_name(name: str, taken: set[str]) -> str:
         if candidate not in taken:
             return candidate
         n += 1
-
-
-# Linux's ioctl that makes a file share another's blocks (btrfs, XFS, …).
-_FICLONE = 0x40049409
-
-
-def link_or_copy(source: Path, target: Path) -> str:
-    """Make ``target`` a new file with ``source``'s bytes, the cheapest way the
-    storage allows: a hard link (same filesystem, and the caller may link it), a
-    reflink (blocks shared until one is written), else a copy. Returns which:
-    "linked", "cloned" or "copied". ``source`` must not be a symbolic link."""
-    if source.is_symlink() or not source.is_file():
-        raise ValueError(f"{source.name} is not a regular file")
-    try:
-        os.link(source, target)
-        return "linked"
-    except OSError:
-        pass  # another filesystem, or not ours to link (protected_hardlinks)
-    with open(source, "rb") as src, open(target, "xb") as dst:
-        try:
-            fcntl.ioctl(dst.fileno(), _FICLONE, src.fileno())
-            return "cloned"
-        except OSError:
-            shutil.copyfileobj(src, dst, 1024 * 1024)
-            return "copied"

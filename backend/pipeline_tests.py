@@ -21,6 +21,7 @@ A pipeline folder may hold ``tests/cases.toml`` and ``tests/inputs/``::
 from __future__ import annotations
 
 import csv
+import io
 import math
 import shutil
 import tempfile
@@ -29,6 +30,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import safe_open
 from .manifest import Pipeline
 from .params import ParamsInvalid, build_argv, validate_params
 from .runners import RunSpec
@@ -107,7 +109,10 @@ def _run_case(pipeline: Pipeline, case: dict, runner, work: Path) -> list[str]:
         timeout_s=min(resources.timeout_minutes * 60, CASE_TIMEOUT_S),
     )
     ending, _watch = run_to_end(runner, spec)
-    log = spec.log_path.read_text(errors="replace") if spec.log_path.exists() else ""
+    try:
+        log = safe_open.read_text(work, "log.txt", limit=None)
+    except FileNotFoundError:
+        log = ""
     problems = []
     if case.get("fails", False):
         if ending.reason is None:
@@ -119,7 +124,7 @@ def _run_case(pipeline: Pipeline, case: dict, runner, work: Path) -> list[str]:
         if text not in log:
             problems.append(f"the log does not contain {text!r}")
     for name in case.get("outputs", []):
-        if not (outputs / name).is_file():
+        if not safe_open.exists(outputs, name):
             problems.append(f"no output {name}")
     for expected in case.get("rows", []):
         problems += _check_row(outputs, expected)
@@ -128,11 +133,14 @@ def _run_case(pipeline: Pipeline, case: dict, runner, work: Path) -> list[str]:
 
 def _check_row(outputs: Path, expected: dict) -> list[str]:
     name, where = expected.get("output", ""), expected.get("where", {})
-    path = outputs / name
-    if not name or not path.is_file():
+    # What the pipeline wrote is read like any run's outputs: safely.
+    try:
+        text = safe_open.read_text(outputs, name, limit=None) if name else None
+    except FileNotFoundError:
+        text = None
+    if text is None:
         return [f"no output {name or '(a row needs output = ...)'}"]
-    with open(path, newline="", errors="replace") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
     chosen = ", ".join(f"{k}={v}" for k, v in where.items())
     found = [r for r in rows if all(r.get(k) == str(v) for k, v in where.items())]
     if len(found) != 1:

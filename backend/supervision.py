@@ -15,13 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from . import safe_open
 from .runners.base import (
     Handle,
     RunSpec,
     Status,
     Usage,
-    clear_folder,
-    folder_size,
     format_duration,
     mib,
     now,
@@ -54,8 +53,7 @@ class LogCopy:
         # ``start`` bytes were copied before (a watcher restarted): keep them, and
         # drop whatever was written after the offset that was recorded.
         path.parent.mkdir(parents=True, exist_ok=True)
-        mode = "r+b" if path.exists() else "w+b"
-        self.log = open(path, mode, buffering=0)  # noqa: SIM115 (closed in close)
+        self.log = safe_open.open_for_append(path.parent, path.name)
         self.log.truncate(start)
         self.log.seek(start)
         self.max_bytes = max_bytes
@@ -187,7 +185,7 @@ class RunWatch:
         elif time.monotonic() - self.last_size_check >= SIZE_CHECK_SECONDS:
             self.last_size_check = time.monotonic()
             self._sample_usage()
-            self.output_size = folder_size(self.spec.output_dir)
+            self.output_size = safe_open.tree_size(self.spec.output_dir)
             hidden = self.runner.unlinked_output_bytes(self.handle)
             if self.output_size + hidden > self.spec.max_output_bytes:
                 reason = self._outputs_too_big()
@@ -245,11 +243,11 @@ class RunWatch:
             # The more precise of the two, whichever was seen first: one file hit
             # the cap (so the outputs had grown past it too).
             reason = f"an output file reached the {self.spec.output_limit()}"
-        size = folder_size(self.spec.output_dir)
+        size = safe_open.tree_size(self.spec.output_dir)
         if reason is None and size > self.spec.max_output_bytes:
             reason = self._outputs_too_big()
         if reason and reason.startswith(("the outputs grew", "an output file")):
-            clear_folder(self.spec.output_dir)
+            safe_open.clear_folder(self.spec.output_dir)
             reason += "; the outputs were deleted"
             size = 0
         if reason is None:

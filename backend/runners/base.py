@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .. import safe_open
+
 PROGRESS_RE = re.compile(r"^##progress\s+(\d{1,3}(?:\.\d+)?)\s*(.*)$")
 CONTAINER_OUTPUT = "/data/output"
+# The least memory the Docker engine starts a container with (it refuses less).
+MIN_MEMORY_MB = 6
 CONTAINER_TMP = "/tmp"  # noqa: S108 (a fresh tmpfs inside the container)
 # Told to the user when the server, not the pipeline, failed to start a run.
 COULD_NOT_START = (
@@ -83,6 +86,15 @@ class RunSpec:
         return f"{mib(self.max_output_bytes)} limit{self.output_limit_note}"
 
 
+def owner_of(user: str) -> tuple[int, int] | None:
+    """Who the folders a run writes are handed to: its ``uid:gid``, when this
+    process is root and can give them away (else they stay this process' own)."""
+    if os.geteuid() != 0:
+        return None
+    uid, gid = (int(part) for part in user.split(":"))
+    return uid, gid
+
+
 def binds(spec: RunSpec) -> list[str]:
     """The run's ``source:target:mode`` binds: the output folder, the project's
     files (if any), and the spec's other mounts (a list: a TES task may bind one
@@ -96,12 +108,15 @@ def binds(spec: RunSpec) -> list[str]:
     return found
 
 
-def read_spool(path: Path, offset: int, ended: bool, limit: int) -> LogChunk:
-    """Up to ``limit`` bytes of a run's spooled output from ``offset``; complete
-    once the run has ``ended`` (looked at before reading, so no race) and nothing
-    is left."""
+def read_spool(
+    folder: Path, name: str, offset: int, ended: bool, limit: int
+) -> LogChunk:
+    """Up to ``limit`` bytes of a run's spooled output (file ``name`` of its work
+    ``folder``, which the job can write: read through ``safe_open``) from
+    ``offset``; complete once the run has ``ended`` (looked at before reading, so
+    no race) and nothing is left."""
     try:
-        with open(path, "rb") as spool:
+        with safe_open.open_file(folder, name) as spool:
             spool.seek(offset)
             data = spool.read(limit)
             more = spool.read(1) != b""
@@ -232,17 +247,6 @@ def format_duration(seconds: float) -> str:
     return f"{secs} s"
 
 
-def folder_size(path: Path) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except OSError:
-                continue
-    return total
-
-
 def unlinked_bytes(pids: Iterable[int], under: str) -> int:
     """Bytes of files below ``under`` that were deleted while one of ``pids`` still
     holds them open: they use disk, but no walk of the folder finds them. Paths are
@@ -266,14 +270,3 @@ def unlinked_bytes(pids: Iterable[int], under: str) -> int:
                 continue
             seen[(info.st_dev, info.st_ino)] = info.st_size
     return sum(seen.values())
-
-
-def clear_folder(folder: Path) -> None:
-    """Remove what is inside ``folder`` (never following links), keep the folder."""
-    if not folder.is_dir():
-        return
-    for entry in folder.iterdir():
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)

@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+from .. import safe_open
 from .base import (
     CONTAINER_OUTPUT,
     CONTAINER_TMP,
@@ -29,6 +30,7 @@ from .base import (
     Status,
     Usage,
     binds,
+    owner_of,
     unlinked_bytes,
 )
 
@@ -350,12 +352,9 @@ class DockerRunner:
         """Create the run's container (not started); returns its id."""
         import docker.types
 
-        spec.output_dir.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() == 0:
-            # A root worker hands the output folder to the container's user; it can
-            # still read and delete what the pipeline writes.
-            uid, gid = (int(part) for part in spec.user.split(":"))
-            os.chown(spec.output_dir, uid, gid)
+        # A root worker hands the output folder to the container's user; it can
+        # still read and delete what the pipeline writes.
+        safe_open.ensure_folder(spec.output_dir, owner_of(spec.user))
         # No file may grow more than a byte past the output cap, so the size check
         # sees any attempt; the engine keeps a bounded log of its own.
         file_cap = spec.max_output_bytes + 1

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from .. import safe_open
 from .base import Handle, LaunchFailed, LogChunk, RunSpec, Status, Usage, read_spool
 from .base import unlinked_bytes as _unlinked_bytes
 
@@ -32,6 +33,15 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _ended(handle: Handle) -> dict | None:
+    """What the shim recorded of the run's end (None until it has ended)."""
+    try:
+        ended = json.loads(safe_open.read_text(handle.work_dir, "exit.json", 4096))
+    except (OSError, ValueError):
+        return None
+    return ended if isinstance(ended, dict) else None
 
 
 def _session(sid: int) -> list[int]:
@@ -69,12 +79,11 @@ class LocalRunner:
         return None
 
     def find(self, spec: RunSpec) -> Handle | None:
-        pid_file = spec.work_dir / "pid"
-        if not pid_file.exists():
+        try:
+            pid = safe_open.read_text(spec.work_dir, "pid", 64).strip()
+        except FileNotFoundError:
             return None
-        return Handle(
-            self.name, pid_file.read_text().strip(), self.host, str(spec.work_dir)
-        )
+        return Handle(self.name, pid, self.host, str(spec.work_dir))
 
     def launch(self, spec: RunSpec) -> Handle:
         """Start the shim for this run (or find the run a first launch started)."""
@@ -92,7 +101,7 @@ class LocalRunner:
                     return found
                 time.sleep(0.1)
             raise LaunchFailed("another launch of this run did not finish") from None
-        spec.output_dir.mkdir(parents=True, exist_ok=True)
+        safe_open.ensure_folder(spec.output_dir)
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(tmp),
@@ -100,16 +109,13 @@ class LocalRunner:
             "LANG": "C.UTF-8",
             "MPLBACKEND": "Agg",
         }
-        (work / "spec.json").write_text(
-            json.dumps(
-                {
-                    "argv": spec.argv,
-                    "cwd": str(spec.output_dir),
-                    "env": env,
-                    "max_file_bytes": spec.max_output_bytes + 1,
-                }
-            )
-        )
+        settings = {
+            "argv": spec.argv,
+            "cwd": str(spec.output_dir),
+            "env": env,
+            "max_file_bytes": spec.max_output_bytes + 1,
+        }
+        safe_open.write_file(work, "spec.json", json.dumps(settings).encode())
         try:
             started = subprocess.run(  # noqa: S603 (our own shim)
                 [sys.executable, str(SHIM), str(work)],
@@ -123,10 +129,9 @@ class LocalRunner:
         return Handle(self.name, str(pid), self.host, str(work))
 
     def poll(self, handle: Handle) -> Status:
-        work = Path(handle.work_dir)
-        if (work / "exit.json").exists():
-            code = json.loads((work / "exit.json").read_text())["exit_code"]
-            return Status("exited", code)
+        ended = _ended(handle)
+        if ended is not None:
+            return Status("exited", ended.get("exit_code"))
         if _alive(int(handle.job_id)):
             return Status("running")
         return Status("missing")
@@ -135,27 +140,27 @@ class LocalRunner:
         return {handle.job_id: self.poll(handle) for handle in handles}
 
     def read_log(self, handle: Handle, offset: int) -> LogChunk:
-        work = Path(handle.work_dir)
-        ended = (work / "exit.json").exists()
-        return read_spool(work / "output.log", offset, ended, READ_LIMIT)
+        ended = safe_open.exists(handle.work_dir, "exit.json")
+        return read_spool(
+            Path(handle.work_dir), "output.log", offset, ended, READ_LIMIT
+        )
 
     def cancel(self, handle: Handle) -> None:
         try:
-            group = int((Path(handle.work_dir) / "group").read_text())
+            group = int(safe_open.read_text(handle.work_dir, "group", 64))
             os.killpg(group, signal.SIGKILL)
         except (OSError, ValueError):
             pass  # not started yet, or gone
 
     def usage(self, handle: Handle) -> Usage:
-        try:
-            ended = json.loads((Path(handle.work_dir) / "exit.json").read_text())
-        except (OSError, ValueError):
+        ended = _ended(handle)
+        if ended is None:
             return Usage()
         return Usage(ended.get("peak_memory_bytes"), ended.get("cpu_seconds"))
 
     def unlinked_output_bytes(self, handle: Handle) -> int:
         try:
-            spec = json.loads((Path(handle.work_dir) / "spec.json").read_text())
+            spec = json.loads(safe_open.read_text(handle.work_dir, "spec.json"))
         except (OSError, ValueError):
             return 0
         return _unlinked_bytes(_session(int(handle.job_id)), spec["cwd"])
@@ -163,9 +168,8 @@ class LocalRunner:
     def cleanup(self, handle: Handle) -> None:
         """Stop whatever the run left running, and drop its spooled output."""
         self.cancel(handle)
-        work = Path(handle.work_dir)
         for name in ("output.log", "spec.json", "exit.json", "group"):
-            (work / name).unlink(missing_ok=True)
+            safe_open.remove(handle.work_dir, name)
 
     def release(self, handle: Handle) -> None:
         pass  # nothing is held: the run's files are all there is

@@ -26,6 +26,7 @@ import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .. import safe_open
 from .base import (
     CONTAINER_OUTPUT,
     CONTAINER_TMP,
@@ -37,6 +38,7 @@ from .base import (
     Usage,
     binds,
     format_duration,
+    owner_of,
     read_spool,
 )
 
@@ -352,11 +354,13 @@ class SlurmRunner:
         return "\n".join(lines)
 
     def find(self, spec: RunSpec) -> Handle | None:
-        job_file = spec.work_dir / "slurm-job"
-        if job_file.exists():
-            return Handle(
-                self.name, job_file.read_text().strip(), self.host, str(spec.work_dir)
-            )
+        # The work folder is the job's to write too: what it holds is checked.
+        try:
+            job_id = safe_open.read_text(spec.work_dir, "slurm-job", 64).strip()
+        except FileNotFoundError:
+            job_id = ""
+        if job_id.isdigit():
+            return Handle(self.name, job_id, self.host, str(spec.work_dir))
         listed = self._run(
             "squeue",
             "--noheader",
@@ -375,20 +379,21 @@ class SlurmRunner:
         if found is not None:
             return found
         work = spec.work_dir
-        work.mkdir(parents=True, exist_ok=True)
-        spec.output_dir.mkdir(parents=True, exist_ok=True)
+        safe_open.ensure_folder(work)
         submit_as = self._as(spec.cluster_account)
+        safe_open.ensure_folder(
+            spec.output_dir, None if submit_as else owner_of(spec.user)
+        )
         if submit_as:
             self._grant(spec.cluster_account, work, spec.output_dir)
-        elif os.geteuid() == 0:
-            uid, gid = (int(part) for part in spec.user.split(":"))
-            os.chown(spec.output_dir, uid, gid)
+        # Written by name into a folder the job may write: a link that stands at
+        # the name is replaced, never written through.
         for stale in ("exit.json", "output.log"):
-            (work / stale).unlink(missing_ok=True)
+            safe_open.remove(work, stale)
         script = work / "job.sh"
-        script.write_text(self.job_script(spec))
+        safe_open.write_file(work, "job.sh", self.job_script(spec).encode())
         limits = {"timeout_s": spec.timeout_s, "memory_mb": spec.memory_mb}
-        (work / "limits.json").write_text(json.dumps(limits))
+        safe_open.write_file(work, "limits.json", json.dumps(limits).encode())
         minutes = max(1, -(-int(spec.timeout_s) // 60))
         argv = [
             *submit_as,
@@ -413,11 +418,10 @@ class SlurmRunner:
         job_id = made.stdout.strip().split(";")[0]
         if made.returncode != 0 or not job_id.isdigit():
             raise LaunchFailed(f"sbatch refused the job: {made.stderr.strip()}")
-        (work / "slurm-job").write_text(job_id)
+        safe_open.write_file(work, "slurm-job", job_id.encode())
         if self.template.startswith("docker "):
-            (work / "container").write_text(
-                self.job_name(spec.analysis_id, spec.attempt)
-            )
+            name = self.job_name(spec.analysis_id, spec.attempt)
+            safe_open.write_file(work, "container", name.encode())
         return Handle(self.name, job_id, self.host, str(work))
 
     # --- watch ----------------------------------------------------------------
@@ -425,7 +429,7 @@ class SlurmRunner:
     def _exit(self, work: Path) -> tuple[int | None, bool]:
         """The exit code and OOM flag the job script kept (None: it kept none)."""
         try:
-            ended = json.loads((work / "exit.json").read_text())
+            ended = json.loads(safe_open.read_text(work, "exit.json", 4096))
             return int(ended["exit_code"]), bool(ended.get("oom_killed"))
         except (OSError, ValueError, KeyError, TypeError):
             return None, False
@@ -507,9 +511,11 @@ class SlurmRunner:
         the run's own."""
         spec = {}
         try:
-            spec = json.loads((work / "limits.json").read_text())
+            spec = json.loads(safe_open.read_text(work, "limits.json", 4096))
         except (OSError, ValueError):
             pass
+        if not isinstance(spec, dict):
+            spec = {}
         seconds = _seconds(time_limit or "")
         if seconds is None:
             seconds = spec.get("timeout_s", 0)
@@ -542,8 +548,8 @@ class SlurmRunner:
     def read_log(self, handle: Handle, offset: int) -> LogChunk:
         work = Path(handle.work_dir)
         # A job stopped by the cluster leaves no exit.json: a poll has seen it end.
-        ended = (work / "exit.json").exists() or handle.job_id in self._ended
-        return read_spool(work / "output.log", offset, ended, READ_LIMIT)
+        ended = safe_open.exists(work, "exit.json") or handle.job_id in self._ended
+        return read_spool(work, "output.log", offset, ended, READ_LIMIT)
 
     def cancel(self, handle: Handle) -> None:
         """``scancel`` as the account that submitted the job (a user's job may
@@ -585,11 +591,11 @@ class SlurmRunner:
         if not handle.work_dir:  # an orphan found on the cluster: only its job
             return
         work = Path(handle.work_dir)
-        container = work / "container"
-        if container.exists():
+        container = self._container_of(work)
+        if container:
             # A scancel that came while `docker run` was creating the container
             # leaves it created after the job script's trap removed nothing.
-            self._run("docker", "rm", "-f", container.read_text().strip())
+            self._run("docker", "rm", "-f", container)
         for name in (
             "output.log",
             "exit.json",
@@ -598,7 +604,23 @@ class SlurmRunner:
             "limits.json",
             "container",
         ):
-            (work / name).unlink(missing_ok=True)
+            safe_open.remove(work, name)
+
+    def _container_of(self, work: Path) -> str | None:
+        """The container name kept in ``work``, if it is one of this run's: the
+        job may write that folder, and must not make the worker remove another
+        run's container."""
+        try:
+            name = safe_open.read_text(work, "container", 256).strip()
+        except FileNotFoundError:
+            return None
+        match = re.fullmatch(
+            rf"labqueue-{re.escape(self.site)}-analysis-(\d+)-\d+", name
+        )
+        # The work folder is <analysis folder>/run: the name must be its run's.
+        if match is None or match[1] != work.parent.name:
+            return None
+        return name
 
     def jobs(self) -> list[tuple[int, str]]:
         """This site's jobs on the cluster: (analysis id, job id)."""
