@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from flask import Flask, Request, current_app
 from werkzeug.exceptions import BadRequest
+from werkzeug.routing import PathConverter
 from werkzeug.sansio.utils import host_is_trusted
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
@@ -102,6 +103,15 @@ class LabqueueRequest(Request):
         self._max_content_length = value
 
 
+class AnyPathConverter(PathConverter):
+    """``<path:...>`` that also matches names with a newline (a run may name an
+    output so; the listing shows it, so its address must reach it)."""
+
+    regex = "[^/](?s:.*?)"
+
+
 def init_http(app: Flask) -> None:
     app.request_class = LabqueueRequest
+    # Before any blueprint: rules take their converters when they are added.
+    app.url_map.converters["path"] = AnyPathConverter
     app.wsgi_app = SiteOnly(app)  # type: ignore[method-assign]

@@ -35,12 +35,12 @@ from pathlib import Path
 import sqlalchemy as sa
 from flask import current_app
 
-from backend.runners.base import clear_folder, folder_size
+from backend import safe_open
 
 from . import audit, outbox
 from .accounts import guests
 from .analyses.execution import delete_analysis
-from .analyses.services import analysis_dir, output_dir, output_files
+from .analyses.services import output_dir, output_files, stored_bytes
 from .extensions import db
 from .links import external_url
 from .models import (
@@ -234,9 +234,9 @@ def expiring(now: datetime) -> list[Expiring]:
 
 
 def _remove_outputs(analysis: Analysis, now: datetime) -> None:
-    clear_folder(output_dir(analysis))
+    safe_open.clear_folder(output_dir(analysis))
     analysis.outputs_removed_at = now
-    analysis.output_bytes = folder_size(analysis_dir(analysis))
+    analysis.output_bytes = stored_bytes(analysis)
     db.session.commit()
 
 

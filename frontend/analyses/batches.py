@@ -13,6 +13,7 @@ from zipstream import ZipStream
 from backend.manifest import Pipeline
 from backend.params import matches_glob
 
+from ..downloads import add_open_files
 from ..extensions import db
 from ..models import Analysis, AnalysisState, Batch, Project, User, utcnow
 from ..sharing.services import get_readable_or_404
@@ -175,6 +176,5 @@ def outputs_zip(batch: Batch) -> ZipStream:
         name = input_of(batch, analysis).rsplit("/", 1)[-1] or "input"
         folder = f"{analysis.id}-{name}"
         root = svc.output_dir(analysis)
-        for path, _size in svc.output_files(analysis):
-            stream.add_path(str(root / path), f"{folder}/{path}", recurse=False)
+        add_open_files(stream, root, svc.output_files(analysis), f"{folder}/")
     return stream

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import socket
 import traceback
@@ -27,6 +28,7 @@ import sqlalchemy as sa
 from flask import current_app, render_template
 from sqlalchemy.orm.attributes import set_committed_value
 
+from backend import safe_open
 from backend.manifest import load_pipeline
 from backend.params import build_argv
 from backend.runners import (
@@ -39,7 +41,6 @@ from backend.runners import (
     LocalRunner,
     RunSpec,
     Usage,
-    folder_size,
     format_duration,
     now,
 )
@@ -69,6 +70,7 @@ from .services import (
     cluster_account_for,
     log_path,
     output_dir,
+    stored_bytes,
 )
 
 log = logging.getLogger(__name__)
@@ -231,7 +233,7 @@ def build_spec(
     configuration and by what the owner's quota leaves (``room``, when the caller
     has just measured it)."""
     config = current_app.config
-    output_dir(analysis).mkdir(parents=True, exist_ok=True)
+    safe_open.ensure_folder(output_dir(analysis))
     if analysis.pipeline == TES_PIPELINE:
         argv, limits, mounts = tes_run or task_run(analysis, runner.name, config)
         input_dir = None
@@ -434,8 +436,9 @@ def _task_cannot_run(analysis: Analysis, line: str) -> str:
     """End a TES task that cannot start (SYSTEM_ERROR), its reason in its log."""
     path = log_path(analysis)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as log_file:
-        log_file.write(f"The task cannot run on this server: {line}.\n")
+    with safe_open.open_for_append(path.parent, path.name) as log_file:
+        log_file.seek(0, os.SEEK_END)
+        log_file.write(f"The task cannot run on this server: {line}.\n".encode())
     finalize(analysis, f"the task cannot run on this server: {line}", detail=line)
     return "failed"
 
@@ -502,7 +505,7 @@ def finalize(
         "finished_at": now(),
         "exit_code": exit_code,
         "error_summary": summary,
-        "output_bytes": folder_size(analysis_dir(analysis)),
+        "output_bytes": stored_bytes(analysis),
         "peak_memory_bytes": usage.peak_memory_bytes,
         "cpu_seconds": usage.cpu_seconds,
     }
@@ -551,11 +554,16 @@ def notification(analysis: Analysis):
     return queue_mail(owner.email, subject, body)
 
 
-def _sha256(path: Path) -> str:
+def _sha256(folder: Path, relpath: str) -> str | None:
+    """The digest of a file beneath ``folder``; None when it is not a regular file
+    reached without a link."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1024 * 1024):
-            digest.update(chunk)
+    try:
+        with safe_open.open_file(folder, relpath) as handle:
+            while chunk := handle.read(1024 * 1024):
+                digest.update(chunk)
+    except FileNotFoundError:
+        return None
     return digest.hexdigest()
 
 
@@ -570,8 +578,7 @@ def snapshot_failure(
     target = Path(current_app.config["FAILED_ANALYSES_DIR"]) / str(analysis.id)
     target.mkdir(parents=True, exist_ok=True)
     (target / "params.json").write_text(json.dumps(analysis.params, indent=2))
-    if log_path(analysis).exists():
-        shutil.copyfile(log_path(analysis), target / "log.txt")
+    safe_open.copy_to(analysis_dir(analysis), "log.txt", target / "log.txt")
     started, finished = analysis.started_at, analysis.finished_at
     error = {
         "analysis": analysis.id,
@@ -598,15 +605,15 @@ def snapshot_failure(
     }
     (target / "error.json").write_text(json.dumps(error, indent=2))
     files = files_dir(analysis.project)
-    inputs = [
-        {"path": path, "size": size, "sha256": _sha256(files / path)}
-        for path, size in db.session.execute(
-            sa.select(ProjectFile.path, ProjectFile.size)
-            .where(ProjectFile.project_id == analysis.project_id, ~ProjectFile.is_dir)
-            .order_by(ProjectFile.path)
-        )
-        if (files / path).is_file()
-    ]
+    inputs = []
+    for path, size in db.session.execute(
+        sa.select(ProjectFile.path, ProjectFile.size)
+        .where(ProjectFile.project_id == analysis.project_id, ~ProjectFile.is_dir)
+        .order_by(ProjectFile.path)
+    ):
+        digest = _sha256(files, path)
+        if digest is not None:
+            inputs.append({"path": path, "size": size, "sha256": digest})
     (target / "inputs.json").write_text(json.dumps(inputs, indent=2))
     return target
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flask import abort, jsonify, request, send_file, url_for
+from flask import abort, jsonify, request, url_for
 
-from ..downloads import FILE_CSP, INLINE_IMAGES, send_user_file, zip_response
+from ..downloads import INLINE_IMAGES, send_user_file, zip_response
 from ..models import Analysis
 from . import services as svc
 
@@ -20,6 +20,8 @@ INLINE_TYPES = {
     ".html": "text/html",
     ".htm": "text/html",
 }
+# The log is shown in the browser as text.
+LOG_TYPES = {".txt": "text/plain"}
 
 
 def addresses(analysis: Analysis, secret: str | None = None) -> Callable[..., str]:
@@ -72,12 +74,14 @@ def status_response(analysis: Analysis):
 
 def output_response(analysis: Analysis, relpath: str):
     """One output file: inline when asked (images, SVG, HTML, all script-free),
-    as an attachment otherwise. Only paths found by listing the outputs (links
-    excluded) are served."""
-    if relpath not in dict(svc.output_files(analysis)):
+    as an attachment otherwise. Only a regular file reached without a link is
+    served, and the handle that was checked is the one sent."""
+    try:
+        handle = svc.open_output(analysis, relpath)
+    except FileNotFoundError:
         abort(404)
     return send_user_file(
-        svc.output_dir(analysis) / relpath,
+        handle,
         relpath.rsplit("/", 1)[-1],
         INLINE_TYPES,
         inline=request.args.get("inline") == "1",
@@ -90,9 +94,10 @@ def outputs_zip_response(analysis: Analysis):
 
 def log_response(analysis: Analysis):
     """The full log as plain text."""
-    path = svc.log_path(analysis)
-    if not path.exists():
+    try:
+        handle = svc.open_log(analysis)
+    except FileNotFoundError:
         abort(404)
-    response = send_file(path, mimetype="text/plain", max_age=0)
-    response.headers["Content-Security-Policy"] = FILE_CSP
-    return response
+    return send_user_file(
+        handle, f"analysis-{analysis.id}-log.txt", LOG_TYPES, inline=True
+    )

@@ -10,19 +10,21 @@ from dataclasses import dataclass
 from datetime import timedelta
 from fnmatch import fnmatch
 from pathlib import Path
+from typing import BinaryIO
 
 import sqlalchemy as sa
 from flask import abort, current_app
 from zipstream import ZipStream
 
-from backend.files import clean_relpath
+from backend import safe_open
+from backend.files import UnsafeName, clean_relpath
 from backend.manifest import Pipeline, discover
 from backend.params import validate_params
 from backend.runners import format_duration, mib
 from backend.runners.base import parse_progress
 
 from .. import audit
-from ..downloads import INLINE_IMAGES, suffix_of
+from ..downloads import INLINE_IMAGES, add_open_files, suffix_of
 from ..extensions import db
 from ..models import (
     FINISHED_STATES,
@@ -278,7 +280,9 @@ def enqueue(analysis: Analysis, before_commit=None) -> Analysis:
 def write_params(analysis: Analysis) -> None:
     folder = analysis_dir(analysis)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "params.json").write_text(json.dumps(analysis.params, indent=2))
+    safe_open.write_file(
+        folder, "params.json", json.dumps(analysis.params, indent=2).encode()
+    )
 
 
 def cancel(analysis: Analysis) -> str:
@@ -501,12 +505,16 @@ def waiting_for_worker(analysis: Analysis) -> str | None:
 LOG_CHUNK = 64 * 1024
 
 
+def open_log(analysis: Analysis) -> BinaryIO:
+    """The analysis' log, open for reading (FileNotFoundError before it has one)."""
+    return safe_open.open_file(analysis_dir(analysis), "log.txt")
+
+
 def read_log(analysis: Analysis, offset: int) -> tuple[str, int]:
     """The log text from byte ``offset`` (at most LOG_CHUNK bytes) and the offset
     to ask for next; the file is never read whole."""
-    path = log_path(analysis)
     try:
-        with open(path, "rb") as handle:
+        with open_log(analysis) as handle:
             size = handle.seek(0, 2)
             offset = min(max(offset, 0), size)
             handle.seek(offset)
@@ -600,12 +608,16 @@ def featured_outputs(
             seen.add(path)
             item = FeaturedOutput(path, size, _KINDS.get(suffix_of(path), "other"))
             if item.kind in ("table", "json", "text"):
-                item.preview = make_preview(
-                    output_dir(analysis) / path,
-                    path,
-                    current_app.config["PREVIEW_MAX_BYTES"] * 4,
-                    current_app.config["RESULT_TABLE_ROWS"],
-                )
+                try:
+                    with open_output(analysis, path) as handle:
+                        item.preview = make_preview(
+                            handle,
+                            path,
+                            current_app.config["PREVIEW_MAX_BYTES"] * 4,
+                            current_app.config["RESULT_TABLE_ROWS"],
+                        )
+                except FileNotFoundError:
+                    continue  # gone, or no longer a regular file, since listed
             featured.append(item)
     return featured
 
@@ -616,24 +628,29 @@ TAIL_BYTES = 20_000
 def log_tail(analysis: Analysis) -> str:
     """The last TAIL_BYTES of the log, read from the end, not the whole file."""
     try:
-        with open(log_path(analysis), "rb") as handle:
-            handle.seek(max(handle.seek(0, 2) - TAIL_BYTES, 0))
-            return readable(handle.read())
+        with open_log(analysis) as handle:
+            return readable(safe_open.tail(handle, TAIL_BYTES))
     except FileNotFoundError:
         return ""
 
 
 def output_files(analysis: Analysis) -> list[tuple[str, int]]:
-    """(relative path, size) of every regular output file; links are never followed."""
-    root = output_dir(analysis)
-    if not root.is_dir():
-        return []
-    found = []
-    for path in sorted(root.rglob("*")):
-        if path.is_symlink() or not path.is_file():
-            continue
-        found.append((path.relative_to(root).as_posix(), path.stat().st_size))
-    return found
+    """(relative path, size) of every regular output file; links, special files
+    and what they point to are left out (``backend.safe_open``)."""
+    return safe_open.list_files(output_dir(analysis))
+
+
+def stored_bytes(analysis: Analysis) -> int:
+    """What the analysis' folder holds (outputs, log, a task's files), counted
+    without following a link."""
+    return safe_open.tree_size(analysis_dir(analysis))
+
+
+def open_output(analysis: Analysis, relpath: str) -> BinaryIO:
+    """The output file ``relpath``, open for reading: reached without following a
+    link, and a regular file (else FileNotFoundError). Send or copy this handle,
+    never the path."""
+    return safe_open.open_file(output_dir(analysis), relpath)
 
 
 def add_outputs_to_project(
@@ -651,7 +668,17 @@ def add_outputs_to_project(
     if not analysis.finished:
         raise AnalysisError("Its outputs can be added once the analysis has ended.")
     listed = dict(output_files(analysis))
-    chosen = list(listed) if paths is None else list(dict.fromkeys(paths))
+    unnamable: list[UploadResult] = []
+    if paths is None:  # all of them: those whose names a project cannot hold
+        chosen = []  # are left out, and said so
+        for path in listed:
+            try:
+                clean_relpath(path)
+                chosen.append(path)
+            except UnsafeName as exc:
+                unnamable.append(UploadResult("refused", path, str(exc)))
+    else:
+        chosen = list(dict.fromkeys(paths))
     unknown = [path for path in chosen if path not in listed]
     if unknown:
         raise AnalysisError(f"“{unknown[0]}” is not an output of #{analysis.id}.")
@@ -666,16 +693,23 @@ def add_outputs_to_project(
         "added_by": by.email,
         "added_at": utcnow().isoformat(timespec="seconds"),
     }
-    root = output_dir(analysis)
-    sources = [(path, root / path) for path in chosen]
-    return folder, add_files(project, folder, sources, on_clash, provenance)
+    sources = [(path, listed[path]) for path in chosen]
+    results = add_files(
+        project,
+        folder,
+        sources,
+        lambda path: open_output(analysis, path),
+        on_clash,
+        provenance,
+    )
+    return folder, unnamable + results
 
 
 def outputs_zip(analysis: Analysis) -> ZipStream:
-    """Every output of ``analysis`` as a zip, built while it is sent."""
+    """Every output of ``analysis`` as a zip, built while it is sent (each file
+    opened safely when the zip reaches it)."""
     stream = ZipStream(sized=True)
-    for path, _size in output_files(analysis):
-        stream.add_path(str(output_dir(analysis) / path), path, recurse=False)
+    add_open_files(stream, output_dir(analysis), output_files(analysis))
     return stream
 
 

@@ -265,14 +265,16 @@ def add_to_project(analysis_id: int):
     except (svc.AnalysisError, StorageError, UnsafeName) as exc:
         flash(f"Nothing was added: {exc}", "error")
         return back
-    added = [r for r in results if r.status != "skipped"]
-    skipped = len(results) - len(added)
+    added = [r for r in results if r.status not in ("skipped", "refused")]
+    skipped = sum(r.status == "skipped" for r in results)
+    refused = [r for r in results if r.status == "refused"]
     folder = entry_at(project, folder)
     flash(
         f"{len(added)} output(s) of #{analysis.id} added to “{project.name}”"
         + (f"; {skipped} skipped (their names exist)" if skipped else "")
+        + "".join(f"; {r.path!r} left out: {r.message}" for r in refused)
         + ". Runs can use them like any file.",
-        "success" if added else "warning",
+        "success" if added and not refused else "warning",
     )
     return redirect(
         url_for(

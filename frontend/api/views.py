@@ -199,7 +199,7 @@ def download_file(project_id: int, entry_id: int):
     item = storage.get_entry_or_404(project, entry_id)
     if item.is_dir:
         return zip_response(storage.zip_of(project, item), f"{item.name}.zip")
-    return send_user_file(storage.disk_path(item), item.name, {}, inline=False)
+    return send_user_file(storage.open_entry(item), item.name, {}, inline=False)
 
 
 @blp.route("/projects/<int:project_id>/files/<int:entry_id>", methods=["DELETE"])
@@ -361,10 +361,11 @@ def outputs(analysis_id: int):
 def output(analysis_id: int, relpath: str):
     """One output file."""
     analysis = runs.get_analysis_or_404(analysis_id)
-    if relpath not in dict(runs.output_files(analysis)):
+    try:
+        handle = runs.open_output(analysis, relpath)
+    except FileNotFoundError:
         abort(404, message="This analysis has no such output.")
-    name = relpath.rsplit("/", 1)[-1]
-    return send_user_file(runs.output_dir(analysis) / relpath, name, {}, inline=False)
+    return send_user_file(handle, relpath.rsplit("/", 1)[-1], {}, inline=False)
 
 
 @blp.route("/analyses/<int:analysis_id>/outputs.zip", methods=["GET"])

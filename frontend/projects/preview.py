@@ -11,6 +11,7 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from ..downloads import INLINE_IMAGES
 
@@ -26,9 +27,8 @@ class Preview:
     reason: str = ""
 
 
-def _head(path: Path, limit: int) -> tuple[bytes, bool]:
-    with open(path, "rb") as handle:
-        data = handle.read(limit + 1)
+def _head(handle: BinaryIO, limit: int) -> tuple[bytes, bool]:
+    data = handle.read(limit + 1)
     return data[:limit], len(data) > limit
 
 
@@ -44,11 +44,13 @@ def _decode(data: bytes) -> str | None:
         return None
 
 
-def make_preview(path: Path, name: str, max_bytes: int, max_rows: int) -> Preview:
+def make_preview(handle: BinaryIO, name: str, max_bytes: int, max_rows: int) -> Preview:
+    """How the open file ``handle``, called ``name``, is shown: at most
+    ``max_bytes`` of it are read, at most ``max_rows`` rows of a table kept."""
     suffix = Path(name).suffix.lower()
     if suffix in INLINE_IMAGES:
         return Preview("image")
-    data, truncated = _head(path, max_bytes)
+    data, truncated = _head(handle, max_bytes)
     text = _decode(data)
     if text is None:
         return Preview("none", reason="This looks like a binary file.")

@@ -12,11 +12,11 @@ import os
 import shutil
 import unicodedata
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import IO
+from typing import IO, BinaryIO
 
 import sqlalchemy as sa
 from flask import abort, current_app
@@ -24,6 +24,7 @@ from flask_security import current_user
 from werkzeug.exceptions import ClientDisconnected
 from zipstream import ZipStream
 
+from backend import safe_open
 from backend.archives import (
     ArchiveLimits,
     ArchiveRejected,
@@ -36,9 +37,9 @@ from backend.files import (
     clean_name,
     clean_relpath,
     inside,
-    link_or_copy,
     numbered_name,
 )
+from backend.safe_open import link_or_copy
 
 from .. import audit
 from ..extensions import db
@@ -138,6 +139,15 @@ def files_dir(project: Project) -> Path:
 
 def disk_path(entry: ProjectFile) -> Path:
     return inside(files_dir(entry.project), entry.path)
+
+
+def open_entry(entry: ProjectFile) -> BinaryIO:
+    """A project file, open for reading, reached without following a link (its
+    bytes may have come from a run's outputs). 404 when it is not on disk."""
+    try:
+        return safe_open.open_file(files_dir(entry.project), entry.path)
+    except FileNotFoundError:
+        abort(404)
 
 
 @dataclass
@@ -546,7 +556,7 @@ def make_folder(project: Project, parent: ProjectFile | None, name: str) -> Proj
 
 @dataclass
 class UploadResult:
-    status: str  # stored, replaced, kept, skipped, extracted
+    status: str  # stored, replaced, kept, skipped, extracted, refused
     path: str
     message: str
 
@@ -677,28 +687,29 @@ def upload(
 def add_files(
     project: Project,
     folder_path: str,
-    sources: list[tuple[str, Path]],
+    sources: list[tuple[str, int]],
+    opener: Callable[[str], BinaryIO],
     on_clash: str,
     provenance: dict,
 ) -> list[UploadResult]:
     """Put files from elsewhere on this site (an analysis' outputs: ``sources``
-    are their paths under ``folder_path`` and their files) into ``project``, each
-    planned and placed like an upload, with its ``provenance`` (and its path
-    there, as ``output``). All or nothing: every name, the file count and the
-    quota are checked for the whole set before one is placed. The bytes are linked
-    or cloned where the storage allows, else copied."""
+    are their paths under ``folder_path`` and their sizes as listed; ``opener``
+    opens one, safely) into ``project``, each planned and placed like an upload,
+    with its ``provenance`` (and its path there, as ``output``). All or nothing:
+    every name, the file count and the quota are checked for the whole set before
+    one is placed. The bytes of the very file opened are linked or cloned where
+    the storage allows, else copied."""
     plans = [
         (plan_upload(project, None, f"{folder_path}/{relpath}", on_clash), relpath)
         for relpath, _ in sources
     ]
-    files = dict(sources)
+    sizes = dict(sources)
     placing = [(plan, relpath) for plan, relpath in plans if not plan.skipped]
     targets = [f"{plan.parent}/{plan.name}" for plan, _ in placing]
     twice = next((t for t in targets if targets.count(t) > 1), None)
     if twice:  # "keep" numbered one as another is already called
         raise NameClash(f"“{twice}” would be written twice; choose another folder.")
     _check_file_count(project, sum(plan.existing is None for plan, _ in placing))
-    sizes = {relpath: files[relpath].stat().st_size for _, relpath in placing}
     needed = sum(max(sizes[relpath] - plan.freed, 0) for plan, relpath in placing)
     reservation = reserve_space(project.owner, needed)
     results = [plan.skipped for plan, _ in plans if plan.skipped]
@@ -706,7 +717,10 @@ def add_files(
         for plan, relpath in placing:
             staged = staging_dir(project) / uuid.uuid4().hex
             try:
-                link_or_copy(files[relpath], staged)
+                with opener(relpath) as source:
+                    link_or_copy(source, staged)
+                    # What was placed, should the file have changed since listed.
+                    size = os.fstat(source.fileno()).st_size
                 results.append(
                     _place_file(
                         project,
@@ -714,7 +728,7 @@ def add_files(
                         plan.parent,
                         plan.name,
                         plan.existing,
-                        sizes[relpath],
+                        size,
                         {**provenance, "output": relpath},
                     )
                 )

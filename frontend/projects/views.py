@@ -227,12 +227,13 @@ def entry(project_id: int, entry_id: int):
         return redirect(
             url_for("projects.browse", project_id=project.id, folder=item.id)
         )
-    preview = make_preview(
-        svc.disk_path(item),
-        item.name,
-        current_app.config["PREVIEW_MAX_BYTES"],
-        current_app.config["PREVIEW_TABLE_ROWS"],
-    )
+    with svc.open_entry(item) as handle:
+        preview = make_preview(
+            handle,
+            item.name,
+            current_app.config["PREVIEW_MAX_BYTES"],
+            current_app.config["PREVIEW_TABLE_ROWS"],
+        )
     crumbs = svc.breadcrumbs(project, svc.parent_folder(project, item))
     return render_template(
         "projects/preview.html",
@@ -245,7 +246,7 @@ def entry(project_id: int, entry_id: int):
 
 
 def _file_response(item, inline: bool):
-    return send_user_file(svc.disk_path(item), item.name, INLINE_IMAGES, inline)
+    return send_user_file(svc.open_entry(item), item.name, INLINE_IMAGES, inline)
 
 
 @bp.route("/<int:project_id>/entries/<int:entry_id>/raw")
