@@ -14,12 +14,15 @@ Nothing here knows the web side: it takes and returns plain data.
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
 import shlex
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+from . import safe_open
 
 TASK_DIR = "/labqueue-tes"
 OUTPUT_DIR = "/data/output"
@@ -55,7 +58,18 @@ def container_path_problem(path: str) -> str | None:
         normal == reserved or normal.startswith(reserved + "/") for reserved in RESERVED
     ):
         return f"may not be /, nor under {', '.join(RESERVED)}"
+    above = [reserved for reserved in RESERVED if reserved.startswith(normal + "/")]
+    if above:
+        # Bound there, it would hide (or keep from being made) the folder below.
+        return f"may not be a folder above {above[0]}, which the task needs"
     return None
+
+
+def nested(path: str, other: str) -> bool:
+    """Whether one of two bind targets lies inside the other (the engine would
+    make the inner one's mount point inside what is bound at the outer)."""
+    a, b = posixpath.normpath(path), posixpath.normpath(other)
+    return a.startswith(b + "/") or b.startswith(a + "/")
 
 
 def output_path_problem(path: str) -> str | None:
@@ -147,41 +161,49 @@ def driver_script(executors: list[Executor]) -> str:
     return "\n".join(lines)
 
 
-def _stamp(path: Path) -> str:
-    moment = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+def _stamp(handle) -> str:
+    moment = datetime.fromtimestamp(os.fstat(handle.fileno()).st_mtime, UTC)
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _tail(path: Path) -> str:
-    try:
-        with open(path, "rb") as handle:
-            size = handle.seek(0, 2)
-            handle.seek(max(size - LOG_TAIL_BYTES, 0))
-            return handle.read().decode("utf-8", "replace")
-    except FileNotFoundError:
-        return ""
-
-
 def executor_logs(task_dir: Path, count: int) -> list[dict]:
-    """TES ExecutorLog entries for the executors that have ended, in order."""
+    """TES ExecutorLog entries for the executors that have ended, in order.
+
+    The task wrote every file here (it can plant links, FIFOs, anything): each is
+    read through ``safe_open``, and a file that is not a regular one reads as
+    absent."""
     logs = []
     for number in range(1, count + 1):
-        exit_file = task_dir / f"{number}.exit"
-        start_file = task_dir / f"{number}.start"
         try:
-            code = int(exit_file.read_text().strip())
+            with safe_open.open_file(task_dir, f"{number}.exit") as handle:
+                code = int(handle.read(64).strip())
+                end_time = _stamp(handle)
         except (FileNotFoundError, ValueError):
             break
+        start_time = None
+        try:
+            with safe_open.open_file(task_dir, f"{number}.start") as handle:
+                start_time = _stamp(handle)
+        except FileNotFoundError:
+            pass
         logs.append(
             {
-                "start_time": _stamp(start_file) if start_file.exists() else None,
-                "end_time": _stamp(exit_file),
-                "stdout": _tail(task_dir / f"{number}.out"),
-                "stderr": _tail(task_dir / f"{number}.err"),
+                "start_time": start_time,
+                "end_time": end_time,
+                "stdout": _tail(task_dir, f"{number}.out"),
+                "stderr": _tail(task_dir, f"{number}.err"),
                 "exit_code": code,
             }
         )
     return logs
+
+
+def _tail(task_dir: Path, name: str) -> str:
+    try:
+        with safe_open.open_file(task_dir, name) as handle:
+            return safe_open.tail(handle, LOG_TAIL_BYTES).decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
 
 
 def normal_image(image: str) -> str:

@@ -4,6 +4,7 @@ each view, the list's filters and pages, cancelling, and who may see what."""
 from __future__ import annotations
 
 import base64
+import os
 
 import pytest
 
@@ -122,6 +123,21 @@ def test_a_task_is_queued_and_reads_back_in_each_view(app, client, ada):
             {"executors": [{"image": IMAGE, "command": ["true"], "env": {"A-B": "1"}}]},
             "executors[0].env",
             "is not a variable name",
+        ),
+        # Below what the engine can start: refused now, not a SYSTEM_ERROR later.
+        (task(resources={"ram_gb": 1e-9}), "resources.ram_gb", "less than the 6 MiB"),
+        (
+            task(inputs=[{"path": "/data", "content": "x"}]),
+            "inputs[0].path",
+            "may not be a folder above /data/output",
+        ),
+        (
+            task(
+                inputs=[{"path": "/in/x", "content": "x"}],
+                volumes=["/in"],
+            ),
+            "volumes[0]",
+            "overlaps /in/x",
         ),
     ],
 )
@@ -326,3 +342,57 @@ def test_a_task_that_cannot_start_ends_in_system_error_saying_why(app, client, a
         assert log.startswith("The task cannot run on this server:") and words in log
     with app.app_context():  # the client follows its tasks: no mail for each
         assert db.session.scalar(db.select(db.func.count(OutgoingMail.id))) == 0
+
+
+def test_files_a_task_planted_in_its_folder_read_as_absent(app, client, ada, tmp_path):
+    """The task's folder is the container's to write: a link there (to a host
+    file) or a FIFO is never followed nor waited on by the FULL view."""
+    from frontend.tes.services import task_dir
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("HOST-SECRET\n")
+    task_id = create(client, ada, task(["echo", "one"], ["echo", "two"]))
+    with app.app_context():
+        folder = task_dir(db.session.get(Analysis, int(task_id)))
+    folder.mkdir(parents=True)
+    (folder / "1.exit").write_text("0\n")
+    (folder / "1.out").symlink_to(secret)
+    os.mkfifo(folder / "1.start")
+    (folder / "1.err").write_text("its own words\n")
+    (folder / "2.exit").symlink_to(secret)  # not a number it wrote itself
+    full = client.get(f"{TES}/tasks/{task_id}?view=FULL", headers=ada)
+    assert full.status_code == 200 and "HOST-SECRET" not in full.text
+    logs = full.json["logs"][0]["logs"]
+    assert len(logs) == 1, logs  # the second executor's end is not known
+    assert logs[0]["stdout"] == "" and logs[0]["start_time"] is None
+    assert logs[0]["stderr"] == "its own words\n" and logs[0]["exit_code"] == 0
+
+
+def test_a_tasks_folder_is_emptied_and_made_by_handles(app, client, ada, tmp_path):
+    """What an earlier attempt left (a link in place of ``volumes``, of an
+    executor's file) is removed, never followed: nothing is made in, or handed
+    over, through it."""
+    from frontend.tes.runs import task_run
+    from frontend.tes.services import task_dir
+
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "keep.txt").write_text("the host's\n")
+    task_id = create(client, ada, task(volumes=["/work"]))
+    with app.app_context():
+        analysis = db.session.get(Analysis, int(task_id))
+        folder = task_dir(analysis)
+        folder.mkdir(parents=True)
+        (folder / "volumes").symlink_to(host)
+        (folder / "1.out").symlink_to(host / "keep.txt")
+        _argv, _limits, mounts = task_run(analysis, "docker", app.config)
+        user = app.config["PIPELINE_USER"]
+    assert sorted(p.name for p in host.iterdir()) == ["keep.txt"]
+    assert (host / "keep.txt").read_text() == "the host's\n"
+    assert not (folder / "1.out").exists() and not (folder / "1.out").is_symlink()
+    volume = folder / "volumes" / "0"
+    assert volume.is_dir() and not (folder / "volumes").is_symlink()
+    assert [m.target for m in mounts] == ["/labqueue-tes", "/work"]
+    if os.geteuid() == 0:  # a root worker hands the folders to the container
+        assert f"{volume.stat().st_uid}:{volume.stat().st_gid}" == user
+        assert host.stat().st_uid == 0

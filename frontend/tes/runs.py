@@ -7,12 +7,13 @@ Called by ``analyses/execution.py`` when it launches an analysis of pipeline
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import sqlalchemy as sa
 
+from backend import safe_open
 from backend.runners import Mount
+from backend.runners.base import owner_of
 from backend.tes import TASK_DIR, driver_script
 
 from ..extensions import db
@@ -54,14 +55,6 @@ def _source(task: TesTask, number: int, item: dict) -> Path:
     return disk_path(entry)
 
 
-def _writable(folder: Path, user: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() == 0:  # the container's user must write here
-        uid, gid = (int(part) for part in user.split(":"))
-        os.chown(folder, uid, gid)
-    return folder
-
-
 def task_run(
     analysis: Analysis, runner_name: str, config
 ) -> tuple[list[str], dict, tuple]:
@@ -76,13 +69,17 @@ def task_run(
         Mount(_source(task, number, item), item["path"].rstrip("/"))
         for number, item in enumerate(task.request.get("inputs") or [])
     ]
-    own = _writable(task_dir(analysis), config["PIPELINE_USER"])
-    for left in own.glob("[0-9]*.*"):  # an earlier attempt's executor files
-        left.unlink()
+    # The task's folder is bound read-write: an earlier attempt may have left
+    # anything in it (links included). It is emptied, and its folders made, by
+    # handles (backend.safe_open), never through a path the task could replace.
+    own = task_dir(analysis)
+    user = owner_of(config["PIPELINE_USER"])
+    safe_open.ensure_folder(own, user)
+    safe_open.clear_folder(own)
     mounts.append(Mount(own, TASK_DIR, read_only=False))
     for number, volume in enumerate(task.request.get("volumes") or []):
-        folder = _writable(own / "volumes" / str(number), config["PIPELINE_USER"])
-        mounts.append(Mount(folder, volume.rstrip("/"), read_only=False))
+        safe_open.make_folder(own, f"volumes/{number}", user)
+        mounts.append(Mount(own / "volumes" / str(number), volume.rstrip("/"), False))
     limits, _notes = resource_limits(task.request.get("resources") or {}, config)
     argv = ["/bin/sh", "-c", driver_script(executors_of(task))]
     return argv, limits, tuple(mounts)

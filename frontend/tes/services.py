@@ -19,11 +19,14 @@ import jsonschema
 import sqlalchemy as sa
 from flask import abort, current_app
 
+from backend import safe_open
+from backend.runners.base import MIN_MEMORY_MB
 from backend.tes import (
     ENV_NAME_RE,
     Executor,
     container_path_problem,
     executor_logs,
+    nested,
     normal_image,
     output_path_problem,
     plain_path_problem,
@@ -220,12 +223,19 @@ class _Checked:
         self.system_problem = self.system_problem or line
 
     def bind_target(self, path: str, field: str, taken: set[str]) -> None:
-        """Check a path something is bound at, and that nothing else is."""
+        """Check a path something is bound at, and that nothing else is, at it,
+        above it or inside it."""
         problem = container_path_problem(path)
+        inside = next((other for other in sorted(taken) if nested(path, other)), None)
         if problem:
             self.errors[field] = problem
         elif path.rstrip("/") in taken:
             self.errors[field] = "something else is bound at this path"
+        elif inside is not None:
+            self.errors[field] = (
+                f"overlaps {inside}, where something else is bound: inputs and "
+                "volumes may not lie inside one another"
+            )
         taken.add(path.rstrip("/"))
 
 
@@ -323,6 +333,12 @@ def _check_volumes(volumes: list[str], inputs: list[dict], checked: _Checked) ->
 
 
 def _check_resources(resources: dict, checked: _Checked) -> None:
+    memory_mb = math.ceil(float(resources.get("ram_gb") or 1) * 1024)
+    if memory_mb < MIN_MEMORY_MB:
+        checked.errors["resources.ram_gb"] = (
+            f"{resources['ram_gb']:g} GB is less than the {MIN_MEMORY_MB} MiB a "
+            "container needs to start; ask for more"
+        )
     if resources.get("backend_parameters_strict") and resources.get(
         "backend_parameters"
     ):
@@ -393,7 +409,7 @@ def create_task(user: User, body) -> TesTask:
         folder = inputs_dir(analysis)
         folder.mkdir(parents=True, exist_ok=True)
         for number, text in checked.contents:
-            (folder / str(number)).write_text(text)
+            safe_open.write_file(folder, str(number), text.encode())
 
     runs.enqueue(analysis, before_commit=keep)
     return task
@@ -463,8 +479,12 @@ def _inputs(task: TesTask, full: bool) -> list[dict]:
     for number, item in enumerate(task.request.get("inputs") or []):
         item = dict(item)
         if item.pop("content_kept", False) and full:
-            path = inputs_dir(task.analysis) / str(number)
-            item["content"] = path.read_text() if path.exists() else ""
+            try:
+                item["content"] = safe_open.read_bytes(
+                    inputs_dir(task.analysis), str(number)
+                ).decode("utf-8", "replace")
+            except FileNotFoundError:
+                item["content"] = ""
         inputs.append(item)
     return inputs
 
