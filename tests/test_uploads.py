@@ -5,13 +5,22 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
+import time
 from datetime import timedelta
 
 import pytest
 
 from frontend.extensions import db
-from frontend.models import ProjectFile, ResumableUpload, StorageReservation, utcnow
+from frontend.models import (
+    ProjectFile,
+    ProjectShare,
+    ResumableUpload,
+    StorageReservation,
+    utcnow,
+)
 from frontend.projects import resumable
+from tests.conftest import Auth, csrf_token
 
 ADA, BOB = "ada@cs.ox.ac.uk", "bob@cs.ox.ac.uk"
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -264,3 +273,142 @@ def test_deleting_the_project_ends_its_uploads_and_frees_their_quota(
     assert (
         client.head(made.headers["Location"], headers=tokens["ada"]).status_code == 404
     )
+
+
+def _share(client, project: int, email: str, access: str) -> None:
+    """Ada shares her project with ``email`` through the sharing page."""
+    Auth(client).login(ADA)
+    page = client.get(f"/projects/{project}/sharing").text
+    reply = client.post(
+        f"/projects/{project}/sharing",
+        data={"csrf_token": csrf_token(page), "email": email, "access": access},
+    )
+    assert reply.status_code == 302, reply.text
+    Auth(client).logout()
+
+
+def _unshare(app, client, project: int) -> None:
+    Auth(client).login(ADA)
+    with app.app_context():
+        share = db.session.scalar(db.select(ProjectShare.id))
+    page = client.get(f"/projects/{project}/sharing").text
+    client.post(
+        f"/projects/{project}/sharing/{share}/remove",
+        data={"csrf_token": csrf_token(page)},
+    )
+    Auth(client).logout()
+
+
+@pytest.mark.parametrize("way", ["api", "web"])
+def test_a_collaborator_whose_share_is_removed_cannot_go_on_uploading(
+    app, client, tokens, project, way
+):
+    """Bob (read-write) starts replacing Ada's file; she removes his share: his
+    next piece is refused, the upload is gone with what it held, her file stays."""
+    whole = start(client, tokens["ada"], project, path="data.csv", length=6)
+    send(client, tokens["ada"], whole.headers["Location"], 0, b"ada's\n")
+    _share(client, project, BOB, "write")
+    if way == "api":
+        bob, base = tokens["bob"], "/api/v1/uploads"
+    else:  # the project page's uploads: his session, CSRF token in a header
+        Auth(client).login(BOB)
+        page = client.get(f"/projects/{project}").text
+        bob, base = {**TUS, "X-CSRFToken": csrf_token(page)}, "/uploads"
+    made = client.post(
+        base,
+        headers={
+            **bob,
+            "Upload-Length": "8",
+            "Upload-Metadata": metadata(
+                project=str(project), path="data.csv", on_clash="replace"
+            ),
+        },
+    )
+    assert made.status_code == 201, made.text
+    location = made.headers["Location"]
+    assert send(client, bob, location, 0, b"bob'").status_code == 204
+    if way == "web":
+        Auth(client).logout()
+    _unshare(app, client, project)
+    if way == "web":
+        Auth(client).login(BOB)
+        page = client.get("/projects/").text  # a new session, a new token
+        bob = {**TUS, "X-CSRFToken": csrf_token(page)}
+    assert send(client, bob, location, 4, b"s!!\n").status_code == 404
+    assert client.head(location, headers=bob).status_code == 404
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(ResumableUpload.id))) == 0
+    assert held(app) == 0 and stored(app) == [("data.csv", 6)]
+    page = client.get(f"/api/v1/projects/{project}/files", headers=tokens["ada"]).json
+    entry = next(item for item in page if item["path"] == "data.csv")
+    with client.get(
+        f"/api/v1/projects/{project}/files/{entry['id']}/content",
+        headers=tokens["ada"],
+    ) as content:
+        assert content.data == b"ada's\n"
+
+
+def test_access_is_checked_again_when_the_last_byte_arrives(
+    app, client, tokens, project
+):
+    """A share removed while the last piece is on its way: nothing is stored."""
+    _share(client, project, BOB, "write")
+    made = start(client, tokens["bob"], project, path="late.csv", length=4)
+    with app.app_context():
+        upload = db.session.scalar(db.select(ResumableUpload))
+        db.session.execute(db.delete(ProjectShare))
+        db.session.commit()
+        with pytest.raises(resumable.Gone):
+            resumable.append(upload, io.BytesIO(b"1234"), 0, 4)
+    assert made.status_code == 201 and stored(app) == [] and held(app) == 0
+
+
+def test_one_upload_is_written_by_one_request_at_a_time(app, tokens, project):
+    """Pieces of one upload sent in parallel: the one being written holds it, the
+    others are told to wait (409); never a 500, and the file is stored once."""
+    import threading
+
+    import requests
+
+    from tests.conftest import LiveServer
+
+    data = bytes(range(256)) * 4096  # 1 MiB
+    with LiveServer(app) as live:
+        ada = tokens["ada"]
+        made = requests.post(
+            f"{live.url}/api/v1/uploads",
+            headers={
+                **ada,
+                "Upload-Length": str(len(data)),
+                "Upload-Metadata": metadata(project=str(project), path="one.bin"),
+            },
+            timeout=30,
+        )
+        location = live.url + made.headers["Location"]
+
+        def slowly():  # holds the upload while the others arrive
+            for start_at in range(0, len(data), 64 * 1024):
+                time.sleep(0.1)
+                yield data[start_at : start_at + 64 * 1024]
+
+        answers: list[int] = []
+
+        def piece(body) -> None:
+            reply = requests.patch(
+                location,
+                headers={**ada, **PIECE, "Upload-Offset": "0"},
+                data=body,
+                timeout=60,
+            )
+            answers.append(reply.status_code)
+
+        first = threading.Thread(target=piece, args=(slowly(),))
+        first.start()
+        time.sleep(0.4)
+        others = [threading.Thread(target=piece, args=(data,)) for _ in range(8)]
+        for thread in others:
+            thread.start()
+        for thread in [first, *others]:
+            thread.join(timeout=60)
+    assert sorted(answers) == [204] + [409] * 8, answers
+    assert stored(app) == [("one.bin", len(data))] and held(app) == 0

@@ -17,6 +17,7 @@ takes, which survives a dropped connection.
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import logging
 import uuid
@@ -25,12 +26,13 @@ from pathlib import Path
 from typing import IO
 
 import sqlalchemy as sa
-from flask import current_app
+from flask import abort, current_app
 from werkzeug.exceptions import ClientDisconnected
 
 from ..extensions import db
 from ..formatting import human_size
 from ..models import Project, ResumableUpload, StorageReservation, User, utcnow
+from ..sharing.services import Access, access_to
 from . import services as svc
 
 log = logging.getLogger(__name__)
@@ -46,16 +48,42 @@ class OffsetConflict(svc.StorageError):
     status = 409
 
 
+class Busy(svc.StorageError):
+    status = 409  # another request is writing this upload
+
+
+class Gone(svc.StorageError):
+    status = 404  # finished, given up, or its project is no longer the user's to change
+
+
+GONE = (
+    "There is no such upload (it was finished, removed, or you may no longer "
+    "change its project)."
+)
+
+
 def staged_path(upload: ResumableUpload) -> Path:
     return svc.staging_dir(upload.project) / f"tus-{upload.id}"
 
 
 def get_own_or_404(user: User, upload_id: str) -> ResumableUpload:
-    return db.first_or_404(
+    """The user's upload ``upload_id``, while they may still change its project:
+    one whose project they can no longer change (a share removed, made
+    read-only) is deleted with what it received, and is a 404 from then on."""
+    upload = db.first_or_404(
         sa.select(ResumableUpload).where(
             ResumableUpload.id == upload_id, ResumableUpload.user_id == user.id
         )
     )
+    if not may_write(upload):
+        _forget(upload)
+        abort(404, description=GONE)
+    return upload
+
+
+def may_write(upload: ResumableUpload) -> bool:
+    """Whether the upload's user may still change its project."""
+    return access_to(upload.user, upload.project) >= Access.WRITE
 
 
 def create(
@@ -136,7 +164,41 @@ def append(
     checksum: tuple[str, bytes] | None = None,
 ) -> svc.UploadResult | None:
     """Write a piece sent from ``offset``; returns the stored file's result once
-    the last byte is in, else None. The new offset is ``upload.offset``."""
+    the last byte is in, else None. The new offset is ``upload.offset``.
+
+    One request writes an upload at a time: the staging file is locked while it
+    is written (a second request gets Busy, 409), and the row is read again under
+    the lock, so a piece never lands on an upload another request finished."""
+    try:
+        staged = open(staged_path(upload), "r+b")  # noqa: SIM115 (closed below)
+    except FileNotFoundError:
+        raise Gone(GONE) from None
+    with staged:
+        try:
+            fcntl.flock(staged, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Busy(
+                "Another request is sending a piece of this upload: send the next "
+                "one once it has ended (HEAD tells the offset)."
+            ) from None
+        current = db.session.execute(
+            sa.select(ResumableUpload)
+            .where(ResumableUpload.id == upload.id)
+            .execution_options(populate_existing=True)
+        ).scalar()
+        if current is None:
+            raise Gone(GONE)
+        return _append_locked(current, staged, stream, offset, length, checksum)
+
+
+def _append_locked(
+    upload: ResumableUpload,
+    out: IO[bytes],
+    stream: IO[bytes],
+    offset: int,
+    length: int | None,
+    checksum: tuple[str, bytes] | None,
+) -> svc.UploadResult | None:
     have = current_offset(upload)
     if offset != have:
         raise OffsetConflict(
@@ -148,27 +210,26 @@ def append(
             f"This piece would take the upload past its {upload.length:,} bytes."
         )
     digest = hashlib.new(checksum[0]) if checksum else None
-    target = staged_path(upload)
     written = 0
     room = upload.length - have
-    with open(target, "r+b") as out:
-        out.seek(have)
-        try:
-            while written < room:
-                chunk = stream.read(min(svc.CHUNK, room - written))
-                if not chunk:
-                    break
-                out.write(chunk)
-                written += len(chunk)
-                if digest is not None:
-                    digest.update(chunk)
-        except ClientDisconnected:
-            pass  # what arrived is kept (unless a digest was asked for)
-        if digest is not None and digest.digest() != checksum[1]:
-            out.truncate(have)
-            raise ChecksumMismatch(
-                "The piece's checksum does not match what arrived; it was not kept."
-            )
+    out.seek(have)
+    try:
+        while written < room:
+            chunk = stream.read(min(svc.CHUNK, room - written))
+            if not chunk:
+                break
+            out.write(chunk)
+            written += len(chunk)
+            if digest is not None:
+                digest.update(chunk)
+    except ClientDisconnected:
+        pass  # what arrived is kept (unless a digest was asked for)
+    out.flush()
+    if digest is not None and digest.digest() != checksum[1]:
+        out.truncate(have)
+        raise ChecksumMismatch(
+            "The piece's checksum does not match what arrived; it was not kept."
+        )
     upload.offset = have + written
     upload.touched_at = utcnow()
     if upload.reservation_id is not None:  # still held while pieces come
@@ -188,6 +249,9 @@ def _complete(upload: ResumableUpload) -> svc.UploadResult:
     have changed), and forget the upload, stored or not."""
     project, staged = upload.project, staged_path(upload)
     try:
+        # The share may have gone while the pieces came: checked at the end too.
+        if not may_write(upload):
+            raise Gone(GONE)
         plan = svc.plan_upload(
             project, None, upload.path, upload.on_clash, upload.extract
         )
