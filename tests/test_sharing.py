@@ -211,3 +211,48 @@ def test_sharing_is_in_the_audit_trail(app, client, lab):
         actions = db.session.scalars(sa.select(AuditEvent.action)).all()
     assert {"group.created", "group.invited", "project.shared"} <= set(actions)
     assert "group.member_removed" in actions
+
+
+def test_a_link_opens_nothing_once_its_maker_may_no_longer_read(app, client, lab):
+    """Will made a link to his run in Ada's project; Ada removes his share: the
+    link stops, Ada sees it (made by Will) and revokes it, Will no longer can."""
+    as_user(client, "ada@cs.ox.ac.uk")
+    share(client, lab["project"], email="will@cs.ox.ac.uk", access="write")
+    run = make_analysis(
+        app, lab["project"], owner_id=lab["will"], pipeline="table-profiler"
+    )
+    with app.app_context():
+        from frontend.analyses.services import output_dir
+
+        out = output_dir(db.session.get(Analysis, run))
+    out.mkdir(parents=True)
+    (out / "summary.csv").write_text("a,b\n1,2\n")
+    as_user(client, "will@cs.ox.ac.uk")
+    page = client.get(f"/analyses/{run}").text
+    made = post(client, f"/analyses/{run}/links", page, days="7")
+    secret = re.search(r"/s/(lqs_[A-Za-z0-9_-]+)", made.text)[1]
+    mine = client.get("/sharing/").text
+    link_id = re.search(r'action="/links/(\d+)/revoke"', mine)[1]
+    signed_out(client)
+    for path in ("", "/outputs.zip", "/outputs/summary.csv"):
+        with client.get(f"/s/{secret}{path}") as opened:
+            assert opened.status_code == 200, path
+    as_user(client, "ada@cs.ox.ac.uk")
+    mine = client.get("/sharing/").text
+    assert secret[:10] in mine and "will@cs.ox.ac.uk" in mine
+    with app.app_context():
+        share_id = db.session.scalar(sa.select(ProjectShare.id))
+    page = client.get(f"/projects/{lab['project']}/sharing").text
+    post(client, f"/projects/{lab['project']}/sharing/{share_id}/remove", page)
+    signed_out(client)
+    for path in ("", "/outputs.zip", "/outputs/summary.csv", "/status"):
+        assert client.get(f"/s/{secret}{path}").status_code == 404, path
+    as_user(client, "will@cs.ox.ac.uk")
+    assert secret[:10] not in client.get("/sharing/").text
+    page = client.get("/sharing/").text
+    assert post(client, f"/links/{link_id}/revoke", page).status_code == 404
+    as_user(client, "ada@cs.ox.ac.uk")
+    mine = client.get("/sharing/").text
+    assert "will@cs.ox.ac.uk can no longer read this analysis" in mine
+    assert post(client, f"/links/{link_id}/revoke", mine).status_code == 302
+    assert "revoked" in client.get("/sharing/").text

@@ -15,7 +15,7 @@ from backend.params import ParamsInvalid
 
 from .. import retention
 from ..downloads import zip_response
-from ..models import AnalysisState
+from ..models import AnalysisState, utcnow
 from ..projects.services import (
     StorageError,
     entry_at,
@@ -233,6 +233,8 @@ def detail(analysis_id: int):
         can_run=access >= Access.WRITE,
         can_control=controls or current_user.has_role("admin"),
         links=sharing.links_of(analysis) if controls else [],
+        link_works=sharing.link_works,
+        now=utcnow(),
         cancel_form=FlaskForm(),
         link_form=LinkForm(),
         add_form=add_outputs_form(analysis, writable) if writable else None,

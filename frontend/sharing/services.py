@@ -470,33 +470,72 @@ def links_of(analysis: Analysis) -> list[ShareLink]:
     )
 
 
-def links_by(user: User) -> list[ShareLink]:
-    """The links ``user`` made, newest first."""
+def _links_for(user: User):
+    """SQL condition on ShareLink (joined with its analysis and project): the
+    links ``user`` sees and may revoke: every link to an analysis of their
+    projects, whoever made it, and the links they made to analyses they may
+    still read."""
+    readable = sa.select(Project.id).where(projects_where(user, Access.READ))
+    return sa.or_(
+        Project.owner_id == user.id,
+        sa.and_(
+            ShareLink.created_by_id == user.id,
+            Analysis.project_id.in_(readable),
+        ),
+    )
+
+
+def links_for(user: User) -> list[ShareLink]:
+    """The links ``user`` sees under "What I share", newest first."""
     return list(
         db.session.scalars(
             sa.select(ShareLink)
-            .where(ShareLink.created_by_id == user.id)
-            .options(sa.orm.joinedload(ShareLink.analysis))
+            .join(Analysis, Analysis.id == ShareLink.analysis_id)
+            .join(Project, Project.id == Analysis.project_id)
+            .where(_links_for(user))
+            .options(
+                sa.orm.contains_eager(ShareLink.analysis),
+                sa.orm.joinedload(ShareLink.created_by),
+            )
             .order_by(ShareLink.created_at.desc())
         )
     )
 
 
 def get_own_link_or_404(link_id: int) -> ShareLink:
-    """A link the signed-in user may revoke: theirs, or to an analysis of their
-    project."""
+    """A link the signed-in user may revoke: to an analysis of their project, or
+    theirs to an analysis they may still read."""
     return db.first_or_404(
         sa.select(ShareLink)
         .join(Analysis, Analysis.id == ShareLink.analysis_id)
         .join(Project, Project.id == Analysis.project_id)
-        .where(
-            ShareLink.id == link_id,
-            sa.or_(
-                ShareLink.created_by_id == current_user.id,
-                Project.owner_id == current_user.id,
-            ),
-        )
+        .where(ShareLink.id == link_id, _links_for(current_user))
     )
+
+
+def maker_may_read(link: ShareLink) -> bool:
+    """Whether the link's maker may still read its analysis: a link opens no more
+    than its maker could (a member whose share was removed, or whose account was
+    switched off, leaves links that open nothing)."""
+    maker = link.created_by
+    if maker is None or not maker.active:
+        return False
+    if maker.has_role("admin"):
+        return True
+    return access_to(maker, link.analysis.project) >= Access.READ
+
+
+def link_works(link: ShareLink, now) -> str:
+    """What the "Works" column says of a link."""
+    if link.revoked_at:
+        return "revoked"
+    if link.expires_at and link.expires_at <= now:
+        return "expired"
+    if not maker_may_read(link):
+        return f"no longer: {link.created_by.email} can no longer read this analysis"
+    if link.expires_at:
+        return f"until {link.expires_at:%d %b %Y}"
+    return "until revoked"
 
 
 def revoke_link(link: ShareLink) -> None:
@@ -518,6 +557,8 @@ def analysis_by_link_or_404(secret: str) -> Analysis:
             sa.or_(ShareLink.expires_at.is_(None), ShareLink.expires_at > stamp),
         )
     )
+    if not maker_may_read(link):
+        abort(404)
     # Written at most once a minute: opening a page makes several requests.
     if link.last_used_at is None or stamp - link.last_used_at > timedelta(minutes=1):
         link.last_used_at = stamp

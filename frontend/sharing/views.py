@@ -248,7 +248,8 @@ def what_i_share():
     return render_template(
         "sharing/mine.html",
         shares=svc.shared_by(current_user),
-        links=svc.links_by(current_user),
+        links=svc.links_for(current_user),
+        link_works=svc.link_works,
         groups=svc.owned_groups(current_user),
         now=utcnow(),
         button_form=FlaskForm(),
