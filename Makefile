@@ -73,6 +73,7 @@ test: $(VENV)/.dev  ## the whole suite
 
 bench: $(VENV)/.dev  ## upload, extraction, execution and pipeline benchmarks (see bench/)
 	$(BIN)/python -m bench.upload
+	$(BIN)/python -m bench.download
 	$(BIN)/python -m bench.extract
 	$(BIN)/python -m bench.execution
 	$(BIN)/python -m bench.history

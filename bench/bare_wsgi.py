@@ -1,4 +1,5 @@
-"""The upload benchmark's baseline: a WSGI app that only writes the body to disk."""
+"""The upload and download benchmarks' baselines: bare WSGI apps that only write
+the body to disk, or only send a file."""
 
 import os
 import tempfile
@@ -22,3 +23,19 @@ def app(environ, start_response):
     os.unlink(path)
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"ok"]
+
+
+def send(environ, start_response):
+    """The download benchmark's baseline: the file named by BARE_SEND_FILE, handed
+    to the server's file wrapper (gunicorn sends it with sendfile)."""
+    if environ.get("PATH_INFO") != "/file":  # gunicorn's start check
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+    path = os.environ["BARE_SEND_FILE"]
+    handle = open(path, "rb")  # noqa: SIM115 (the server closes the wrapper)
+    size = os.fstat(handle.fileno()).st_size
+    start_response(
+        "200 OK",
+        [("Content-Type", "application/octet-stream"), ("Content-Length", str(size))],
+    )
+    return environ["wsgi.file_wrapper"](handle, 1024 * 1024)

@@ -76,9 +76,9 @@ class Gunicorn:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                requests.get(self.url + "/", timeout=1)
+                requests.get(self.url + "/", timeout=5)
                 return
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or still busy
                 time.sleep(0.2)
         raise RuntimeError(f"gunicorn did not start: see {log}")
 
