@@ -2,7 +2,7 @@
 #
 # Copy this file to config.py (git-ignored) and uncomment what you change. Values are
 # read in this order, each overriding the one before:
-#   1. the defaults in frontend/settings.py
+#   1. the defaults in frontend/core/settings.py
 #   2. config.py (or the file named by LABQUEUE_CONFIG_FILE)
 #   3. environment variables LABQUEUE_<KEY>, e.g. LABQUEUE_MAIL_SERVER=smtp.uni.edu.
 #      Values are parsed as JSON when they can be: LABQUEUE_MAIL_PORT=587,
@@ -157,7 +157,7 @@
 # ADMIN_TWO_FACTOR_REQUIRED = False
 # SECURITY_TOTP_SECRETS = None
 # SECURITY_TOTP_ISSUER = None
-# Flask-Security-Too's switches for it, set in frontend/settings.py:
+# Flask-Security-Too's switches for it, set in frontend/core/settings.py:
 # SECURITY_TWO_FACTOR = True
 # SECURITY_TWO_FACTOR_ENABLED_METHODS = ["authenticator"]
 # SECURITY_TWO_FACTOR_POST_SETUP_VIEW = "accounts.profile"
@@ -247,7 +247,7 @@
 # TES_PROJECT_NAME = "TES tasks"
 
 # Any other Flask-Security-Too setting (SECURITY_*) can be given the same way; those
-# Labqueue sets are in frontend/settings.py: SECURITY_REGISTERABLE,
+# Labqueue sets are in frontend/core/settings.py: SECURITY_REGISTERABLE,
 # SECURITY_CONFIRMABLE, SECURITY_RECOVERABLE, SECURITY_TRACKABLE, SECURITY_CHANGEABLE,
 # SECURITY_PASSWORD_HASH ("argon2"), SECURITY_RETURN_GENERIC_RESPONSES,
 # SECURITY_LOGOUT_METHODS (["POST"]), SECURITY_SEND_REGISTER_EMAIL,

@@ -53,8 +53,9 @@ def main() -> dict:
     from flask_security import hash_password
 
     from frontend import create_app
-    from frontend.extensions import db, security
-    from frontend.models import utcnow
+    from frontend.core.extensions import db
+    from frontend.core.models import utcnow
+    from frontend.core.security import security
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=6)

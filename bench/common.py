@@ -40,8 +40,9 @@ def app_with_user(config: dict, projects: int = 1):
     from flask_security import hash_password
 
     from frontend import create_app
-    from frontend.extensions import db, security
-    from frontend.models import utcnow
+    from frontend.core.extensions import db
+    from frontend.core.models import utcnow
+    from frontend.core.security import security
     from frontend.projects.services import create_project
 
     app = create_app(config)

@@ -25,8 +25,9 @@ from bench.common import app_with_user, bench_config, targets
 def site(work: Path, analyses: int):
     """An app whose admin owns 20 projects and ``analyses`` analyses of the last
     months, in every state, a tenth failed for one of five reasons."""
-    from frontend.extensions import db, security
-    from frontend.models import Analysis, User, utcnow
+    from frontend.core.extensions import db
+    from frontend.core.models import Analysis, User, utcnow
+    from frontend.core.security import security
 
     app, user_id, projects, client = app_with_user(
         bench_config(work, TESTING=True), projects=20

@@ -41,8 +41,9 @@ def make_output(env: dict[str, str], size_mib: int) -> tuple[int, str, Path]:
     script = f"""
 import os
 from frontend import create_app
-from frontend.extensions import db, security
-from frontend.models import Analysis, AnalysisState
+from frontend.extensions import db
+from frontend.security import security
+from frontend.core.models import Analysis, AnalysisState
 from frontend.projects.services import create_project
 from frontend.analyses.services import output_dir
 app = create_app()

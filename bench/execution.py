@@ -184,8 +184,8 @@ class App:
         return int(reply.headers["Location"].rsplit("/", 1)[1]), stamp
 
     def wait_finished(self, ids: list[int], timeout: float = 900) -> list:
-        from frontend.extensions import db
-        from frontend.models import Analysis
+        from frontend.core.extensions import db
+        from frontend.core.models import Analysis
 
         deadline = time.time() + timeout
         with self.app.app_context():
@@ -220,8 +220,8 @@ class App:
     def many_sleeping(self, many: int) -> tuple[float, int]:
         """Seconds from the first submission to the last of ``many`` container
         starts, and how many started; then they are cancelled."""
-        from frontend.extensions import db
-        from frontend.models import Analysis
+        from frontend.core.extensions import db
+        from frontend.core.models import Analysis
 
         ids, stamps = zip(*(self.submit(seconds=120) for _ in range(many)), strict=True)
         deadline = time.time() + 300

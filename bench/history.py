@@ -22,8 +22,8 @@ from bench.common import app_with_user, bench_config, targets
 
 
 def main() -> dict:
-    from frontend.extensions import db
-    from frontend.models import Analysis, utcnow
+    from frontend.core.extensions import db
+    from frontend.core.models import Analysis, utcnow
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--analyses", type=int, default=10_000)

@@ -12,7 +12,7 @@ from flask_security import SQLAlchemyUserDatastore
 
 from backend.runners import format_duration
 
-from . import accounts, analyses, limits, main, projects, settings, sharing
+from . import accounts, analyses, main, projects, sharing
 from .accounts.forms import (
     AcademicRegisterForm,
     QueuedForgotPasswordForm,
@@ -23,14 +23,16 @@ from .api import init_api
 from .api.uploads import web_bp as web_uploads
 from .celery_app import celery_init_app
 from .cli import register_cli
+from .core import limits, settings
+from .core.extensions import csrf, db, mail, migrate
+from .core.formatting import human_size
+from .core.http import init_http, trusted_hosts
+from .core.models import Role, User
+from .core.security import security
+from .core.settings import PROJECT_ROOT, Defaults
 from .errors import register_error_handlers
-from .extensions import csrf, db, mail, migrate, security
-from .formatting import human_size
 from .headers import init_headers
-from .http import init_http, trusted_hosts
 from .logs import configure_logging
-from .models import Role, User
-from .settings import PROJECT_ROOT, Defaults
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:

@@ -62,7 +62,7 @@ def tokens_cli() -> None:
 
 
 def _user_by_email(email: str):
-    from .extensions import security
+    from .core.security import security
 
     user = security.datastore.find_user(case_insensitive=True, email=email)
     if user is None:
@@ -161,7 +161,7 @@ def purge_command(dry_run: bool, as_of) -> None:
     is due, remove old failed-run snapshots (the beat does this every
     PURGE_SECONDS)."""
     from . import retention
-    from .models import utcnow
+    from .core.models import utcnow
 
     config = current_app.config
     days = {kind: config[key] for kind, key in retention.SETTINGS.items()}

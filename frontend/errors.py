@@ -4,9 +4,9 @@ from flask import Flask, jsonify, make_response, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from .extensions import db
-from .formatting import human_size
-from .http import is_api_path
+from .core.extensions import db
+from .core.formatting import human_size
+from .core.http import is_api_path
 
 MESSAGES = {
     400: "The request could not be understood.",

@@ -17,7 +17,7 @@ from celery.signals import (
 from flask.logging import default_handler
 
 from . import create_app
-from .extensions import db
+from .core.extensions import db
 from .logs import configure_logging
 
 flask_app = create_app({"LOG_FILE_NAME": "worker.log"})

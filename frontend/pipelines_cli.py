@@ -206,7 +206,7 @@ def _database_ready() -> bool:
     """Whether the database has its tables (``flask db upgrade`` has run)."""
     import sqlalchemy as sa
 
-    from .extensions import db
+    from .core.extensions import db
 
     return sa.inspect(db.engine).has_table("pipeline_image")
 

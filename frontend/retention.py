@@ -37,13 +37,13 @@ from flask import current_app
 
 from backend import safe_open
 
-from . import audit, outbox
 from .accounts import guests
 from .analyses.execution import delete_analysis
 from .analyses.services import output_dir, output_files, stored_bytes
-from .extensions import db
-from .links import external_url
-from .models import (
+from .core import audit, outbox
+from .core.extensions import db
+from .core.links import external_url
+from .core.models import (
     FINISHED_STATES,
     Analysis,
     Project,

@@ -10,12 +10,13 @@ import socket
 import sqlalchemy as sa
 from celery import shared_task
 
-from . import limits, outbox, retention
+from . import retention
 from .accounts.services import send_account_mail
 from .analyses.execution import check_images, reconcile, start
 from .analyses.queueing import dispatch
-from .extensions import db
-from .models import User, utcnow
+from .core import limits, outbox
+from .core.extensions import db
+from .core.models import User, utcnow
 from .projects import resumable
 
 

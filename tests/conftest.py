@@ -16,9 +16,11 @@ from flask.testing import FlaskClient
 from flask_security import hash_password
 from werkzeug.serving import make_server
 
-from frontend import create_app, outbox
-from frontend.extensions import db, security
-from frontend.models import User, utcnow
+from frontend import create_app
+from frontend.core import outbox
+from frontend.core.extensions import db
+from frontend.core.models import User, utcnow
+from frontend.core.security import security
 from tests.images import BUSYBOX_IMAGE
 from tests.smtp import SMTPServer
 
@@ -240,7 +242,7 @@ def make_project(app: Flask):
     """Build a project for a user id; returns the project id."""
 
     def make(owner_id: int, name: str = "RNA-seq", description: str = "") -> int:
-        from frontend.models import Project
+        from frontend.core.models import Project
 
         with app.app_context():
             from frontend.projects.services import files_dir
@@ -318,7 +320,7 @@ def images(docker_client):
 def make_analysis(app: Flask, project: int, **fields) -> int:
     """Add an analysis row of ``project``'s owner (seq-qc unless ``fields`` say
     otherwise); returns its id."""
-    from frontend.models import Analysis, Project
+    from frontend.core.models import Analysis, Project
 
     with app.app_context():
         owner = db.session.get(Project, project).owner_id

@@ -8,8 +8,8 @@ from urllib.parse import urlsplit
 import pytest
 import sqlalchemy as sa
 
-from frontend.extensions import db
-from frontend.models import DomainRule, DomainRuleKind, OutgoingMail
+from frontend.core.extensions import db
+from frontend.core.models import DomainRule, DomainRuleKind, OutgoingMail
 from tests.conftest import PASSWORD, csrf_token, get_user
 from tests.smtp import link_in, text_body
 
@@ -434,7 +434,7 @@ def test_profile_shows_storage_with_outputs_counted(
 ):
     import re
 
-    from frontend.models import AnalysisState
+    from frontend.core.models import AnalysisState
     from tests.conftest import make_analysis, upload
 
     project = make_project(make_user())

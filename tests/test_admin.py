@@ -4,9 +4,9 @@ import re
 
 import pytest
 
-from frontend.extensions import db
-from frontend.formatting import human_size
-from frontend.models import DomainRule, DomainRuleKind, Role
+from frontend.core.extensions import db
+from frontend.core.formatting import human_size
+from frontend.core.models import DomainRule, DomainRuleKind, Role
 from tests.conftest import Auth, admin_action, csrf_token, get_user, upload
 
 ADMIN_PAGES = [
@@ -250,7 +250,7 @@ def test_admin_puts_a_pipeline_on_another_runner(admin_client, app):
 def test_admin_maps_a_user_to_a_cluster_account_and_it_is_audited(
     admin_client, make_user, app, client
 ):
-    from frontend.models import AuditEvent
+    from frontend.core.models import AuditEvent
 
     user_id = make_user(email="ada@cs.ox.ac.uk")
     edit_url = f"/admin/admin_users/edit/?id={user_id}"

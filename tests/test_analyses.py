@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from markupsafe import escape
 
-from frontend import outbox
 from frontend.analyses import execution
 from frontend.analyses.services import analysis_dir
-from frontend.extensions import db
-from frontend.models import (
+from frontend.core import outbox
+from frontend.core.extensions import db
+from frontend.core.models import (
     Analysis,
     AnalysisState,
     PipelineImage,
@@ -175,7 +175,7 @@ def test_a_disabled_pipeline_is_not_offered(client, app, project):
 
 
 def test_reconciler_requeues_then_gives_up_on_runs_of_lost_hosts(app, project, smtp):
-    from frontend.models import WatcherLease
+    from frontend.core.models import WatcherLease
 
     stale = utcnow() - timedelta(minutes=5)
     gone = {"runner": "docker", "job_id": "0" * 64, "host": "gone", "work_dir": ""}
@@ -370,7 +370,7 @@ def test_a_worker_failure_fails_the_run_and_mails_the_admins(
             flask_migrate.upgrade()
             from flask_security import hash_password
 
-            from frontend.extensions import security
+            from frontend.core.security import security
             from frontend.projects.services import create_project
 
             user = security.datastore.create_user(
@@ -562,7 +562,7 @@ def test_every_page_warns_when_runs_are_not_sandboxed(client, app, project):
 def test_the_mail_subject_is_one_line_whatever_the_project_was_named(
     app, project, smtp
 ):
-    from frontend.models import Project
+    from frontend.core.models import Project
 
     with app.app_context():
         # A name from before names were checked.

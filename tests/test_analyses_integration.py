@@ -15,8 +15,9 @@ import flask_migrate
 import pytest
 
 from frontend import create_app
-from frontend.extensions import db, security
-from frontend.models import FINISHED_STATES, Analysis, User, utcnow
+from frontend.core.extensions import db
+from frontend.core.models import FINISHED_STATES, Analysis, User, utcnow
+from frontend.core.security import security
 from tests.conftest import (
     PASSWORD,
     TEST_PIPELINES,
@@ -540,7 +541,7 @@ def test_mail_waits_for_the_mail_server_and_arrives_once(stack_factory, tmp_path
     stack.start_worker(beat=True)
     analysis_id = stack.submit("sleeper", seconds="0", exit_code="0")
     stack.wait(analysis_id, "succeeded")
-    from frontend.models import OutgoingMail
+    from frontend.core.models import OutgoingMail
 
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -11,8 +11,8 @@ from datetime import timedelta
 import pytest
 
 from frontend.analyses.services import analysis_dir
-from frontend.extensions import db
-from frontend.models import (
+from frontend.core.extensions import db
+from frontend.core.models import (
     Analysis,
     AnalysisState,
     ApiToken,
@@ -741,7 +741,7 @@ def test_another_users_project_cannot_be_run_on_or_listed(app, client, adas_thin
 def test_a_cluster_run_without_the_users_cluster_account_is_refused(app, client, ada):
     """With jobs submitted as each user's cluster account, a user who has none yet
     is told so (409) and nothing is queued; once an admin sets it, it goes."""
-    from frontend.models import PipelineSetting, User
+    from frontend.core.models import PipelineSetting, User
 
     with app.app_context():
         app.config["SLURM_SUBMIT_AS"] = "user"

@@ -6,8 +6,9 @@ from pathlib import Path
 import flask_migrate
 import pytest
 
-from frontend import create_app, outbox
-from frontend.extensions import db
+from frontend import create_app
+from frontend.core import outbox
+from frontend.core.extensions import db
 from frontend.logs import remove_handlers
 from tests.conftest import Auth, base_config
 
@@ -36,7 +37,7 @@ def test_without_mail_server_mail_is_written_to_files(tmp_path, smtp, caplog):
     client = app.test_client()
     from tests.test_accounts import register
 
-    with caplog.at_level(logging.WARNING, logger="frontend.mail"):
+    with caplog.at_level(logging.WARNING, logger="frontend.core.mail"):
         register(client, "file.mail@cs.ox.ac.uk")
     # The request only queued the mail; sending it (a worker's work) writes it.
     assert list((tmp_path / "logs" / "mail").iterdir()) == []
@@ -166,7 +167,7 @@ def test_migrations_from_empty_match_the_models(app, runner):
 def test_a_setting_that_does_not_parse_stops_start_up(
     tmp_path, smtp, monkeypatch, variable, value, expected
 ):
-    from frontend.settings import ConfigError
+    from frontend.core.settings import ConfigError
 
     monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigError) as stopped:
@@ -180,7 +181,7 @@ def test_a_string_setting_of_digits_stays_a_string(tmp_path, smtp, monkeypatch):
 
 
 def test_every_setting_is_documented_in_config_example():
-    from frontend.settings import Defaults
+    from frontend.core.settings import Defaults
 
     documented = (ROOT / "config_example.py").read_text()
     keys = [k for k in vars(Defaults) if k.isupper()]

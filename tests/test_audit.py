@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from frontend.extensions import db
-from frontend.models import AnalysisState, AuditEvent, Role, utcnow
+from frontend.core.extensions import db
+from frontend.core.models import AnalysisState, AuditEvent, Role, utcnow
 from tests.conftest import PASSWORD, Auth, admin_action, csrf_token, make_analysis
 
 

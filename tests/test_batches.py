@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy as sa
 
 from frontend.analyses.services import analysis_dir
-from frontend.extensions import db
-from frontend.models import Analysis, Batch
+from frontend.core.extensions import db
+from frontend.core.models import Analysis, Batch
 from tests.conftest import Auth, csrf_token, upload
 
 TABLES = ["data/a.csv", "data/b.csv", "data/c.csv", "other/d.csv"]

@@ -263,8 +263,8 @@ def test_an_interrupted_web_upload_resumes_where_it_stopped(
 
     from playwright.sync_api import expect
 
-    from frontend.extensions import db
-    from frontend.models import ResumableUpload
+    from frontend.core.extensions import db
+    from frontend.core.models import ResumableUpload
 
     app.config["WEB_UPLOAD_PIECE_BYTES"] = 1024 * 1024
     owner = make_user(email="ada@cs.ox.ac.uk")
@@ -460,8 +460,8 @@ def test_an_output_added_to_a_project_feeds_a_new_run(
     from playwright.sync_api import expect
 
     from frontend.analyses.services import analysis_dir
-    from frontend.extensions import db
-    from frontend.models import Analysis
+    from frontend.core.extensions import db
+    from frontend.core.models import Analysis
     from tests.conftest import make_analysis
 
     ada = make_user(email="ada@cs.ox.ac.uk")
@@ -579,8 +579,8 @@ def test_svg_and_html_outputs_cannot_run_script(app, page, make_user, make_proje
     from playwright.sync_api import expect
 
     from frontend.analyses.services import analysis_dir
-    from frontend.extensions import db
-    from frontend.models import Analysis, AnalysisState, utcnow
+    from frontend.core.extensions import db
+    from frontend.core.models import Analysis, AnalysisState, utcnow
 
     owner = make_user(email="ada@cs.ox.ac.uk")
     project = make_project(owner)
@@ -636,8 +636,8 @@ def test_a_pi_shares_with_her_lab_and_a_link_shows_a_result_to_anyone(
     from playwright.sync_api import expect
 
     from frontend.analyses.services import analysis_dir
-    from frontend.extensions import db
-    from frontend.models import Analysis
+    from frontend.core.extensions import db
+    from frontend.core.models import Analysis
     from tests.conftest import make_analysis
 
     ada = make_user(email="ada@cs.ox.ac.uk")
@@ -728,8 +728,8 @@ def test_admin_pages_keep_their_policy_and_their_actions_work(
 ):
     """Flask-Admin's pages run under their own narrow policy: its inline handlers
     (the actions menu and its confirmation) work, and nothing breaks the policy."""
-    from frontend.extensions import db
-    from frontend.models import User
+    from frontend.core.extensions import db
+    from frontend.core.models import User
 
     make_user(email="root@cs.ox.ac.uk", roles=("admin",))
     waiting = make_user(email="new@cs.ox.ac.uk", confirmed=False)

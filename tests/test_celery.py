@@ -20,7 +20,8 @@ def round_trip(tmp_path, smtp, make_users: int, **overrides) -> dict:
     app = create_app(config)
     with app.app_context():
         flask_migrate.upgrade()
-        from frontend.extensions import db, security
+        from frontend.core.extensions import db
+        from frontend.core.security import security
 
         for n in range(make_users):
             security.datastore.create_user(email=f"u{n}@cs.ox.ac.uk", password=None)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from frontend.extensions import db
-from frontend.models import ResumableUpload
+from frontend.core.extensions import db
+from frontend.core.models import ResumableUpload
 from tests.conftest import LiveServer
 from tests.test_analyses_integration import stack_factory  # noqa: F401 (a fixture)
 
@@ -95,7 +95,7 @@ def test_an_interrupted_upload_resumes_to_an_equal_file(app, server, tmp_path):
     assert code == 0, out
     assert "raw/big.bin" in out
     with app.app_context():
-        from frontend.models import ProjectFile
+        from frontend.core.models import ProjectFile
         from frontend.projects.services import disk_path
 
         entry = db.session.scalar(db.select(ProjectFile).filter_by(path="raw/big.bin"))

@@ -13,8 +13,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from frontend.extensions import db
-from frontend.models import (
+from frontend.core.extensions import db
+from frontend.core.models import (
     Analysis,
     AnalysisState,
     AuditEvent,

@@ -9,8 +9,8 @@ from datetime import timedelta
 import pytest
 
 from frontend.analyses import queueing
-from frontend.extensions import db
-from frontend.models import Analysis, AnalysisState, utcnow
+from frontend.core.extensions import db
+from frontend.core.models import Analysis, AnalysisState, utcnow
 from tests.conftest import Auth
 
 BOTH = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)

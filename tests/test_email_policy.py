@@ -3,7 +3,7 @@
 import pytest
 
 from frontend.accounts.services import decide_email, domain_matches
-from frontend.models import DomainRule, DomainRuleKind
+from frontend.core.models import DomainRule, DomainRuleKind
 
 CONTACT = "help@example.org"
 

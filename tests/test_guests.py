@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from frontend.extensions import db
-from frontend.models import Project, User, utcnow
+from frontend.core.extensions import db
+from frontend.core.models import Project, User, utcnow
 from tests.conftest import PASSWORD, Auth, csrf_token, make_analysis, upload
 from tests.smtp import link_in
 from tests.test_accounts import path_of

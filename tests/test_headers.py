@@ -86,8 +86,8 @@ ADMIN_LISTS = [
 def test_admin_pages_admit_only_flask_admins_own_handlers(
     client, auth, make_user, make_project, app
 ):
-    from frontend.extensions import db
-    from frontend.models import DomainRule, DomainRuleKind
+    from frontend.core.extensions import db
+    from frontend.core.models import DomainRule, DomainRuleKind
 
     make_project(make_user(email="root@cs.ox.ac.uk", roles=("admin",)))
     with app.app_context():
@@ -117,8 +117,8 @@ def test_admin_pages_admit_only_flask_admins_own_handlers(
 def test_user_files_keep_their_own_stricter_policy(
     client, auth, make_user, make_project, app
 ):
-    from frontend.extensions import db
-    from frontend.models import ProjectFile
+    from frontend.core.extensions import db
+    from frontend.core.models import ProjectFile
 
     project = make_project(make_user())
     auth.login()

@@ -18,8 +18,8 @@ import requests
 
 from backend.images import LOCAL_BASE_IMAGE, build_pipeline_image
 from backend.manifest import load_pipeline
-from frontend.extensions import db
-from frontend.models import Analysis, ProjectFile
+from frontend.core.extensions import db
+from frontend.core.models import Analysis, ProjectFile
 from tests.conftest import PASSWORD, LiveServer
 from tests.test_analyses_integration import stack_factory  # noqa: F401 (a fixture)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from frontend.extensions import db
-from frontend.models import PipelineSetting
+from frontend.core.extensions import db
+from frontend.core.models import PipelineSetting
 from tests.services import require_slurm
 from tests.test_analyses_integration import stack_factory  # noqa: F401 (a fixture)
 

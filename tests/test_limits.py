@@ -9,8 +9,8 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from frontend.extensions import db
-from frontend.models import AuditEvent, RateLimit
+from frontend.core.extensions import db
+from frontend.core.models import AuditEvent, RateLimit
 from tests.conftest import PASSWORD, admin_action, csrf_token, get_user
 from tests.smtp import link_in
 from tests.workers import Gunicorn
@@ -189,8 +189,8 @@ def test_a_shared_ip_does_not_lock_an_account(auth, make_user, app):
 def test_lapsed_counts_are_forgotten(auth, app):
     from datetime import timedelta
 
-    from frontend.limits import forget_lapsed
-    from frontend.models import utcnow
+    from frontend.core.limits import forget_lapsed
+    from frontend.core.models import utcnow
 
     auth.login("ada@cs.ox.ac.uk", WRONG)
     auth.login("bob@cs.ox.ac.uk", WRONG)

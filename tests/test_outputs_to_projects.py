@@ -7,8 +7,8 @@ import pytest
 import sqlalchemy as sa
 
 from frontend.analyses.services import analysis_dir
-from frontend.extensions import db
-from frontend.models import Analysis, ProjectFile, ProjectShare, User
+from frontend.core.extensions import db
+from frontend.core.models import Analysis, ProjectFile, ProjectShare, User
 from frontend.projects.services import disk_path
 from tests.conftest import Auth, csrf_token, make_analysis
 

@@ -13,8 +13,8 @@ import sqlalchemy as sa
 
 from frontend import create_app
 from frontend.analyses.services import analysis_dir
-from frontend.extensions import db
-from frontend.models import (
+from frontend.core.extensions import db
+from frontend.core.models import (
     Analysis,
     AnalysisState,
     Batch,

@@ -11,8 +11,8 @@ import pytest
 
 import backend.images
 from backend.images import SOURCE_LABEL
-from frontend.extensions import db
-from frontend.models import PipelineImage
+from frontend.core.extensions import db
+from frontend.core.models import PipelineImage
 from tests.conftest import BUSYBOX_IMAGE, TEST_PIPELINES
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from frontend.extensions import db
-from frontend.models import ProjectFile
+from frontend.core.extensions import db
+from frontend.core.models import ProjectFile
 from tests.conftest import csrf_token, upload
 
 
@@ -159,7 +159,7 @@ def test_over_quota_upload_says_by_how_much_and_stores_nothing(
     client, app, owner, project
 ):
     with app.app_context():
-        from frontend.models import User
+        from frontend.core.models import User
 
         db.session.get(User, owner).storage_quota = 1000
         db.session.commit()
@@ -294,7 +294,7 @@ def test_zip_bomb_is_refused(client, app, owner, project):
 
 def test_archive_over_the_space_left_is_refused(client, app, owner, project):
     with app.app_context():
-        from frontend.models import User
+        from frontend.core.models import User
 
         db.session.get(User, owner).storage_quota = 50_000
         db.session.commit()
@@ -503,7 +503,7 @@ def test_parallel_uploads_never_pass_the_quota(app, owner, project):
     assert len(disk_tree(app, owner, project)) == 1
     assert "Using 8.0 MiB of your 10.0 MiB" in " ".join(dashboard.split())
     with app.app_context():
-        from frontend.models import StorageReservation
+        from frontend.core.models import StorageReservation
 
         assert db.session.scalar(sa.select(sa.func.count(StorageReservation.id))) == 0
 

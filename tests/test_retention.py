@@ -14,8 +14,8 @@ import pytest
 import sqlalchemy as sa
 
 from frontend.analyses.services import analysis_dir, output_dir
-from frontend.extensions import db
-from frontend.models import (
+from frontend.core.extensions import db
+from frontend.core.models import (
     Analysis,
     AuditEvent,
     OutgoingMail,

@@ -8,8 +8,8 @@ import re
 import pytest
 import sqlalchemy as sa
 
-from frontend.extensions import db
-from frontend.models import (
+from frontend.core.extensions import db
+from frontend.core.models import (
     Analysis,
     AuditEvent,
     GroupMember,

@@ -14,8 +14,8 @@ import sqlalchemy as sa
 
 from backend.runners.slurm import SlurmRunner
 from backend.supervision import run_to_end
-from frontend.extensions import db
-from frontend.models import Analysis, User
+from frontend.core.extensions import db
+from frontend.core.models import Analysis, User
 from tests.conftest import csrf_token
 from tests.services import require_slurm
 from tests.test_analyses_integration import stack_factory  # noqa: F401 (a fixture)

@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from frontend.extensions import db
-from frontend.models import Analysis, AnalysisState, OutgoingMail, TesTask
+from frontend.core.extensions import db
+from frontend.core.models import Analysis, AnalysisState, OutgoingMail, TesTask
 from tests.test_api import ADA, BOB, bearer, token_for  # noqa: F401 (a fixture)
 
 TES = "/ga4gh/tes/v1"

@@ -15,8 +15,8 @@ import pytest
 import requests
 import tes
 
-from frontend.extensions import db
-from frontend.models import Analysis
+from frontend.core.extensions import db
+from frontend.core.models import Analysis
 from tests.conftest import LiveServer
 from tests.images import BUSYBOX_IMAGE
 from tests.test_analyses_integration import stack_factory  # noqa: F401 (a fixture)

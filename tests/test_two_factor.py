@@ -7,8 +7,8 @@ import re
 import sqlalchemy as sa
 from passlib.totp import TOTP
 
-from frontend.extensions import db
-from frontend.models import AuditEvent, RateLimit
+from frontend.core.extensions import db
+from frontend.core.models import AuditEvent, RateLimit
 from tests.conftest import PASSWORD, admin_action, csrf_token, get_user
 
 

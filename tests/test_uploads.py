@@ -11,8 +11,8 @@ from datetime import timedelta
 
 import pytest
 
-from frontend.extensions import db
-from frontend.models import (
+from frontend.core.extensions import db
+from frontend.core.models import (
     ProjectFile,
     ProjectShare,
     ResumableUpload,

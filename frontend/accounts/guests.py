@@ -21,16 +21,10 @@ from pathlib import Path
 import sqlalchemy as sa
 from flask import current_app
 
-from .. import audit
-from ..extensions import db, security
-from ..models import (
-    FINISHED_STATES,
-    Analysis,
-    Batch,
-    Project,
-    User,
-    utcnow,
-)
+from ..core import audit
+from ..core.extensions import db
+from ..core.models import FINISHED_STATES, Analysis, Batch, Project, User, utcnow
+from ..core.security import security
 
 log = logging.getLogger(__name__)
 REFUSED = (

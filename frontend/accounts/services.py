@@ -15,10 +15,11 @@ from flask_security import hash_password
 from flask_security.confirmable import send_confirmation_instructions
 from flask_security.recoverable import send_reset_password_instructions
 
-from .. import audit
-from ..extensions import db, security
-from ..mail import send_queued
-from ..models import DomainRule, DomainRuleKind, User, utcnow
+from ..core import audit
+from ..core.extensions import db
+from ..core.mail import send_queued
+from ..core.models import DomainRule, DomainRuleKind, User, utcnow
+from ..core.security import security
 
 log = logging.getLogger(__name__)
 ACCOUNT_MAIL_KINDS = ("reset", "confirm")

@@ -22,8 +22,8 @@ from werkzeug.exceptions import TooManyRequests
 
 from .. import retention
 from ..api import tokens
-from ..limits import count_in_window, user_to_unlock
-from ..limits import unlock as unlock_account
+from ..core.limits import count_in_window, user_to_unlock
+from ..core.limits import unlock as unlock_account
 from ..projects.services import quota_for, storage_by_kind
 from . import bp, guests
 from .forms import AcademicRegisterForm, ProfileForm, TokenForm

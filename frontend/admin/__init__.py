@@ -17,7 +17,6 @@ from wtforms.validators import ValidationError
 from backend.runners.slurm import account_problem
 from backend.tes import normal_image
 
-from .. import audit
 from ..accounts.services import email_domain
 from ..analyses.services import (
     AnalysisError,
@@ -27,10 +26,11 @@ from ..analyses.services import (
 )
 from ..analyses.services import delete as delete_analysis
 from ..api.tokens import revoke as revoke_token
-from ..extensions import db, security
-from ..formatting import human_size, parse_size
-from ..limits import unlock
-from ..models import (
+from ..core import audit
+from ..core.extensions import db
+from ..core.formatting import human_size, parse_size
+from ..core.limits import unlock
+from ..core.models import (
     Analysis,
     ApiToken,
     AuditEvent,
@@ -44,8 +44,9 @@ from ..models import (
     User,
     utcnow,
 )
+from ..core.security import security
+from ..core.settings import RUNNERS
 from ..projects.services import delete_project, project_totals
-from ..settings import RUNNERS
 from . import charts, dashboard
 
 

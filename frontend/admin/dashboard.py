@@ -11,8 +11,8 @@ from datetime import date, datetime, timedelta
 import sqlalchemy as sa
 from flask import current_app
 
-from ..extensions import db
-from ..models import (
+from ..core.extensions import db
+from ..core.models import (
     Analysis,
     AnalysisState,
     OutgoingMail,

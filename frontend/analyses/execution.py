@@ -46,12 +46,12 @@ from backend.runners import (
 )
 from backend.runners.slurm import DOCKER_TEMPLATE, SlurmRunner
 
-from .. import audit
 from ..celery_app import served_runners
-from ..extensions import db
-from ..formatting import human_size
-from ..links import external_url
-from ..models import (
+from ..core import audit
+from ..core.extensions import db
+from ..core.formatting import human_size
+from ..core.links import external_url
+from ..core.models import (
     TES_PIPELINE,
     Analysis,
     AnalysisState,
@@ -59,7 +59,7 @@ from ..models import (
     ProjectFile,
     WatcherLease,
 )
-from ..outbox import queue_mail, send_after_commit
+from ..core.outbox import queue_mail, send_after_commit
 from ..projects.services import files_dir, quota_for, storage_used
 from ..tes.runs import TaskCannotRun, task_run
 from .queueing import request_dispatch, runner_for

@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 from flask import abort, jsonify, request, url_for
 
-from ..downloads import INLINE_IMAGES, send_user_file, zip_response
-from ..models import Analysis
+from ..core.downloads import INLINE_IMAGES, send_user_file, zip_response
+from ..core.models import Analysis
 from . import services as svc
 
 # Shown inline (for <img> and sandboxed frames) when asked; always with a CSP that

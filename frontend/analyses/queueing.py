@@ -14,8 +14,8 @@ from flask import current_app
 from backend.runners import now
 
 from ..celery_app import runner_queue
-from ..extensions import db
-from ..models import Analysis, AnalysisState, PipelineSetting
+from ..core.extensions import db
+from ..core.models import Analysis, AnalysisState, PipelineSetting
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ from backend.params import validate_params
 from backend.runners import format_duration, mib
 from backend.runners.base import parse_progress
 
-from .. import audit
-from ..downloads import INLINE_IMAGES, add_open_files, suffix_of
-from ..extensions import db
-from ..models import (
+from ..core import audit
+from ..core.downloads import INLINE_IMAGES, add_open_files, suffix_of
+from ..core.extensions import db
+from ..core.models import (
     FINISHED_STATES,
     TES_PIPELINE,
     Analysis,

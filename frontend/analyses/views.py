@@ -14,21 +14,21 @@ from backend.files import UnsafeName
 from backend.params import ParamsInvalid
 
 from .. import retention
-from ..downloads import zip_response
-from ..models import AnalysisState, utcnow
+from ..core.downloads import zip_response
+from ..core.models import AnalysisState, utcnow
 from ..projects.services import (
     StorageError,
     entry_at,
     get_project_or_404,
     projects_for,
 )
-from ..readme import render_readme
 from ..sharing import services as sharing
 from ..sharing.forms import LinkForm
 from ..sharing.services import Access
 from . import batches, bp, pages
 from . import services as svc
 from .forms import add_outputs_form, form_values, run_form
+from .readme import render_readme
 
 
 @bp.app_context_processor

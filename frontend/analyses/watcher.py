@@ -28,8 +28,8 @@ from backend.runners import EngineUnavailable, Handle, Status, Usage, now
 from backend.supervision import RunWatch
 
 from ..celery_app import served_runners
-from ..extensions import db
-from ..models import Analysis, AnalysisState, WatcherLease
+from ..core.extensions import db
+from ..core.models import Analysis, AnalysisState, WatcherLease
 from . import execution, queueing
 
 log = logging.getLogger(__name__)

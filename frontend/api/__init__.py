@@ -12,7 +12,7 @@ from flask import Flask, render_template
 from flask_smorest import Api
 from marshmallow import Schema, fields
 
-from ..extensions import csrf
+from ..core.extensions import csrf
 from ..tes.views import bp as tes_bp
 from .auth import init_auth
 from .uploads import blp as tus_blp

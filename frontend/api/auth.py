@@ -23,8 +23,8 @@ from flask.sessions import SecureCookieSessionInterface
 from flask_login import current_user
 from werkzeug.exceptions import Forbidden, TooManyRequests, Unauthorized
 
-from .. import limits
-from ..http import is_api_path
+from ..core import limits
+from ..core.http import is_api_path
 from .tokens import authenticate
 
 

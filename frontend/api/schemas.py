@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from ..models import AnalysisState
+from ..core.models import AnalysisState
 
 
 class ProjectSchema(Schema):

@@ -15,9 +15,9 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from flask import current_app, has_request_context
 
-from .. import audit
-from ..extensions import db
-from ..models import ApiToken, User, utcnow
+from ..core import audit
+from ..core.extensions import db
+from ..core.models import ApiToken, User, utcnow
 
 SECRET_PREFIX = "lq_"  # noqa: S105 (a marker, not a secret)
 SHOWN_CHARACTERS = 10  # "lq_" and 7 of the secret, shown in lists

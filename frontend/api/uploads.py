@@ -21,7 +21,7 @@ from flask_smorest import Blueprint as ApiBlueprint
 
 from backend.files import UnsafeName
 
-from ..http import streams_upload
+from ..core.http import streams_upload
 from ..projects import resumable
 from ..projects import services as storage
 from ..sharing.services import Access

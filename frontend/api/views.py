@@ -16,8 +16,8 @@ from backend.files import UnsafeName
 from backend.params import ParamsInvalid
 
 from ..analyses import services as runs
-from ..downloads import send_user_file, zip_response
-from ..http import streams_upload
+from ..core.downloads import send_user_file, zip_response
+from ..core.http import streams_upload
 from ..projects import services as storage
 from ..sharing.services import Access
 from .auth import token_required

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from ..downloads import INLINE_IMAGES
+from ..core.downloads import INLINE_IMAGES
 
 TABLES = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
 

@@ -29,9 +29,9 @@ import sqlalchemy as sa
 from flask import abort, current_app
 from werkzeug.exceptions import ClientDisconnected
 
-from ..extensions import db
-from ..formatting import human_size
-from ..models import Project, ResumableUpload, StorageReservation, User, utcnow
+from ..core.extensions import db
+from ..core.formatting import human_size
+from ..core.models import Project, ResumableUpload, StorageReservation, User, utcnow
 from ..sharing.services import Access, access_to
 from . import services as svc
 

@@ -41,10 +41,10 @@ from backend.files import (
 )
 from backend.safe_open import link_or_copy
 
-from .. import audit
-from ..extensions import db
-from ..formatting import human_size
-from ..models import (
+from ..core import audit
+from ..core.extensions import db
+from ..core.formatting import human_size
+from ..core.models import (
     Analysis,
     Project,
     ProjectFile,
@@ -177,7 +177,7 @@ def list_projects(
     """The projects ``user`` has ``need`` on (by default their own; or only the one
     with id ``only``) with their file count, size, number of analyses and last
     change, most recently changed first, in one query."""
-    from ..models import Analysis
+    from ..core.models import Analysis
 
     files = (
         sa.select(

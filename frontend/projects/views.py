@@ -13,8 +13,8 @@ from flask_security import auth_required, current_user
 from backend.files import UnsafeName
 
 from .. import retention
-from ..downloads import INLINE_IMAGES, send_user_file, zip_response
-from ..http import streams_upload
+from ..core.downloads import INLINE_IMAGES, send_user_file, zip_response
+from ..core.http import streams_upload
 from ..sharing.services import Access, access_to, shared_with
 from . import bp
 from . import services as svc

@@ -24,10 +24,10 @@ import sqlalchemy as sa
 from flask import abort, current_app
 from flask_security import current_user
 
-from .. import audit, outbox
-from ..extensions import db, security
-from ..links import external_url
-from ..models import (
+from ..core import audit, outbox
+from ..core.extensions import db
+from ..core.links import external_url
+from ..core.models import (
     Analysis,
     Group,
     GroupMember,
@@ -37,6 +37,7 @@ from ..models import (
     User,
     utcnow,
 )
+from ..core.security import security
 
 LINK_PREFIX = "lqs_"  # a share link's secret starts so, to tell it from a token
 

@@ -4,7 +4,7 @@ from flask_wtf import FlaskForm
 
 from ..analyses import pages
 from ..analyses.services import get_analysis_or_404
-from ..models import utcnow
+from ..core.models import utcnow
 from ..projects.services import get_project_or_404
 from . import bp
 from . import services as svc

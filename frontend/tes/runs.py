@@ -16,8 +16,8 @@ from backend.runners import Mount
 from backend.runners.base import owner_of
 from backend.tes import TASK_DIR, driver_script
 
-from ..extensions import db
-from ..models import Analysis, Project, ProjectFile, TesTask
+from ..core.extensions import db
+from ..core.models import Analysis, Project, ProjectFile, TesTask
 from ..projects.services import disk_path, files_dir
 from .services import LABQUEUE_URL, executors_of, inputs_dir, resource_limits, task_dir
 

@@ -32,11 +32,11 @@ from backend.tes import (
     plain_path_problem,
 )
 
-from .. import audit
 from ..analyses import services as runs
-from ..extensions import db
-from ..links import external_url
-from ..models import (
+from ..core import audit
+from ..core.extensions import db
+from ..core.links import external_url
+from ..core.models import (
     TES_PIPELINE,
     Analysis,
     AnalysisState,

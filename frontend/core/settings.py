@@ -12,7 +12,7 @@ from pathlib import Path
 from types import UnionType
 from typing import get_args, get_origin, get_type_hints
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 class Defaults:
@@ -113,7 +113,7 @@ class Defaults:
         "error",
     )
 
-    # Login protection (frontend/limits.py), counted in the database. Failed logins
+    # Login protection (frontend/core/limits.py), counted in the database. Failed logins
     # per address and requests per address are free up to RATE_LIMIT_FREE_ATTEMPTS,
     # per IP up to RATE_LIMIT_FREE_PER_IP; each further one waits twice as long as
     # the last, from the first delay up to the longest. Counts lapse after the
@@ -177,7 +177,7 @@ class Defaults:
     # None: secure exactly when SITE_URL is https (filled in by create_app).
     SESSION_COOKIE_SECURE: bool | None = None
     REMEMBER_COOKIE_SECURE: bool | None = None
-    # Host names the site answers to; None: SITE_URL's (see frontend/http.py).
+    # Host names the site answers to; None: SITE_URL's (see frontend/core/http.py).
     TRUSTED_HOSTS: list | None = None
 
     # Request bodies: forms and JSON are read into memory, so they stay small; only

@@ -67,7 +67,7 @@ class User(db.Model, UserMixin):
     # The last day they used the site, signed in (written at most once a day): an
     # account unseen for RETENTION_USER_DAYS is deleted, after a warning.
     last_seen_at: Mapped[datetime | None] = mapped_column(sa.DateTime())
-    # Set when repeated failed logins locked the account (frontend/limits.py);
+    # Set when repeated failed logins locked the account (frontend/core/limits.py);
     # the unlock mail's link or an admin clears it.
     locked_at: Mapped[datetime | None] = mapped_column(sa.DateTime())
 

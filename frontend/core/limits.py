@@ -38,10 +38,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from werkzeug.exceptions import RequestEntityTooLarge, TooManyRequests
 
 from . import audit
-from .extensions import db, security
+from .extensions import db
 from .links import external_url
 from .models import RateLimit, User, utcnow
 from .outbox import commit_and_send, queue_mail
+from .security import security
 
 # The endpoints whose POSTs are limited, and by what besides the client's IP.
 LIMITED = {

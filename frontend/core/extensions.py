@@ -1,17 +1,16 @@
-"""Extension objects, created unbound here and bound to the app in ``create_app``."""
+"""Extension objects, created unbound here and bound to the app in ``create_app``
+(Flask-Security's is in ``security.py``: its mail goes through the outbox, which
+needs the models)."""
 
 import sqlite3
 
 from flask_mailman import Mail
 from flask_migrate import Migrate
-from flask_security import Security
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase
-
-from .mail import LabqueueMailUtil
 
 
 class Base(DeclarativeBase):
@@ -31,7 +30,6 @@ db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 mail = Mail()
 csrf = CSRFProtect()
-security = Security(mail_util_cls=LabqueueMailUtil)
 # Flask-Admin is built per app in frontend/admin (its views are bound at creation,
 # and tests create many apps).
 

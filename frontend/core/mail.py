@@ -14,6 +14,8 @@ from typing import Any
 from flask import after_this_request, current_app, g, has_request_context
 from flask_security import MailUtil
 
+from .outbox import commit_and_send, queue_mail
+
 log = logging.getLogger(__name__)
 
 # Context keys Flask-Security fills with the link a user has to follow.
@@ -33,9 +35,6 @@ class LabqueueMailUtil(MailUtil):
         html: str | None,
         **kwargs: Any,
     ) -> None:
-        # Imported here: frontend.extensions builds Security with this class.
-        from .outbox import commit_and_send, queue_mail
-
         if isinstance(recipient, tuple):  # (name, address)
             recipient = formataddr(recipient)
         mail = queue_mail(recipient, str(subject), body or "", html, confidential=True)
@@ -67,6 +66,4 @@ class LabqueueMailUtil(MailUtil):
 
 def send_queued() -> None:
     """Commit the mail this request queued, then have it sent."""
-    from .outbox import commit_and_send
-
     commit_and_send(g.pop("labqueue_account_mail", []))
