@@ -30,7 +30,6 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import sqlalchemy as sa
 from flask import current_app
@@ -39,9 +38,10 @@ from backend import safe_open
 
 from .accounts import guests
 from .analyses.execution import delete_analysis
-from .analyses.services import output_dir, output_files, stored_bytes
+from .analyses.services import output_files, stored_bytes
 from .core import audit, outbox
 from .core.extensions import db
+from .core.layout import output_dir, snapshots_dir
 from .core.links import external_url
 from .core.models import (
     FINISHED_STATES,
@@ -290,7 +290,7 @@ def _warning_mail(user: User, items: list[Expiring]):
 def _snapshots(now: datetime, dry_run: bool) -> list[str]:
     """Failed runs' snapshots older than RETENTION_FAILED_SNAPSHOT_DAYS."""
     days = current_app.config["RETENTION_FAILED_SNAPSHOT_DAYS"]
-    root = Path(current_app.config["FAILED_ANALYSES_DIR"])
+    root = snapshots_dir()
     if days <= 0 or not root.is_dir():
         return []
     cutoff = (now - timedelta(days=days)).timestamp()

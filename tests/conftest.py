@@ -245,7 +245,7 @@ def make_project(app: Flask):
         from frontend.core.models import Project
 
         with app.app_context():
-            from frontend.projects.services import files_dir
+            from frontend.core.layout import files_dir
 
             owner = db.session.get(User, owner_id)
             project = Project(owner=owner, name=name, description=description)

@@ -12,9 +12,9 @@ import pytest
 from markupsafe import escape
 
 from frontend.analyses import execution
-from frontend.analyses.services import analysis_dir
 from frontend.core import outbox
 from frontend.core.extensions import db
+from frontend.core.layout import analysis_dir
 from frontend.core.models import (
     Analysis,
     AnalysisState,

@@ -10,8 +10,8 @@ from datetime import timedelta
 
 import pytest
 
-from frontend.analyses.services import analysis_dir
 from frontend.core.extensions import db
+from frontend.core.layout import analysis_dir
 from frontend.core.models import (
     Analysis,
     AnalysisState,

@@ -9,8 +9,8 @@ import zipfile
 import pytest
 import sqlalchemy as sa
 
-from frontend.analyses.services import analysis_dir
 from frontend.core.extensions import db
+from frontend.core.layout import analysis_dir
 from frontend.core.models import Analysis, Batch
 from tests.conftest import Auth, csrf_token, upload
 

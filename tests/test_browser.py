@@ -459,8 +459,8 @@ def test_an_output_added_to_a_project_feeds_a_new_run(
     project", shows where it came from, and a new run reads it."""
     from playwright.sync_api import expect
 
-    from frontend.analyses.services import analysis_dir
     from frontend.core.extensions import db
+    from frontend.core.layout import analysis_dir
     from frontend.core.models import Analysis
     from tests.conftest import make_analysis
 
@@ -578,8 +578,8 @@ def test_svg_and_html_outputs_cannot_run_script(app, page, make_user, make_proje
     the analysis page, and not when the file is opened on its own."""
     from playwright.sync_api import expect
 
-    from frontend.analyses.services import analysis_dir
     from frontend.core.extensions import db
+    from frontend.core.layout import analysis_dir
     from frontend.core.models import Analysis, AnalysisState, utcnow
 
     owner = make_user(email="ada@cs.ox.ac.uk")
@@ -635,8 +635,8 @@ def test_a_pi_shares_with_her_lab_and_a_link_shows_a_result_to_anyone(
     the link opens the result while signed out."""
     from playwright.sync_api import expect
 
-    from frontend.analyses.services import analysis_dir
     from frontend.core.extensions import db
+    from frontend.core.layout import analysis_dir
     from frontend.core.models import Analysis
     from tests.conftest import make_analysis
 

@@ -95,8 +95,8 @@ def test_an_interrupted_upload_resumes_to_an_equal_file(app, server, tmp_path):
     assert code == 0, out
     assert "raw/big.bin" in out
     with app.app_context():
+        from frontend.core.layout import disk_path
         from frontend.core.models import ProjectFile
-        from frontend.projects.services import disk_path
 
         entry = db.session.scalar(db.select(ProjectFile).filter_by(path="raw/big.bin"))
         stored = disk_path(entry)

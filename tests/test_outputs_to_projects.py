@@ -6,10 +6,9 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from frontend.analyses.services import analysis_dir
 from frontend.core.extensions import db
+from frontend.core.layout import analysis_dir, disk_path
 from frontend.core.models import Analysis, ProjectFile, ProjectShare, User
-from frontend.projects.services import disk_path
 from tests.conftest import Auth, csrf_token, make_analysis
 
 

@@ -12,8 +12,8 @@ import pytest
 import sqlalchemy as sa
 
 from frontend import create_app
-from frontend.analyses.services import analysis_dir
 from frontend.core.extensions import db
+from frontend.core.layout import analysis_dir
 from frontend.core.models import (
     Analysis,
     AnalysisState,

@@ -13,8 +13,8 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from frontend.analyses.services import analysis_dir, output_dir
 from frontend.core.extensions import db
+from frontend.core.layout import analysis_dir, output_dir
 from frontend.core.models import (
     Analysis,
     AuditEvent,

@@ -222,7 +222,7 @@ def test_a_link_opens_nothing_once_its_maker_may_no_longer_read(app, client, lab
         app, lab["project"], owner_id=lab["will"], pipeline="table-profiler"
     )
     with app.app_context():
-        from frontend.analyses.services import output_dir
+        from frontend.core.layout import output_dir
 
         out = output_dir(db.session.get(Analysis, run))
     out.mkdir(parents=True)

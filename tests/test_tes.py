@@ -347,7 +347,7 @@ def test_a_task_that_cannot_start_ends_in_system_error_saying_why(app, client, a
 def test_files_a_task_planted_in_its_folder_read_as_absent(app, client, ada, tmp_path):
     """The task's folder is the container's to write: a link there (to a host
     file) or a FIFO is never followed nor waited on by the FULL view."""
-    from frontend.tes.services import task_dir
+    from frontend.core.layout import task_dir
 
     secret = tmp_path / "secret.txt"
     secret.write_text("HOST-SECRET\n")
@@ -372,8 +372,8 @@ def test_a_tasks_folder_is_emptied_and_made_by_handles(app, client, ada, tmp_pat
     """What an earlier attempt left (a link in place of ``volumes``, of an
     executor's file) is removed, never followed: nothing is made in, or handed
     over, through it."""
+    from frontend.core.layout import task_dir
     from frontend.tes.runs import task_run
-    from frontend.tes.services import task_dir
 
     host = tmp_path / "host"
     host.mkdir()

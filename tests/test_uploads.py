@@ -236,7 +236,7 @@ def test_an_upload_ended_or_abandoned_leaves_nothing(app, client, tokens, projec
     send(client, tokens["ada"], second.headers["Location"], 0, b"123")
     with app.app_context():
         row = db.session.scalar(db.select(ResumableUpload))
-        staged = resumable.staged_path(row)
+        staged = resumable.upload_path(row)
         assert staged.stat().st_size == 3
         row.touched_at = utcnow() - timedelta(hours=25)
         db.session.commit()

@@ -7,8 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from frontend.analyses.services import log_path
 from frontend.core.extensions import db
+from frontend.core.layout import log_path
 from frontend.core.models import Analysis, utcnow
 from tests.conftest import Auth, make_analysis
 

@@ -16,13 +16,13 @@ import logging
 import os
 import secrets
 from datetime import timedelta
-from pathlib import Path
 
 import sqlalchemy as sa
 from flask import current_app
 
 from ..core import audit
 from ..core.extensions import db
+from ..core.layout import user_dir
 from ..core.models import FINISHED_STATES, Analysis, Batch, Project, User, utcnow
 from ..core.security import security
 
@@ -100,15 +100,14 @@ def move_to(guest: User, user: User) -> int:
     """Give ``user`` the guest's projects with their files and runs (folders moved
     on disk, on the same filesystem), then remove the guest; returns how many
     projects moved."""
-    root = Path(current_app.config["USER_DATA_DIR"])
     projects = list(
         db.session.scalars(sa.select(Project).where(Project.owner_id == guest.id))
     )
-    (root / str(user.id)).mkdir(parents=True, exist_ok=True)
+    user_dir(user.id).mkdir(parents=True, exist_ok=True)
     for project in projects:
-        source = root / str(guest.id) / str(project.id)
+        source = user_dir(guest.id) / str(project.id)
         if source.exists():
-            os.replace(source, root / str(user.id) / str(project.id))
+            os.replace(source, user_dir(user.id) / str(project.id))
         project.owner_id = user.id
     for model in (Analysis, Batch):
         db.session.execute(
@@ -121,7 +120,7 @@ def move_to(guest: User, user: User) -> int:
         actor=user,
     )
     db.session.flush()
-    guest_folder = root / str(guest.id)
+    guest_folder = user_dir(guest.id)
     db.session.delete(guest)
     db.session.commit()
     try:

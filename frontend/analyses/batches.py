@@ -15,6 +15,7 @@ from backend.params import matches_glob
 
 from ..core.downloads import add_open_files
 from ..core.extensions import db
+from ..core.layout import output_dir
 from ..core.models import Analysis, AnalysisState, Batch, Project, User, utcnow
 from ..sharing.services import get_readable_or_404
 from . import services as svc
@@ -175,6 +176,6 @@ def outputs_zip(batch: Batch) -> ZipStream:
     for analysis in batch.analyses:
         name = input_of(batch, analysis).rsplit("/", 1)[-1] or "input"
         folder = f"{analysis.id}-{name}"
-        root = svc.output_dir(analysis)
+        root = output_dir(analysis)
         add_open_files(stream, root, svc.output_files(analysis), f"{folder}/")
     return stream

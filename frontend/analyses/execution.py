@@ -50,6 +50,14 @@ from ..celery_app import served_runners
 from ..core import audit
 from ..core.extensions import db
 from ..core.formatting import human_size
+from ..core.layout import (
+    analysis_dir,
+    files_dir,
+    log_path,
+    output_dir,
+    snapshot_dir,
+    work_dir,
+)
 from ..core.links import external_url
 from ..core.models import (
     TES_PIPELINE,
@@ -60,18 +68,10 @@ from ..core.models import (
     WatcherLease,
 )
 from ..core.outbox import queue_mail, send_after_commit
-from ..projects.services import files_dir, quota_for, storage_used
+from ..projects.services import quota_for, storage_used
 from ..tes.runs import TaskCannotRun, task_run
 from .queueing import request_dispatch, runner_for
-from .services import (
-    NoClusterAccount,
-    all_pipelines,
-    analysis_dir,
-    cluster_account_for,
-    log_path,
-    output_dir,
-    stored_bytes,
-)
+from .services import NoClusterAccount, all_pipelines, cluster_account_for, stored_bytes
 
 log = logging.getLogger(__name__)
 # What a researcher reads when the run could not start or broke down on our side;
@@ -289,7 +289,6 @@ def spec_for(
     cluster_account: str | None = None,
 ) -> RunSpec:
     """The run's description from its row (the watcher needs no argv)."""
-    folder = analysis_dir(analysis)
     return RunSpec(
         analysis_id=analysis.id,
         argv=list(argv),
@@ -297,7 +296,7 @@ def spec_for(
         input_dir=input_dir,
         output_dir=output_dir(analysis),
         log_path=log_path(analysis),
-        work_dir=folder / "run",
+        work_dir=work_dir(analysis),
         attempt=analysis.attempt,
         user=current_app.config["PIPELINE_USER"],
         mounts=mounts,
@@ -575,7 +574,7 @@ def snapshot_failure(
     failure: Exception | None = None,
 ) -> Path:
     """Keep what is needed to understand a failed run in FAILED_ANALYSES_DIR/<id>/."""
-    target = Path(current_app.config["FAILED_ANALYSES_DIR"]) / str(analysis.id)
+    target = snapshot_dir(analysis.id)
     target.mkdir(parents=True, exist_ok=True)
     (target / "params.json").write_text(json.dumps(analysis.params, indent=2))
     safe_open.copy_to(analysis_dir(analysis), "log.txt", target / "log.txt")

@@ -26,6 +26,7 @@ from backend.runners.base import parse_progress
 from ..core import audit
 from ..core.downloads import INLINE_IMAGES, add_open_files, suffix_of
 from ..core.extensions import db
+from ..core.layout import analysis_dir, output_dir
 from ..core.models import (
     FINISHED_STATES,
     TES_PIPELINE,
@@ -41,7 +42,7 @@ from ..core.models import (
     utcnow,
 )
 from ..projects.preview import TABLES, make_preview
-from ..projects.services import UploadResult, add_files, project_dir
+from ..projects.services import UploadResult, add_files
 from ..sharing.services import Access, get_readable_or_404, projects_where
 from .queueing import (
     fair_order,
@@ -176,18 +177,6 @@ def get_analysis_or_404(analysis_id: int, control: bool = False) -> Analysis:
     admins), or 404; with ``control`` (cancel, delete, share), 403 unless they ran
     it or own its project."""
     return get_readable_or_404(Analysis, analysis_id, control)
-
-
-def analysis_dir(analysis: Analysis) -> Path:
-    return project_dir(analysis.project) / "analyses" / str(analysis.id)
-
-
-def output_dir(analysis: Analysis) -> Path:
-    return analysis_dir(analysis) / "output"
-
-
-def log_path(analysis: Analysis) -> Path:
-    return analysis_dir(analysis) / "log.txt"
 
 
 def project_file_paths(project: Project) -> list[str]:

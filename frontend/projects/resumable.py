@@ -22,7 +22,6 @@ import hashlib
 import logging
 import uuid
 from datetime import timedelta
-from pathlib import Path
 from typing import IO
 
 import sqlalchemy as sa
@@ -31,6 +30,7 @@ from werkzeug.exceptions import ClientDisconnected
 
 from ..core.extensions import db
 from ..core.formatting import human_size
+from ..core.layout import upload_path
 from ..core.models import Project, ResumableUpload, StorageReservation, User, utcnow
 from ..sharing.services import Access, access_to
 from . import services as svc
@@ -60,10 +60,6 @@ GONE = (
     "There is no such upload (it was finished, removed, or you may no longer "
     "change its project)."
 )
-
-
-def staged_path(upload: ResumableUpload) -> Path:
-    return svc.staging_dir(upload.project) / f"tus-{upload.id}"
 
 
 def get_own_or_404(user: User, upload_id: str) -> ResumableUpload:
@@ -121,7 +117,7 @@ def create(
     )
     db.session.add(upload)
     db.session.flush()
-    staged_path(upload).touch()
+    upload_path(upload).touch()
     db.session.commit()
     return upload
 
@@ -130,7 +126,7 @@ def current_offset(upload: ResumableUpload) -> int:
     """The bytes the server has: the row's count, or fewer if the file holds fewer
     (a process that died between writing and recording)."""
     try:
-        on_disk = staged_path(upload).stat().st_size
+        on_disk = upload_path(upload).stat().st_size
     except FileNotFoundError:
         on_disk = 0
     if on_disk < upload.offset:
@@ -170,7 +166,7 @@ def append(
     is written (a second request gets Busy, 409), and the row is read again under
     the lock, so a piece never lands on an upload another request finished."""
     try:
-        staged = open(staged_path(upload), "r+b")  # noqa: SIM115 (closed below)
+        staged = open(upload_path(upload), "r+b")  # noqa: SIM115 (closed below)
     except FileNotFoundError:
         raise Gone(GONE) from None
     with staged:
@@ -247,7 +243,7 @@ def _append_locked(
 def _complete(upload: ResumableUpload) -> svc.UploadResult:
     """Store the whole file where it was asked (checked again: the project may
     have changed), and forget the upload, stored or not."""
-    project, staged = upload.project, staged_path(upload)
+    project, staged = upload.project, upload_path(upload)
     try:
         # The share may have gone while the pieces came: checked at the end too.
         if not may_write(upload):
@@ -270,7 +266,7 @@ def _complete(upload: ResumableUpload) -> svc.UploadResult:
 
 def _forget(upload: ResumableUpload) -> None:
     db.session.rollback()
-    staged_path(upload).unlink(missing_ok=True)
+    upload_path(upload).unlink(missing_ok=True)
     reservation = upload.reservation_id
     db.session.delete(upload)
     db.session.commit()

@@ -44,6 +44,7 @@ from backend.safe_open import link_or_copy
 from ..core import audit
 from ..core.extensions import db
 from ..core.formatting import human_size
+from ..core.layout import disk_path, files_dir, project_dir, staging_dir
 from ..core.models import (
     Analysis,
     Project,
@@ -123,22 +124,6 @@ def provenance_readable(entry: ProjectFile) -> bool:
         )
         is not None
     )
-
-
-def project_dir(project: Project) -> Path:
-    return (
-        Path(current_app.config["USER_DATA_DIR"])
-        / str(project.owner_id)
-        / str(project.id)
-    )
-
-
-def files_dir(project: Project) -> Path:
-    return project_dir(project) / "files"
-
-
-def disk_path(entry: ProjectFile) -> Path:
-    return inside(files_dir(entry.project), entry.path)
 
 
 def open_entry(entry: ProjectFile) -> BinaryIO:
@@ -559,12 +544,6 @@ class UploadResult:
     status: str  # stored, replaced, kept, skipped, extracted, refused
     path: str
     message: str
-
-
-def staging_dir(project: Project) -> Path:
-    staging = project_dir(project) / ".staging"
-    staging.mkdir(parents=True, exist_ok=True)
-    return staging
 
 
 def _receive(stream: IO[bytes], target: Path, length: int) -> None:

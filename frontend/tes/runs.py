@@ -17,9 +17,10 @@ from backend.runners.base import owner_of
 from backend.tes import TASK_DIR, driver_script
 
 from ..core.extensions import db
+from ..core.layout import disk_path, files_dir, task_dir
+from ..core.layout import task_inputs_dir as inputs_dir
 from ..core.models import Analysis, Project, ProjectFile, TesTask
-from ..projects.services import disk_path, files_dir
-from .services import LABQUEUE_URL, executors_of, inputs_dir, resource_limits, task_dir
+from .services import LABQUEUE_URL, executors_of, resource_limits
 
 NEEDS_CONTAINERS = (
     "GA4GH TES tasks run only in containers, and this server runs pipelines "

@@ -35,6 +35,7 @@ from backend.tes import (
 from ..analyses import services as runs
 from ..core import audit
 from ..core.extensions import db
+from ..core.layout import task_dir, task_inputs_dir
 from ..core.links import external_url
 from ..core.models import (
     TES_PIPELINE,
@@ -406,23 +407,13 @@ def create_task(user: User, body) -> TesTask:
     def keep(analysis: Analysis) -> None:
         task.analysis = analysis
         db.session.add(task)
-        folder = inputs_dir(analysis)
+        folder = task_inputs_dir(analysis)
         folder.mkdir(parents=True, exist_ok=True)
         for number, text in checked.contents:
             safe_open.write_file(folder, str(number), text.encode())
 
     runs.enqueue(analysis, before_commit=keep)
     return task
-
-
-def inputs_dir(analysis: Analysis):
-    """Where a task's inline inputs are kept (one file per input, by number)."""
-    return runs.analysis_dir(analysis) / "tes-inputs"
-
-
-def task_dir(analysis: Analysis):
-    """The task's own folder, bound at backend.tes.TASK_DIR while it runs."""
-    return runs.analysis_dir(analysis) / "tes"
 
 
 # --- Reading back -------------------------------------------------------------------
@@ -481,7 +472,7 @@ def _inputs(task: TesTask, full: bool) -> list[dict]:
         if item.pop("content_kept", False) and full:
             try:
                 item["content"] = safe_open.read_bytes(
-                    inputs_dir(task.analysis), str(number)
+                    task_inputs_dir(task.analysis), str(number)
                 ).decode("utf-8", "replace")
             except FileNotFoundError:
                 item["content"] = ""
