@@ -13,11 +13,11 @@ from zipstream import ZipStream
 from backend.manifest import Pipeline
 from backend.params import matches_glob
 
+from ..core.access import get_readable_or_404
 from ..core.downloads import add_open_files
 from ..core.extensions import db
 from ..core.layout import output_dir
 from ..core.models import Analysis, AnalysisState, Batch, Project, User, utcnow
-from ..sharing.services import get_readable_or_404
 from . import services as svc
 from .queueing import fair_order, request_dispatch, runner_for
 

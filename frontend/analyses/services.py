@@ -24,6 +24,7 @@ from backend.runners import format_duration, mib
 from backend.runners.base import parse_progress
 
 from ..core import audit
+from ..core.access import Access, get_readable_or_404, projects_where
 from ..core.downloads import INLINE_IMAGES, add_open_files, suffix_of
 from ..core.extensions import db
 from ..core.layout import analysis_dir, output_dir
@@ -43,7 +44,6 @@ from ..core.models import (
 )
 from ..projects.preview import TABLES, make_preview
 from ..projects.services import UploadResult, add_files
-from ..sharing.services import Access, get_readable_or_404, projects_where
 from .queueing import (
     fair_order,
     may_go_at_once,

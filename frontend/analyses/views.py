@@ -14,17 +14,12 @@ from backend.files import UnsafeName
 from backend.params import ParamsInvalid
 
 from .. import retention
+from ..core.access import Access, access_to, controls, get_project_or_404, projects_for
 from ..core.downloads import zip_response
 from ..core.models import AnalysisState, utcnow
-from ..projects.services import (
-    StorageError,
-    entry_at,
-    get_project_or_404,
-    projects_for,
-)
+from ..projects.services import StorageError, entry_at
 from ..sharing import services as sharing
 from ..sharing.forms import LinkForm
-from ..sharing.services import Access
 from . import batches, bp, pages
 from . import services as svc
 from .forms import add_outputs_form, form_values, run_form
@@ -220,8 +215,8 @@ def delete(analysis_id: int):
 def detail(analysis_id: int):
     """One analysis: its state, parameters, progress, log and outputs."""
     analysis = svc.get_analysis_or_404(analysis_id)
-    access = sharing.access_to(current_user, analysis.project)
-    controls = sharing.controls(current_user, analysis)
+    access = access_to(current_user, analysis.project)
+    may_control = controls(current_user, analysis)
     writable = []
     if analysis.finished:
         writable = projects_for(current_user, Access.WRITE)
@@ -231,8 +226,8 @@ def detail(analysis_id: int):
         aurl=pages.addresses(analysis),
         attempts=svc.attempts(analysis),
         can_run=access >= Access.WRITE,
-        can_control=controls or current_user.has_role("admin"),
-        links=sharing.links_of(analysis) if controls else [],
+        can_control=may_control or current_user.has_role("admin"),
+        links=sharing.links_of(analysis) if may_control else [],
         link_works=sharing.link_works,
         now=utcnow(),
         cancel_form=FlaskForm(),
@@ -355,8 +350,7 @@ def batch(batch_id: int):
         batch=found,
         rows=rows,
         counts=batches.counts(rows),
-        can_control=sharing.controls(current_user, found)
-        or current_user.has_role("admin"),
+        can_control=controls(current_user, found) or current_user.has_role("admin"),
         cancel_form=FlaskForm(),
     )
 

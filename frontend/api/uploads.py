@@ -21,10 +21,10 @@ from flask_smorest import Blueprint as ApiBlueprint
 
 from backend.files import UnsafeName
 
+from ..core.access import Access, get_project_or_404
 from ..core.http import streams_upload
 from ..projects import resumable
 from ..projects import services as storage
-from ..sharing.services import Access
 from .auth import token_required
 
 TUS_VERSION = "1.0.0"
@@ -103,7 +103,7 @@ def create():
         return _refusal(400, str(exc))
     if not meta.get("project", "").isdigit():
         return _refusal(400, "Upload-Metadata needs 'project': the project's id.")
-    project = storage.get_project_or_404(int(meta["project"]), Access.WRITE)
+    project = get_project_or_404(int(meta["project"]), Access.WRITE)
     path = meta.get("path") or meta.get("filename") or ""
     try:
         upload = resumable.create(

@@ -16,10 +16,10 @@ from backend.files import UnsafeName
 from backend.params import ParamsInvalid
 
 from ..analyses import services as runs
+from ..core.access import Access, get_project_or_404
 from ..core.downloads import send_user_file, zip_response
 from ..core.http import streams_upload
 from ..projects import services as storage
-from ..sharing.services import Access
 from .auth import token_required
 from .schemas import (
     AnalysisListArgs,
@@ -114,7 +114,7 @@ def get_project(project_id: int):
 @blp.response(200, ProjectSchema)
 def change_project(data, project_id: int):
     """Rename a project or change its description."""
-    project = storage.get_project_or_404(project_id, Access.OWNER)
+    project = get_project_or_404(project_id, Access.OWNER)
     try:
         storage.update_project(
             project,
@@ -131,7 +131,7 @@ def change_project(data, project_id: int):
 @blp.response(204)
 def delete_project(project_id: int):
     """Delete a project with all its files and analyses."""
-    storage.delete_project(storage.get_project_or_404(project_id, Access.OWNER))
+    storage.delete_project(get_project_or_404(project_id, Access.OWNER))
 
 
 # --- Files ---------------------------------------------------------------------------
@@ -142,7 +142,7 @@ def delete_project(project_id: int):
 @blp.response(200, FileSchema(many=True))
 def list_files(project_id: int):
     """Every file and folder of a project, by path."""
-    return storage.all_entries(storage.get_project_or_404(project_id, Access.READ))
+    return storage.all_entries(get_project_or_404(project_id, Access.READ))
 
 
 @blp.route("/projects/<int:project_id>/files", methods=["PUT"])
@@ -163,7 +163,7 @@ def list_files(project_id: int):
 def upload(args, project_id: int):
     """Store the request's body as a file (streamed, up to MAX_UPLOAD_BYTES), with
     the web upload's checks: names, quota, file count, archives."""
-    project = storage.get_project_or_404(project_id, Access.WRITE)
+    project = get_project_or_404(project_id, Access.WRITE)
     try:
         result = storage.upload(
             project,
@@ -186,7 +186,7 @@ def upload(args, project_id: int):
 @blp.response(200, FileSchema)
 def get_file(project_id: int, entry_id: int):
     """One file or folder."""
-    project = storage.get_project_or_404(project_id, Access.READ)
+    project = get_project_or_404(project_id, Access.READ)
     return storage.get_entry_or_404(project, entry_id)
 
 
@@ -195,7 +195,7 @@ def get_file(project_id: int, entry_id: int):
 @blp.response(200, description="the file's bytes, or a folder as a zip")
 def download_file(project_id: int, entry_id: int):
     """Download a file, or a folder as a zip."""
-    project = storage.get_project_or_404(project_id, Access.READ)
+    project = get_project_or_404(project_id, Access.READ)
     item = storage.get_entry_or_404(project, entry_id)
     if item.is_dir:
         return zip_response(storage.zip_of(project, item), f"{item.name}.zip")
@@ -207,7 +207,7 @@ def download_file(project_id: int, entry_id: int):
 @blp.response(204)
 def delete_file(project_id: int, entry_id: int):
     """Delete a file, or a folder with everything in it."""
-    project = storage.get_project_or_404(project_id, Access.WRITE)
+    project = get_project_or_404(project_id, Access.WRITE)
     storage.delete_entry(project, storage.get_entry_or_404(project, entry_id))
 
 
@@ -257,7 +257,7 @@ def submit(data):
     """Submit an analysis. Parameters are checked by the pipeline's schema, with
     the run form's messages per field (422); 409 when it would run under the
     user's cluster account and none is set, 503 when its image is missing."""
-    project = storage.get_project_or_404(data["project_id"], Access.WRITE)
+    project = get_project_or_404(data["project_id"], Access.WRITE)
     pipeline = runs.get_pipeline_or_404(data["pipeline"])
     try:
         analysis = runs.submit(current_user, project, pipeline, data["parameters"])

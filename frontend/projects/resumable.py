@@ -28,11 +28,11 @@ import sqlalchemy as sa
 from flask import abort, current_app
 from werkzeug.exceptions import ClientDisconnected
 
+from ..core.access import Access, access_to
 from ..core.extensions import db
 from ..core.formatting import human_size
 from ..core.layout import upload_path
 from ..core.models import Project, ResumableUpload, StorageReservation, User, utcnow
-from ..sharing.services import Access, access_to
 from . import services as svc
 
 log = logging.getLogger(__name__)

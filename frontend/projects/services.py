@@ -42,6 +42,7 @@ from backend.files import (
 from backend.safe_open import link_or_copy
 
 from ..core import audit
+from ..core.access import Access, projects_where
 from ..core.extensions import db
 from ..core.formatting import human_size
 from ..core.layout import disk_path, files_dir, project_dir, staging_dir
@@ -55,7 +56,6 @@ from ..core.models import (
     User,
     utcnow,
 )
-from ..sharing.services import Access, projects_where, require
 
 CHUNK = 1024 * 1024
 CLASH_POLICIES = ("ask", "replace", "keep", "skip")
@@ -76,19 +76,6 @@ class NameClash(StorageError):
 
 
 # --- Lookups ------------------------------------------------------------------------
-
-
-def get_project_or_404(project_id: int, need: Access = Access.OWNER) -> Project:
-    """A project the signed-in user may see (their own, or one shared with them),
-    or 404; 403 when they see it but may not do what ``need`` says."""
-    project = db.first_or_404(
-        sa.select(Project).where(
-            Project.id == project_id, projects_where(current_user, Access.READ)
-        )
-    )
-    if need > Access.READ:
-        require(project, need)
-    return project
 
 
 def get_entry_or_404(project: Project, entry_id: int) -> ProjectFile:
@@ -142,18 +129,6 @@ class ProjectSummary:
     total_bytes: int
     last_change: object
     analyses: int = 0
-
-
-def projects_for(user: User, need: Access) -> list[Project]:
-    """The projects ``user`` has ``need`` on, most recently changed first, without
-    the totals ``list_projects`` adds up (for pickers)."""
-    return list(
-        db.session.scalars(
-            sa.select(Project)
-            .where(projects_where(user, need))
-            .order_by(Project.updated_at.desc())
-        )
-    )
 
 
 def list_projects(

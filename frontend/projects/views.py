@@ -13,9 +13,10 @@ from flask_security import auth_required, current_user
 from backend.files import UnsafeName
 
 from .. import retention
+from ..core.access import Access, access_to, get_project_or_404
 from ..core.downloads import INLINE_IMAGES, send_user_file, zip_response
 from ..core.http import streams_upload
-from ..sharing.services import Access, access_to, shared_with
+from ..sharing.services import shared_with
 from . import bp
 from . import services as svc
 from .forms import ConfirmForm, NameForm, ProjectForm
@@ -80,7 +81,7 @@ def new():
 @auth_required()
 def browse(project_id: int):
     """A folder of a project: its files, upload, new folder."""
-    project = svc.get_project_or_404(project_id, Access.READ)
+    project = get_project_or_404(project_id, Access.READ)
     folder = _folder_arg(project)
     sort = request.args.get("sort", "name")
     desc = request.args.get("desc") == "1"
@@ -110,7 +111,7 @@ def browse(project_id: int):
 @auth_required()
 def settings(project_id: int):
     """Rename a project or change its description."""
-    project = svc.get_project_or_404(project_id, Access.OWNER)
+    project = get_project_or_404(project_id, Access.OWNER)
     form = ProjectForm(obj=project)
     if form.validate_on_submit():
         try:
@@ -127,7 +128,7 @@ def settings(project_id: int):
 @auth_required()
 def keep(project_id: int):
     """Count a project as in use: the retention policy's time for it starts again."""
-    project = svc.get_project_or_404(project_id, Access.OWNER)
+    project = get_project_or_404(project_id, Access.OWNER)
     if ConfirmForm().validate_on_submit():
         svc.keep_project(project)
         flash(f"“{project.name}” is kept: it counts as used today.", "success")
@@ -138,7 +139,7 @@ def keep(project_id: int):
 @auth_required()
 def delete(project_id: int):
     """Confirm, then delete a project with all its files."""
-    project = svc.get_project_or_404(project_id, Access.OWNER)
+    project = get_project_or_404(project_id, Access.OWNER)
     form = ConfirmForm()
     if form.validate_on_submit():
         name = project.name
@@ -159,7 +160,7 @@ def delete(project_id: int):
 @auth_required()
 def make_folder(project_id: int):
     """Create a folder in the folder being browsed."""
-    project = svc.get_project_or_404(project_id, Access.WRITE)
+    project = get_project_or_404(project_id, Access.WRITE)
     form = NameForm()
     folder = _folder_arg(project, request.form)
     if form.validate_on_submit():
@@ -182,7 +183,7 @@ def _json_error(exc: Exception, status: int):
 @auth_required()
 def upload(project_id: int):
     """Receive one file as the raw request body (sent by the upload page)."""
-    project = svc.get_project_or_404(project_id, Access.WRITE)
+    project = get_project_or_404(project_id, Access.WRITE)
     folder = _folder_arg(project)
     path = request.args.get("path", "")
     # Bodies over MAX_UPLOAD_BYTES never get here: the 413 handler answers them.
@@ -209,7 +210,7 @@ def upload(project_id: int):
 @auth_required()
 def upload_check(project_id: int):
     """Which of the paths about to be uploaded exist already."""
-    project = svc.get_project_or_404(project_id, Access.WRITE)
+    project = get_project_or_404(project_id, Access.WRITE)
     data = request.get_json(silent=True) or {}
     folder = _folder_arg(project, {"folder": str(data.get("folder") or "")})
     paths = [p for p in data.get("paths", []) if isinstance(p, str)][:10_000]
@@ -221,7 +222,7 @@ def upload_check(project_id: int):
 @auth_required()
 def entry(project_id: int, entry_id: int):
     """Preview a file (folders open in the browser)."""
-    project = svc.get_project_or_404(project_id, Access.READ)
+    project = get_project_or_404(project_id, Access.READ)
     item = svc.get_entry_or_404(project, entry_id)
     if item.is_dir:
         return redirect(
@@ -253,7 +254,7 @@ def _file_response(item, inline: bool):
 @auth_required()
 def raw(project_id: int, entry_id: int):
     """A file's bytes: inline for raster images, as an attachment otherwise."""
-    project = svc.get_project_or_404(project_id, Access.READ)
+    project = get_project_or_404(project_id, Access.READ)
     item = svc.get_entry_or_404(project, entry_id)
     if item.is_dir:
         abort(404)
@@ -264,7 +265,7 @@ def raw(project_id: int, entry_id: int):
 @auth_required()
 def download(project_id: int, entry_id: int):
     """Download a file, or a folder as a zip streamed while it is built."""
-    project = svc.get_project_or_404(project_id, Access.READ)
+    project = get_project_or_404(project_id, Access.READ)
     item = svc.get_entry_or_404(project, entry_id)
     if not item.is_dir:
         return _file_response(item, inline=False)
@@ -275,7 +276,7 @@ def download(project_id: int, entry_id: int):
 @auth_required()
 def download_project(project_id: int):
     """Download the whole project as a zip streamed while it is built."""
-    project = svc.get_project_or_404(project_id, Access.READ)
+    project = get_project_or_404(project_id, Access.READ)
     return zip_response(svc.zip_of(project, None), f"{project.name}.zip")
 
 
@@ -283,7 +284,7 @@ def download_project(project_id: int):
 @auth_required()
 def rename(project_id: int, entry_id: int):
     """Rename a file or folder."""
-    project = svc.get_project_or_404(project_id, Access.WRITE)
+    project = get_project_or_404(project_id, Access.WRITE)
     item = svc.get_entry_or_404(project, entry_id)
     form = NameForm()
     old = item.name
@@ -303,7 +304,7 @@ def rename(project_id: int, entry_id: int):
 @auth_required()
 def delete_entry(project_id: int, entry_id: int):
     """Delete a file, or a folder and everything in it."""
-    project = svc.get_project_or_404(project_id, Access.WRITE)
+    project = get_project_or_404(project_id, Access.WRITE)
     item = svc.get_entry_or_404(project, entry_id)
     parent = svc.parent_folder(project, item)
     if ConfirmForm().validate_on_submit():

@@ -14,7 +14,6 @@ or a link revoked loses access at once.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -25,6 +24,13 @@ from flask import abort, current_app
 from flask_security import current_user
 
 from ..core import audit, outbox
+from ..core.access import (
+    Access,
+    access_to,
+    address_of,
+    projects_where,
+    shares_reaching,
+)
 from ..core.extensions import db
 from ..core.links import external_url
 from ..core.models import (
@@ -42,113 +48,8 @@ from ..core.security import security
 LINK_PREFIX = "lqs_"  # a share link's secret starts so, to tell it from a token
 
 
-class Access(enum.IntEnum):
-    """What a user may do with a project, each level including those below."""
-
-    NONE = 0
-    READ = 1
-    WRITE = 2
-    OWNER = 3
-
-
-REFUSED = {
-    Access.WRITE: "This project is shared with you read-only: you can look at it and "
-    "download from it, but not change it or run analyses on it.",
-    Access.OWNER: "Only the project's owner can do this.",
-}
-
-
 class SharingError(Exception):
     """A request we refuse, with a message for the user."""
-
-
-# --- Access ---------------------------------------------------------------------
-
-
-def _email(user: User) -> str:
-    return user.email.lower()
-
-
-def _groups_of(user: User):
-    """SQL: ids of the groups ``user`` has joined."""
-    return sa.select(GroupMember.group_id).where(
-        GroupMember.email == _email(user), GroupMember.joined_at.is_not(None)
-    )
-
-
-def _shares_reaching(user: User):
-    """SQL: the shares that reach ``user``, by address or through a group."""
-    return sa.select(ProjectShare).where(
-        sa.or_(
-            ProjectShare.email == _email(user),
-            ProjectShare.group_id.in_(_groups_of(user)),
-        )
-    )
-
-
-def projects_where(user: User, need: Access = Access.READ):
-    """SQL condition on Project: the projects ``user`` has at least ``need`` on."""
-    mine = Project.owner_id == user.id
-    if need >= Access.OWNER:
-        return mine
-    shares = _shares_reaching(user)
-    if need >= Access.WRITE:
-        shares = shares.where(ProjectShare.can_write)
-    reached = shares.with_only_columns(ProjectShare.project_id)
-    return sa.or_(mine, Project.id.in_(reached))
-
-
-def access_to(user: User, project: Project) -> Access:
-    """What ``user`` may do with ``project``."""
-    if project.owner_id == user.id:
-        return Access.OWNER
-    writes = db.session.scalars(
-        _shares_reaching(user)
-        .where(ProjectShare.project_id == project.id)
-        .with_only_columns(ProjectShare.can_write)
-    ).all()
-    if not writes:
-        return Access.NONE
-    return Access.WRITE if any(writes) else Access.READ
-
-
-def require(project: Project, need: Access) -> Access:
-    """The signed-in user's access to ``project``, which they may see; 403 with
-    what they may not do when it is less than ``need``."""
-    have = access_to(current_user, project)
-    if have < need:
-        abort(403, description=REFUSED[need])
-    return have
-
-
-def controls(user: User, analysis: Analysis) -> bool:
-    """Whether ``user`` may cancel, delete or share ``analysis`` (or a batch): they
-    submitted it, or the project is theirs."""
-    return analysis.owner_id == user.id or analysis.project.owner_id == user.id
-
-
-def get_readable_or_404(model, object_id: int, control: bool = False):
-    """An object of ``model`` (an analysis or a batch: anything of a project) in
-    a project the signed-in user may read (any, for admins), or 404; with
-    ``control``, 403 unless they submitted it or own its project."""
-    stmt = sa.select(model).where(model.id == object_id)
-    if not current_user.has_role("admin"):
-        stmt = stmt.join(Project, Project.id == model.project_id).where(
-            projects_where(current_user, Access.READ)
-        )
-    found = db.first_or_404(stmt)
-    if control:
-        require_control(found)
-    return found
-
-
-def require_control(analysis: Analysis) -> None:
-    if not (controls(current_user, analysis) or current_user.has_role("admin")):
-        abort(
-            403,
-            description="Only who ran this analysis, or the project's owner, can "
-            "do this.",
-        )
 
 
 # --- Groups ---------------------------------------------------------------------
@@ -178,7 +79,7 @@ def create_group(owner: User, name: str, description: str = "") -> Group:
     stamp = utcnow()
     group.members.append(
         GroupMember(
-            email=_email(owner), invited_by=owner, invited_at=stamp, joined_at=stamp
+            email=address_of(owner), invited_by=owner, invited_at=stamp, joined_at=stamp
         )
     )
     db.session.add(group)
@@ -198,7 +99,7 @@ def get_group_or_404(group_id: int, manage: bool = False) -> Group:
         stmt = stmt.where(
             Group.id.in_(
                 sa.select(GroupMember.group_id).where(
-                    GroupMember.email == _email(current_user)
+                    GroupMember.email == address_of(current_user)
                 )
             )
         )
@@ -211,7 +112,7 @@ def groups_of(user: User) -> list[tuple[Group, GroupMember]]:
     rows = db.session.execute(
         sa.select(Group, GroupMember)
         .join(GroupMember, GroupMember.group_id == Group.id)
-        .where(GroupMember.email == _email(user))
+        .where(GroupMember.email == address_of(user))
         .options(sa.orm.joinedload(Group.owner))
         .order_by(GroupMember.joined_at.is_not(None), Group.name)
     ).all()
@@ -275,7 +176,7 @@ def get_invitation_or_404(group_id: int) -> GroupMember:
     return db.first_or_404(
         sa.select(GroupMember).where(
             GroupMember.group_id == group_id,
-            GroupMember.email == _email(current_user),
+            GroupMember.email == address_of(current_user),
         )
     )
 
@@ -290,7 +191,7 @@ def accept(member: GroupMember) -> None:
 def remove_member(group: Group, member: GroupMember) -> None:
     """Take a member (or invitation) out of a group: they lose what the group
     shares with them at once. The owner stays."""
-    if member.email == _email(group.owner):
+    if member.email == address_of(group.owner):
         raise SharingError("The group's owner stays in it; delete the group instead.")
     db.session.delete(member)
     audit.record("group.member_removed", f"group {group.id}", member.email)
@@ -346,7 +247,7 @@ def share_project(
         whom, email = f"the group {group.name}", None
     else:
         email = normal_email(address)
-        if email == _email(project.owner):
+        if email == address_of(project.owner):
             raise SharingError("The project is yours already.")
         existing = db.session.scalar(
             sa.select(ProjectShare).where(
@@ -398,7 +299,7 @@ def shared_with(user: User) -> list[SharedProject]:
     """Other users' projects that reach ``user``, with the access they give and
     how they came."""
     rows = db.session.execute(
-        _shares_reaching(user)
+        shares_reaching(user)
         .add_columns(Project)
         .join(Project, Project.id == ProjectShare.project_id)
         .where(Project.owner_id != user.id)

@@ -4,12 +4,12 @@ from flask_wtf import FlaskForm
 
 from ..analyses import pages
 from ..analyses.services import get_analysis_or_404
+from ..core.access import Access, get_project_or_404
 from ..core.models import utcnow
-from ..projects.services import get_project_or_404
 from . import bp
 from . import services as svc
 from .forms import GroupForm, InviteForm, LinkForm, ShareForm
-from .services import Access, SharingError
+from .services import SharingError
 
 
 def _posted() -> bool:
