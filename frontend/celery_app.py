@@ -6,6 +6,8 @@ from celery import Celery, Task
 from flask import Flask
 from kombu import Queue
 
+from .core import taskq
+
 
 def served_runners(config: dict) -> list[str]:
     """The runners this process's worker takes runs for: WORKER_RUNNERS, or the
@@ -78,31 +80,31 @@ def celery_init_app(app: Flask) -> Celery:
         task_reject_on_worker_lost=True,
         beat_schedule={
             "reconcile-analyses": {
-                "task": "labqueue.reconcile",
+                "task": taskq.RECONCILE,
                 "schedule": float(app.config["RECONCILE_SECONDS"]),
             },
             "check-pipeline-images": {
-                "task": "labqueue.check_images",
+                "task": taskq.CHECK_IMAGES,
                 "schedule": float(app.config["IMAGE_CHECK_SECONDS"]),
             },
             "dispatch-analyses": {
-                "task": "labqueue.dispatch",
+                "task": taskq.DISPATCH,
                 "schedule": float(app.config["DISPATCH_SECONDS"]),
             },
             "flush-mail": {
-                "task": "labqueue.flush_mail",
+                "task": taskq.FLUSH_MAIL,
                 "schedule": float(app.config["MAIL_RETRY_SECONDS"]),
             },
             "forget-lapsed-limits": {
-                "task": "labqueue.forget_lapsed_limits",
+                "task": taskq.FORGET_LAPSED_LIMITS,
                 "schedule": 600.0,
             },
             "expire-uploads": {
-                "task": "labqueue.expire_uploads",
+                "task": taskq.EXPIRE_UPLOADS,
                 "schedule": 600.0,
             },
             "apply-retention": {
-                "task": "labqueue.purge",
+                "task": taskq.PURGE,
                 "schedule": float(app.config["PURGE_SECONDS"]),
             },
         },

@@ -15,7 +15,7 @@ from flask_security import hash_password
 from flask_security.confirmable import send_confirmation_instructions
 from flask_security.recoverable import send_reset_password_instructions
 
-from ..core import audit
+from ..core import audit, taskq
 from ..core.extensions import db
 from ..core.mail import send_queued
 from ..core.models import DomainRule, DomainRuleKind, User, utcnow
@@ -152,13 +152,9 @@ def end_every_session(sender, user: User | None = None, **extra) -> None:
 def request_account_mail(kind: str, email: str) -> None:
     """Ask a worker for the ``kind`` mail to ``email`` (by task name: the web
     never imports task code). Whether the address gets one is decided there."""
-    celery = current_app.extensions["celery"]
-    try:
-        celery.send_task(
-            "labqueue.account_mail", args=[kind, email], ignore_result=True
-        )
-    except Exception as exc:  # the broker is away; the person can ask again
-        log.error("Could not queue the %s mail for %s: %s", kind, email, exc)
+    if not taskq.send(taskq.ACCOUNT_MAIL, kind, email, retry=True):
+        # The broker is away; the person can ask again.
+        log.error("Could not queue the %s mail for %s", kind, email)
 
 
 def send_account_mail(kind: str, email: str) -> bool:

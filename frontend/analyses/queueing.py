@@ -14,6 +14,7 @@ from flask import current_app
 from backend.runners import now
 
 from ..celery_app import runner_queue
+from ..core import taskq
 from ..core.extensions import db
 from ..core.models import Analysis, AnalysisState, PipelineSetting
 
@@ -96,18 +97,12 @@ def runner_for(pipeline: str) -> str:
     return chosen or current_app.config["RUNNER"]
 
 
-def _send_start(analysis_id: int, runner: str | None) -> None:
-    # To the queue of the run's runner, which only workers serving it consume.
-    # No result is wanted: with one, Celery would also wait for the result
-    # backend, which retries for as long as the broker is away.
+def _send_start(analysis_id: int, runner: str | None) -> bool:
+    """Send "start" to the queue of the run's runner, which only workers serving
+    it consume; False when the broker is away."""
     config = current_app.config
-    current_app.extensions["celery"].send_task(
-        "labqueue.start",
-        args=[analysis_id],
-        queue=runner_queue(config, runner or config["RUNNER"]),
-        retry=False,
-        ignore_result=True,
-    )
+    queue = runner_queue(config, runner or config["RUNNER"])
+    return taskq.send(taskq.START, analysis_id, queue=queue)
 
 
 def may_go_at_once(analysis: Analysis) -> bool:
@@ -139,10 +134,7 @@ def may_go_at_once(analysis: Analysis) -> bool:
 def send_at_once(analysis_id: int, runner: str) -> None:
     """Send "start" for an analysis committed as dispatched; if the broker is away
     it is made due again at once, for the periodic dispatcher."""
-    try:
-        _send_start(analysis_id, runner)
-    except Exception as exc:  # the broker is away: the dispatcher sends it later
-        log.warning("Start for %s not sent (the dispatcher will): %s", analysis_id, exc)
+    if not _send_start(analysis_id, runner):  # the dispatcher sends it later
         db.session.execute(
             sa.update(Analysis)
             .where(Analysis.id == analysis_id, Analysis.state == AnalysisState.QUEUED)
@@ -203,11 +195,8 @@ def dispatch() -> list[int]:
         if not marked:  # claimed, cancelled or sent by another dispatcher meanwhile
             db.session.rollback()
             continue
-        try:
-            _send_start(analysis_id, runner)
-        except Exception as exc:  # the broker is away: it stays due
+        if not _send_start(analysis_id, runner):  # the broker is away: it stays due
             db.session.rollback()
-            log.warning("Dispatcher could not send start for %s: %s", analysis_id, exc)
             break
         db.session.commit()
         sent.append(analysis_id)

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from flask import current_app
 from flask_mailman import EmailMultiAlternatives
 
+from . import taskq
 from .extensions import db
 from .models import OutgoingMail, utcnow
 
@@ -50,14 +51,9 @@ def queue_mail(
 def send_after_commit(mail_ids: list[int]) -> None:
     """Ask a worker to send these now (by task name: no task code imported); if
     the broker is away, the periodic flush sends them later."""
-    celery = current_app.extensions["celery"]
     for mail_id in mail_ids:
-        try:
-            celery.send_task(
-                "labqueue.send_mail", args=[mail_id], retry=False, ignore_result=True
-            )
-        except Exception as exc:  # the broker is away: the flush will do it
-            log.warning("Mail %s waits for the next flush: %s", mail_id, exc)
+        if not taskq.send(taskq.SEND_MAIL, mail_id):
+            log.warning("Mail %s waits for the next flush", mail_id)
 
 
 def commit_and_send(mails: list[OutgoingMail]) -> None:
