@@ -17,7 +17,7 @@ from frontend.core.models import (
     ProjectShare,
     User,
 )
-from frontend.projects.services import storage_used
+from frontend.core.storage import storage_used
 from tests.conftest import Auth, csrf_token, make_analysis, upload
 
 

@@ -24,7 +24,7 @@ from .. import retention
 from ..api import tokens
 from ..core.limits import count_in_window, user_to_unlock
 from ..core.limits import unlock as unlock_account
-from ..projects.services import quota_for, storage_by_kind
+from ..core.storage import quota_for, storage_by_kind
 from . import bp, guests
 from .forms import AcademicRegisterForm, ProfileForm, TokenForm
 from .services import note_seen, update_profile

@@ -22,7 +22,7 @@ from ..core.models import (
     WatcherLease,
     utcnow,
 )
-from ..projects.services import quota_for
+from ..core.storage import quota_for
 
 DAYS = 30  # how far back the charts look
 TOP = 10

@@ -68,7 +68,7 @@ from ..core.models import (
     WatcherLease,
 )
 from ..core.outbox import queue_mail, send_after_commit
-from ..projects.services import quota_for, storage_used
+from ..core.storage import quota_for, storage_used
 from ..tes.runs import TaskCannotRun, task_run
 from .queueing import request_dispatch, runner_for
 from .services import NoClusterAccount, all_pipelines, cluster_account_for, stored_bytes

@@ -17,7 +17,8 @@ from .. import retention
 from ..core.access import Access, access_to, controls, get_project_or_404, projects_for
 from ..core.downloads import zip_response
 from ..core.models import AnalysisState, utcnow
-from ..projects.services import StorageError, entry_at
+from ..core.storage import StorageError
+from ..projects.services import entry_at
 from ..sharing import services as sharing
 from ..sharing.forms import LinkForm
 from . import batches, bp, pages

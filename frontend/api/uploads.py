@@ -23,8 +23,8 @@ from backend.files import UnsafeName
 
 from ..core.access import Access, get_project_or_404
 from ..core.http import streams_upload
+from ..core.storage import StorageError
 from ..projects import resumable
-from ..projects import services as storage
 from .auth import token_required
 
 TUS_VERSION = "1.0.0"
@@ -116,7 +116,7 @@ def create():
         )
     except UnsafeName as exc:
         return _refusal(400, f"“{path}” cannot be stored: {exc}")
-    except storage.StorageError as exc:
+    except StorageError as exc:
         return _refusal(exc.status, str(exc))
     location = url_for(f"{request.blueprint}.piece", upload_id=upload.id)
     return _answer(201, Location=location, Upload_Offset="0")
@@ -149,7 +149,7 @@ def piece(upload_id: str):
         )
     except UnsafeName as exc:
         return _refusal(400, f"The file cannot be stored: {exc}")
-    except storage.StorageError as exc:
+    except StorageError as exc:
         return _refusal(exc.status, str(exc))
     if result is None:
         return _answer(204, Upload_Offset=str(upload.offset))

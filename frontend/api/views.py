@@ -19,6 +19,7 @@ from ..analyses import services as runs
 from ..core.access import Access, get_project_or_404
 from ..core.downloads import send_user_file, zip_response
 from ..core.http import streams_upload
+from ..core.storage import StorageError
 from ..projects import services as storage
 from .auth import token_required
 from .schemas import (
@@ -70,7 +71,7 @@ def _summary(project_id: int) -> dict:
     return _project_dict(found[0])
 
 
-def _refuse(exc: storage.StorageError):
+def _refuse(exc: StorageError):
     abort(exc.status, message=str(exc))
 
 
@@ -95,7 +96,7 @@ def create_project(data):
         project = storage.create_project(
             current_user, data["name"], data["description"]
         )
-    except storage.StorageError as exc:
+    except StorageError as exc:
         _refuse(exc)
     return _summary(project.id)
 
@@ -121,7 +122,7 @@ def change_project(data, project_id: int):
             data.get("name", project.name),
             data.get("description", project.description),
         )
-    except storage.StorageError as exc:
+    except StorageError as exc:
         _refuse(exc)
     return _summary(project_id)
 
@@ -176,7 +177,7 @@ def upload(args, project_id: int):
         )
     except UnsafeName as exc:
         abort(400, message=f"“{args['path']}” was not stored: {exc}")
-    except storage.StorageError as exc:
+    except StorageError as exc:
         _refuse(exc)
     return {"status": result.status, "path": result.path, "message": result.message}
 

@@ -33,6 +33,7 @@ from ..core.extensions import db
 from ..core.formatting import human_size
 from ..core.layout import upload_path
 from ..core.models import Project, ResumableUpload, StorageReservation, User, utcnow
+from ..core.storage import LimitExceeded, StorageError, release_space, reserve_space
 from . import services as svc
 
 log = logging.getLogger(__name__)
@@ -40,19 +41,19 @@ log = logging.getLogger(__name__)
 CHECKSUMS = ("sha1", "sha256", "md5")
 
 
-class ChecksumMismatch(svc.StorageError):
+class ChecksumMismatch(StorageError):
     status = 460  # tus' own status for a piece whose digest differs
 
 
-class OffsetConflict(svc.StorageError):
+class OffsetConflict(StorageError):
     status = 409
 
 
-class Busy(svc.StorageError):
+class Busy(StorageError):
     status = 409  # another request is writing this upload
 
 
-class Gone(svc.StorageError):
+class Gone(StorageError):
     status = 404  # finished, given up, or its project is no longer the user's to change
 
 
@@ -94,9 +95,9 @@ def create(
     ``user``); raises StorageError (or UnsafeName) saying why not."""
     limit = current_app.config["MAX_UPLOAD_BYTES"]
     if length < 0:
-        raise svc.StorageError("Upload-Length must be a number of bytes.")
+        raise StorageError("Upload-Length must be a number of bytes.")
     if length > limit:
-        raise svc.LimitExceeded(
+        raise LimitExceeded(
             f"The file is {human_size(length)}; uploads may be {human_size(limit)} "
             "at most. Nothing was stored."
         )
@@ -104,7 +105,7 @@ def create(
     if plan.skipped:
         raise svc.NameClash(plan.skipped.message)
     # The file will be the project's: its owner's quota holds it.
-    reservation = svc.reserve_space(project.owner, max(length - plan.freed, 0))
+    reservation = reserve_space(project.owner, max(length - plan.freed, 0))
     upload = ResumableUpload(
         id=uuid.uuid4().hex,
         user_id=user.id,
@@ -141,7 +142,7 @@ def parse_checksum(header: str | None) -> tuple[str, bytes] | None:
         return None
     algorithm, _, encoded = header.strip().partition(" ")
     if algorithm not in CHECKSUMS:
-        raise svc.StorageError(
+        raise StorageError(
             f"Unknown checksum algorithm {algorithm!r}: use one of "
             + ", ".join(CHECKSUMS)
             + "."
@@ -149,7 +150,7 @@ def parse_checksum(header: str | None) -> tuple[str, bytes] | None:
     try:
         return algorithm, base64.b64decode(encoded, validate=True)
     except ValueError as exc:
-        raise svc.StorageError("Upload-Checksum's digest is not base64.") from exc
+        raise StorageError("Upload-Checksum's digest is not base64.") from exc
 
 
 def append(
@@ -202,7 +203,7 @@ def _append_locked(
             "send from there."
         )
     if length is not None and have + length > upload.length:
-        raise svc.StorageError(
+        raise StorageError(
             f"This piece would take the upload past its {upload.length:,} bytes."
         )
     digest = hashlib.new(checksum[0]) if checksum else None
@@ -254,7 +255,7 @@ def _complete(upload: ResumableUpload) -> svc.UploadResult:
         if plan.skipped:
             return plan.skipped
         if upload.reservation_id is None:  # its reservation was removed meanwhile
-            upload.reservation_id = svc.reserve_space(
+            upload.reservation_id = reserve_space(
                 project.owner, max(upload.length - plan.freed, 0)
             )
         return svc.store_staged(
@@ -271,7 +272,7 @@ def _forget(upload: ResumableUpload) -> None:
     db.session.delete(upload)
     db.session.commit()
     if reservation is not None:
-        svc.release_space(reservation)
+        release_space(reservation)
 
 
 def terminate(upload: ResumableUpload) -> None:

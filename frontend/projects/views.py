@@ -16,6 +16,7 @@ from .. import retention
 from ..core.access import Access, access_to, get_project_or_404
 from ..core.downloads import INLINE_IMAGES, send_user_file, zip_response
 from ..core.http import streams_upload
+from ..core.storage import StorageError, quota_for, storage_used
 from ..sharing.services import shared_with
 from . import bp
 from . import services as svc
@@ -47,7 +48,7 @@ def _back_to(project, folder=None):
 def index():
     """The dashboard: the user's projects with their sizes."""
     summaries = svc.list_projects(current_user)
-    used, quota = svc.storage_used(current_user), svc.quota_for(current_user)
+    used, quota = storage_used(current_user), quota_for(current_user)
     return render_template(
         "projects/index.html",
         summaries=summaries,
@@ -67,7 +68,7 @@ def new():
             project = svc.create_project(
                 current_user, form.name.data, form.description.data or ""
             )
-        except svc.StorageError as exc:
+        except StorageError as exc:
             form.name.errors.append(str(exc))
         else:
             flash(
@@ -116,7 +117,7 @@ def settings(project_id: int):
     if form.validate_on_submit():
         try:
             svc.update_project(project, form.name.data, form.description.data or "")
-        except svc.StorageError as exc:
+        except StorageError as exc:
             form.name.errors.append(str(exc))
         else:
             flash("Project saved.", "success")
@@ -167,7 +168,7 @@ def make_folder(project_id: int):
         try:
             created = svc.make_folder(project, folder, form.name.data)
             flash(f"Folder “{created.name}” created.", "success")
-        except (svc.StorageError, UnsafeName) as exc:
+        except (StorageError, UnsafeName) as exc:
             flash(f"No folder was created: {exc}", "error")
     else:
         flash("Give the new folder a name.", "error")
@@ -199,7 +200,7 @@ def upload(project_id: int):
         )
     except UnsafeName as exc:
         return _json_error(f"“{path}” was not stored: {exc}", 400)
-    except svc.StorageError as exc:
+    except StorageError as exc:
         return _json_error(exc, exc.status)
     return jsonify(
         ok=True, status=result.status, path=result.path, message=result.message
@@ -292,7 +293,7 @@ def rename(project_id: int, entry_id: int):
         try:
             svc.rename_entry(project, item, form.name.data)
             flash(f"“{old}” renamed to “{item.name}”.", "success")
-        except (svc.StorageError, UnsafeName) as exc:
+        except (StorageError, UnsafeName) as exc:
             flash(f"“{old}” was not renamed: {exc}", "error")
     else:
         problem = next(iter(form.errors.values()), ["give a new name"])[0]
