@@ -1,11 +1,9 @@
 """Runners: launch a pipeline run and let a watcher follow it.
 
-Every runner offers ``launch(spec) -> Handle`` (returns at once; launching the same
-run twice finds the first), ``find(spec)``, ``poll(handle)`` and ``poll_many``,
-``read_log(handle, offset)``, ``cancel(handle)``, ``usage(handle)``,
-``unlinked_output_bytes(handle)``, ``cleanup(handle)`` and ``image_problem(image)``.
-Docker runs sandboxed containers; the local runner, for development, plain
-processes.
+Every runner implements the ``Runner`` protocol (``base.py``) and is found here by
+name: Docker runs sandboxed containers, Slurm hands each run to the lab's cluster
+as a batch job running the site's container command, and the local runner, for
+development only, runs plain processes.
 """
 
 from .base import (
@@ -17,6 +15,7 @@ from .base import (
     LogChunk,
     Mount,
     Outcome,
+    Runner,
     RunSpec,
     Status,
     Usage,
@@ -27,6 +26,22 @@ from .base import (
 )
 from .docker import DockerRunner, docker_client
 from .local import LocalRunner
+from .slurm import SlurmRunner
+
+RUNNERS: dict[str, type[Runner]] = {
+    runner.name: runner for runner in (DockerRunner, SlurmRunner, LocalRunner)
+}
+
+
+def runner_class(name: str) -> type[Runner]:
+    """The runner called ``name``; ValueError for a name no runner has."""
+    try:
+        return RUNNERS[name]
+    except KeyError:
+        raise ValueError(
+            f"no runner is called {name!r} (there are: {', '.join(RUNNERS)})"
+        ) from None
+
 
 __all__ = [
     "COULD_NOT_START",
@@ -39,7 +54,10 @@ __all__ = [
     "LogChunk",
     "Mount",
     "Outcome",
+    "RUNNERS",
+    "Runner",
     "RunSpec",
+    "SlurmRunner",
     "Status",
     "Usage",
     "docker_client",
@@ -47,4 +65,5 @@ __all__ = [
     "mib",
     "now",
     "parse_progress",
+    "runner_class",
 ]

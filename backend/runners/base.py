@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 from .. import safe_open
 
@@ -270,3 +271,73 @@ def unlinked_bytes(pids: Iterable[int], under: str) -> int:
                 continue
             seen[(info.st_dev, info.st_ino)] = info.st_size
     return sum(seen.values())
+
+
+@runtime_checkable
+class Runner(Protocol):
+    """What every runner offers (Docker, Slurm, local), and what the worker may
+    rely on: nothing else. A runner is found by ``name`` in the registry
+    (``backend.runners.runner_class``) and made from the site's settings.
+
+    Capabilities are attributes, so that no caller tests a runner's name:
+    ``sandboxed`` (a run cannot reach the host: no network, no capabilities,
+    limits), ``containers`` (a run is a container of an image: GA4GH TES tasks
+    need it; otherwise the pipeline runs from its folder, with host paths) and
+    ``host_bound`` (a run can be seen only from the host that launched it) and
+    ``cluster_accounts`` (a run may be submitted as its owner's account on the
+    cluster, when the site asks for that).
+    """
+
+    name: str
+    sandboxed: bool
+    containers: bool
+    host_bound: bool
+    cluster_accounts: bool
+    # Called (if set) when a run's output ends, so its watcher looks at once.
+    on_output_end: Callable[[], None] | None
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], site: str, host: str) -> Runner:
+        """The runner for this site and host, from the site's settings."""
+
+    def image_problem(self, image: str, max_age: float = 0) -> str | None:
+        """Why ``image`` cannot run here (for admins), or None."""
+
+    def image_id(self, image: str) -> str | None:
+        """The id of the image runs of ``image`` use, for their record."""
+
+    def launch(self, spec: RunSpec) -> Handle:
+        """Start the run and return at once; a second launch finds the first."""
+
+    def find(self, spec: RunSpec) -> Handle | None:
+        """The run a launch of ``spec`` started, if there is one."""
+
+    def poll(self, handle: Handle) -> Status:
+        """Whether the run goes on, and how it ended."""
+
+    def poll_many(self, handles: list[Handle]) -> dict[str, Status]:
+        """Every handle's status (by job id), as cheaply as the runner can."""
+
+    def jobs(self) -> list[tuple[int, str]]:
+        """This site's runs the runner knows of: (analysis id, job id)."""
+
+    def read_log(self, handle: Handle, offset: int) -> LogChunk:
+        """What the run printed from byte ``offset``; never waits."""
+
+    def cancel(self, handle: Handle) -> None:
+        """Stop the run (gone already is fine)."""
+
+    def usage(self, handle: Handle) -> Usage:
+        """Peak memory and CPU time so far, as far as the runner can tell."""
+
+    def unlinked_output_bytes(self, handle: Handle) -> int:
+        """Bytes of output files deleted while still held open."""
+
+    def release(self, handle: Handle) -> None:
+        """Stop following the run (another watcher took it)."""
+
+    def cleanup(self, handle: Handle) -> None:
+        """Remove what the run left with the runner (a container, spool files)."""
+
+    def close(self) -> None:
+        """Let go of the runner's connections."""

@@ -15,7 +15,9 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from .. import safe_open
 from .base import (
@@ -289,6 +291,16 @@ class DockerRunner:
 
     name = "docker"
     sandboxed = True
+    containers = True
+    cluster_accounts = False
+    host_bound = False
+
+    @classmethod
+    def from_settings(
+        cls, settings: Mapping[str, Any], site: str, host: str
+    ) -> DockerRunner:
+        """Raises EngineUnavailable when no engine answers: never a fallback."""
+        return cls(site=site, host=host)
 
     def __init__(self, client=None, site: str = "default", host: str = ""):
         self.owns_client = client is None

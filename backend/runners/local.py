@@ -16,7 +16,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from .. import safe_open
 from .base import Handle, LaunchFailed, LogChunk, RunSpec, Status, Usage, read_spool
@@ -63,7 +65,16 @@ class LocalRunner:
 
     name = "local"
     sandboxed = False
+    containers = False  # the pipeline runs from its folder, with host paths
+    cluster_accounts = False
+    host_bound = True  # its processes are seen from this host only
     on_output_end = None  # its watcher finds ends by polling the run's files
+
+    @classmethod
+    def from_settings(
+        cls, settings: Mapping[str, Any], site: str, host: str
+    ) -> LocalRunner:
+        return cls(host=host)
 
     def __init__(self, host: str = ""):
         self.host = host or socket.gethostname()

@@ -23,8 +23,10 @@ import re
 import shlex
 import socket
 import subprocess
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from .. import safe_open
 from .base import (
@@ -170,7 +172,27 @@ class SlurmRunner:
 
     name = "slurm"
     sandboxed = True  # as sandboxed as the container command the site gives
+    containers = True
+    cluster_accounts = True
+    host_bound = False  # the cluster's queue is seen from every login node
     on_output_end = None  # its watcher finds ends by polling
+
+    @classmethod
+    def from_settings(
+        cls, settings: Mapping[str, Any], site: str, host: str
+    ) -> SlurmRunner:
+        """With SLURM_SUBMIT_AS = "user", runs are submitted as their owners'
+        cluster accounts through SLURM_SUDO_COMMAND."""
+        return cls(
+            site=site,
+            host=host,
+            partition=settings["SLURM_PARTITION"],
+            account=settings["SLURM_ACCOUNT"],
+            template=settings["SLURM_CONTAINER_COMMAND"] or DOCKER_TEMPLATE,
+            sudo=settings["SLURM_SUDO_COMMAND"]
+            if settings["SLURM_SUBMIT_AS"] == "user"
+            else (),
+        )
 
     def __init__(
         self,
@@ -419,9 +441,6 @@ class SlurmRunner:
         if made.returncode != 0 or not job_id.isdigit():
             raise LaunchFailed(f"sbatch refused the job: {made.stderr.strip()}")
         safe_open.write_file(work, "slurm-job", job_id.encode())
-        if self.template.startswith("docker "):
-            name = self.job_name(spec.analysis_id, spec.attempt)
-            safe_open.write_file(work, "container", name.encode())
         return Handle(self.name, job_id, self.host, str(work))
 
     # --- watch ----------------------------------------------------------------
@@ -584,41 +603,33 @@ class SlurmRunner:
 
     def cleanup(self, handle: Handle) -> None:
         """End the job if it still runs, and drop what the runner kept."""
-        if self._job(handle.job_id)[0] in RUNNING_STATES:
+        state, shown = self._job(handle.job_id)
+        if state in RUNNING_STATES:
             self.cancel(handle)
         self._ended.discard(handle.job_id)
         self._usage.pop(handle.job_id, None)
         if not handle.work_dir:  # an orphan found on the cluster: only its job
             return
-        work = Path(handle.work_dir)
-        container = self._container_of(work)
+        container = self._container_of(handle.job_id, shown)
         if container:
             # A scancel that came while `docker run` was creating the container
             # leaves it created after the job script's trap removed nothing.
             self._run("docker", "rm", "-f", container)
-        for name in (
-            "output.log",
-            "exit.json",
-            "job.sh",
-            "slurm-job",
-            "limits.json",
-            "container",
-        ):
-            safe_open.remove(work, name)
+        for name in ("output.log", "exit.json", "job.sh", "slurm-job", "limits.json"):
+            safe_open.remove(handle.work_dir, name)
 
-    def _container_of(self, work: Path) -> str | None:
-        """The container name kept in ``work``, if it is one of this run's: the
-        job may write that folder, and must not make the worker remove another
-        run's container."""
-        try:
-            name = safe_open.read_text(work, "container", 256).strip()
-        except FileNotFoundError:
+    def _container_of(self, job_id: str, shown: str) -> str | None:
+        """The name of the job's container (with the Docker template): the job's
+        own name, as the cluster knows it (``shown`` is its scontrol line; the
+        accounting when the controller forgot it). Never read from the work
+        folder, which the job may write: a name there could be another run's."""
+        if not self.template.startswith("docker "):
             return None
-        match = re.fullmatch(
-            rf"labqueue-{re.escape(self.site)}-analysis-(\d+)-\d+", name
-        )
-        # The work folder is <analysis folder>/run: the name must be its run's.
-        if match is None or match[1] != work.parent.name:
+        name = _field(shown, "JobName") if shown else None
+        if not name:
+            found = self._sacct(job_id, "JobName")
+            name = found[0][0] if found and found[0] else None
+        if not name or not name.startswith(f"labqueue-{self.site}-analysis-"):
             return None
         return name
 
