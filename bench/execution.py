@@ -34,7 +34,7 @@ from pathlib import Path
 from backend.runners import DockerRunner, RunSpec, docker_client
 from backend.runners.docker import SITE_LABEL
 from bench.common import app_with_user, bench_config, broker_url, targets
-from frontend.analyses.execution import site_id
+from frontend.core.runners import site_id
 from tests.images import BUSYBOX_IMAGE, build_busybox_image
 
 ROOT = Path(__file__).resolve().parent.parent

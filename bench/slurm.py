@@ -131,7 +131,7 @@ def main() -> dict:
         floor = Floor(image, work / "floor")
         app = App(work / "app", client, many=args.runs, runner="slurm")
         with app.app.app_context():
-            from frontend.analyses.execution import make_runner
+            from frontend.core.runners import make_runner
 
             names = make_runner()
         try:

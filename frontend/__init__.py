@@ -19,11 +19,12 @@ from .accounts.forms import (
     QueuedSendConfirmationForm,
 )
 from .admin import init_admin
+from .analyses.kind import PipelineRun
 from .api import init_api
 from .api.uploads import web_bp as web_uploads
 from .celery_app import celery_init_app
 from .cli import register_cli
-from .core import limits, settings
+from .core import kinds, limits, settings
 from .core.extensions import csrf, db, mail, migrate
 from .core.formatting import human_size
 from .core.http import init_http, trusted_hosts
@@ -33,6 +34,7 @@ from .core.settings import PROJECT_ROOT, Defaults
 from .errors import register_error_handlers
 from .headers import init_headers
 from .logs import configure_logging
+from .tes.kind import TesTaskRun
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -75,6 +77,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     init_api(app)
     init_headers(app, init_admin(app))
 
+    # The kinds of run, in the order they are asked which an analysis is.
+    app.extensions[kinds.EXTENSION] = (TesTaskRun(), PipelineRun())
     celery_init_app(app)
     register_error_handlers(app)
     register_cli(app)

@@ -7,17 +7,7 @@ from flask import Flask
 from kombu import Queue
 
 from .core import taskq
-
-
-def served_runners(config: dict) -> list[str]:
-    """The runners this process's worker takes runs for: WORKER_RUNNERS, or the
-    site's RUNNER."""
-    return list(config.get("WORKER_RUNNERS") or [config["RUNNER"]])
-
-
-def runner_queue(config: dict, runner: str) -> str:
-    """The Celery queue of one runner's starts, e.g. ``labqueue.slurm``."""
-    return f"{config['CELERY_QUEUE']}.{runner}"
+from .core.runners import runner_queue, served_runners
 
 
 def broker_settings(config: dict, instance_path: str) -> tuple[str, str]:
@@ -114,5 +104,5 @@ def celery_init_app(app: Flask) -> Celery:
     celery_app.conf.update({**settings, **app.config["CELERY_EXTRA"]})
     celery_app.set_default()
     app.extensions["celery"] = celery_app
-    celery_app.autodiscover_tasks(["frontend"], related_name="tasks", force=True)
+    celery_app.autodiscover_tasks(["frontend.worker"], related_name="tasks", force=True)
     return celery_app

@@ -46,7 +46,7 @@ def create_admin_command(email: str | None, password: str | None) -> None:
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait.")
 def worker_ping_command(timeout: float) -> None:
     """Send a task through the broker and wait for a worker to answer it."""
-    from .tasks import ping
+    from .worker.tasks import ping
 
     try:
         answer = ping.delay().get(timeout=timeout)

@@ -1,7 +1,7 @@
 """Worker entry point: ``celery -A frontend.make_celery worker``.
 
 Besides running tasks, each worker's main process runs the watcher (one per host
-supervises that host's runs; see analyses/watcher.py).
+supervises that host's runs; see worker/watcher.py).
 """
 
 import os
@@ -54,12 +54,14 @@ def announce_ready(sender, **kwargs):
     global watcher
     broker = celery_app.conf.broker_url
     with flask_app.app_context():
-        from .analyses.execution import check_images, reconcile
-        from .analyses.watcher import Watcher
+        from .core.runners import runs_unsandboxed
+        from .worker.images import check_images
+        from .worker.recovery import reconcile
+        from .worker.watcher import Watcher
 
         reconcile()
         check_images()
-        sandboxed = flask_app.config["RUNNER"] != "local"
+        sandboxed = not runs_unsandboxed()
         watcher = Watcher(flask_app)
         watcher.start()
     if RUNS_AS_ROOT:

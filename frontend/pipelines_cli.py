@@ -15,7 +15,7 @@ from backend.images import (
     ensure_images,
 )
 from backend.manifest import discover as discover_in
-from backend.runners import EngineUnavailable, docker_client
+from backend.runners import EngineUnavailable, docker_client, runner_class
 
 pipelines_cli = AppGroup(
     "pipelines", help="List, check, prepare, build and test pipelines."
@@ -108,15 +108,16 @@ def prepare_command() -> None:
     run."""
     import os
 
-    from .analyses.execution import check_images
+    from .worker.images import check_images
 
     config = current_app.config
     pipelines, errors = discover()
     for error in errors:
         click.echo(f"error: {error}", err=True)
     host = os.environ.get("DOCKER_HOST", "the default socket")
-    client = None if config["RUNNER"] == "local" else _docker_client()
-    if config["RUNNER"] == "local":
+    images_needed = runner_class(config["RUNNER"]).containers
+    client = _docker_client() if images_needed else None
+    if not images_needed:
         click.echo(
             "WARNING: RUNNER is local: pipelines run as plain processes, WITHOUT a "
             "sandbox (every page says so). No images are needed.",
@@ -170,7 +171,7 @@ def prepare_command() -> None:
 def build_command(names: tuple[str, ...], base_image: str | None, make_base: bool):
     """Build the images of the named pipelines (all when none are named), even
     when they are up to date."""
-    from .analyses.execution import check_images
+    from .worker.images import check_images
 
     pipelines = _named(names)
     client = _engine("nothing can be built.")

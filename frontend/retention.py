@@ -37,8 +37,7 @@ from flask import current_app
 from backend import safe_open
 
 from .accounts import guests
-from .analyses.execution import delete_analysis
-from .analyses.services import output_files, stored_bytes
+from .analyses.services import delete_analysis, output_files
 from .core import audit, outbox
 from .core.extensions import db
 from .core.layout import output_dir, snapshots_dir
@@ -52,6 +51,7 @@ from .core.models import (
     User,
     roles_users,
 )
+from .core.storage import stored_bytes
 from .projects.services import delete_project
 
 log = logging.getLogger(__name__)

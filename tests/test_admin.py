@@ -220,7 +220,7 @@ def test_the_users_list_shows_their_roles(admin_client, make_user):
 
 
 def test_admin_puts_a_pipeline_on_another_runner(admin_client, app):
-    from frontend.analyses.queueing import runner_for
+    from frontend.core.runners import runner_for
 
     def save(url: str, runner: str):
         page = admin_client.get(url)

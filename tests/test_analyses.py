@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from markupsafe import escape
 
-from frontend.analyses import execution
 from frontend.core import outbox
 from frontend.core.extensions import db
 from frontend.core.layout import analysis_dir
@@ -22,6 +21,7 @@ from frontend.core.models import (
     PipelineSetting,
     utcnow,
 )
+from frontend.worker import finish, recovery, start
 from tests.conftest import Auth, admin_action, csrf_token, make_analysis, upload
 
 DATA = Path(__file__).parent / "data"
@@ -157,7 +157,7 @@ def test_cancel_a_queued_analysis(client, app, project):
     with app.app_context():
         assert db.session.get(Analysis, analysis_id).state == AnalysisState.CANCELLED
         # A start, delivered later, finds nothing to do.
-        assert execution.start(analysis_id) == "nothing to do"
+        assert start.start(analysis_id) == "nothing to do"
     again = client.post(
         f"/analyses/{analysis_id}/cancel",
         data={"csrf_token": token},
@@ -200,7 +200,7 @@ def test_reconciler_requeues_then_gives_up_on_runs_of_lost_hosts(app, project, s
     with app.app_context():
         db.session.add(WatcherLease(host="live-host", token="t", pid=1))
         db.session.commit()
-        report = execution.reconcile()
+        report = recovery.reconcile()
         states = {a.id: a for a in db.session.scalars(db.select(Analysis))}
         assert sorted(report["requeued"]) == [retry, stuck]
         assert report["lost"] == [lost]
@@ -236,12 +236,12 @@ def test_a_host_judges_only_the_runs_of_the_runners_it_serves(app, project):
     )
     with app.app_context():
         app.config["WORKER_RUNNERS"] = ["docker"]
-        assert execution.recover_lost_hosts(lambda name: None) == {
+        assert recovery.recover_lost_hosts(lambda name: None) == {
             "adopted": [],
             "requeued": [],
             "lost": [],
         }
-        report = execution.reconcile()
+        report = recovery.reconcile()
         assert report["requeued"] == report["lost"] == report["adopted"] == []
         rows = [db.session.get(Analysis, i) for i in (launched, unlaunched)]
         assert [row.state for row in rows] == [AnalysisState.RUNNING] * 2
@@ -249,7 +249,7 @@ def test_a_host_judges_only_the_runs_of_the_runners_it_serves(app, project):
         # A host serving Slurm whose cluster no longer knows the job queues it
         # again, with a reason.
         app.config["WORKER_RUNNERS"] = ["slurm"]
-        report = execution.recover_lost_hosts(lambda name: None)
+        report = recovery.recover_lost_hosts(lambda name: None)
         assert report["requeued"] == [launched]
         again = db.session.get(Analysis, launched)
         db.session.refresh(again)
@@ -263,7 +263,7 @@ def test_no_email_when_the_user_turned_them_off(app, project, smtp):
         analysis = db.session.get(Analysis, analysis_id)
         analysis.owner.notify_by_email = False
         db.session.commit()
-        assert execution.notification(analysis) is None
+        assert finish.notification(analysis) is None
         db.session.commit()
         outbox.flush()
     assert smtp.sent_to("ada@cs.ox.ac.uk") == []
@@ -350,6 +350,7 @@ def test_a_worker_failure_fails_the_run_and_mails_the_admins(
 
     class BrokenRunner:
         name = "broken"
+        containers = True
 
         def __init__(self, name=None):
             pass
@@ -363,8 +364,8 @@ def test_a_worker_failure_fails_the_run_and_mails_the_admins(
         def launch(self, spec):
             raise RuntimeError("the engine vanished")
 
-    monkeypatch.setattr(execution, "make_runner", BrokenRunner)
-    monkeypatch.setattr(execution, "build_spec", lambda *args: None)
+    monkeypatch.setattr(start, "make_runner", BrokenRunner)
+    monkeypatch.setattr(start, "build_spec", lambda *args: None)
     try:
         with app.app_context():
             flask_migrate.upgrade()
@@ -390,7 +391,7 @@ def test_a_worker_failure_fails_the_run_and_mails_the_admins(
             db.session.add(analysis)
             db.session.commit()
             analysis_id = analysis.id
-            assert execution.start(analysis_id) == "failed"
+            assert start.start(analysis_id) == "failed"
             summary = db.session.get(Analysis, analysis_id).error_summary
             outbox.flush()
     finally:
@@ -578,7 +579,7 @@ def test_the_mail_subject_is_one_line_whatever_the_project_was_named(
         )
         db.session.add(analysis)
         db.session.commit()
-        execution.notification(analysis)
+        finish.notification(analysis)
         db.session.commit()
         outbox.flush()
     mail = smtp.wait_for("ada@cs.ox.ac.uk", "seq-qc on two lines finished")

@@ -8,9 +8,9 @@ from datetime import timedelta
 
 import pytest
 
-from frontend.analyses import queueing
 from frontend.core.extensions import db
 from frontend.core.models import Analysis, AnalysisState, utcnow
+from frontend.core.queue import dispatch
 from tests.conftest import Auth
 
 BOTH = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
@@ -75,7 +75,7 @@ def test_the_queue_is_served_round_robin_across_users(app, users, broker):
     app.config.update(MAX_RUNNING=0, MAX_RUNNING_PER_USER=0)
     a1, a2, a3, b1, b2, c1 = queue(app, users, "ada", "ada", "ada", "bea", "bea", "cy")
     with app.app_context():
-        assert queueing.dispatch() == [a1, b1, c1, a2, b2, a3]
+        assert dispatch() == [a1, b1, c1, a2, b2, a3]
     assert broker.starts == [a1, b1, c1, a2, b2, a3]
 
 
@@ -84,16 +84,16 @@ def test_limits_hold_and_what_is_sent_counts_until_it_starts(app, users, broker)
     app.config.update(MAX_RUNNING=3, MAX_RUNNING_PER_USER=2)
     a1, a2, a3, b1, b2, c1 = queue(app, users, "ada", "ada", "ada", "bea", "bea", "cy")
     with app.app_context():
-        assert queueing.dispatch() == [a1, b1, c1]  # the site holds three
-        assert queueing.dispatch() == []  # those three are on their way
+        assert dispatch() == [a1, b1, c1]  # the site holds three
+        assert dispatch() == []  # those three are on their way
         db.session.get(Analysis, c1).state = AnalysisState.SUCCEEDED
         db.session.commit()
-        assert queueing.dispatch() == [a2]  # Ada has one of her two going
+        assert dispatch() == [a2]  # Ada has one of her two going
         db.session.get(Analysis, a1).state = AnalysisState.RUNNING
         db.session.get(Analysis, b1).state = AnalysisState.SUCCEEDED
         db.session.commit()
         # Ada is at her limit (a1 running, a2 sent): Bea's turn.
-        assert queueing.dispatch() == [b2]
+        assert dispatch() == [b2]
 
 
 @BOTH
@@ -104,14 +104,14 @@ def test_a_lost_start_is_sent_again_and_a_down_broker_changes_nothing(
     (only,) = queue(app, users, "ada")
     with app.app_context():
         broker.down = True
-        assert queueing.dispatch() == []
+        assert dispatch() == []
         assert db.session.get(Analysis, only).dispatched_at is None  # still due
         broker.down = False
-        assert queueing.dispatch() == [only]
-        assert queueing.dispatch() == []  # sent, on its way
+        assert dispatch() == [only]
+        assert dispatch() == []  # sent, on its way
         db.session.get(Analysis, only).dispatched_at = utcnow() - timedelta(minutes=1)
         db.session.commit()
-        assert queueing.dispatch() == [only]  # its message was lost: again
+        assert dispatch() == [only]  # its message was lost: again
 
 
 @BOTH
@@ -145,7 +145,7 @@ def test_a_submission_with_nobody_waiting_is_sent_at_once(app, users, broker, cl
     assert broker.starts == [first]
     with app.app_context():
         assert db.session.get(Analysis, first).dispatched_at is not None
-        assert queueing.dispatch() == []  # on its way: not sent twice
+        assert dispatch() == []  # on its way: not sent twice
 
 
 @BOTH
@@ -168,4 +168,4 @@ def test_a_submission_while_the_broker_is_away_stays_due(app, users, broker, cli
         assert db.session.get(Analysis, mine).dispatched_at is None
     broker.down = False
     with app.app_context():
-        assert queueing.dispatch() == [mine]
+        assert dispatch() == [mine]

@@ -324,7 +324,7 @@ def test_someone_elses_task_is_404(
 
 
 def test_a_task_that_cannot_start_ends_in_system_error_saying_why(app, client, ada):
-    from frontend.analyses import execution
+    from frontend.worker.start import start
 
     app.config["RUNNER"] = "local"  # plain processes: no sandbox for a task
     elsewhere = create(
@@ -332,8 +332,8 @@ def test_a_task_that_cannot_start_ends_in_system_error_saying_why(app, client, a
     )
     local = create(client, ada, task())
     with app.app_context():
-        assert execution.start(int(elsewhere)) == "failed"
-        assert execution.start(int(local)) == "failed"
+        assert start(int(elsewhere)) == "failed"
+        assert start(int(local)) == "failed"
     for task_id, words in ((elsewhere, "gs://bucket/a"), (local, "only in containers")):
         full = client.get(f"{TES}/tasks/{task_id}?view=FULL", headers=ada).json
         assert full["state"] == "SYSTEM_ERROR"
@@ -372,8 +372,9 @@ def test_a_tasks_folder_is_emptied_and_made_by_handles(app, client, ada, tmp_pat
     """What an earlier attempt left (a link in place of ``volumes``, of an
     executor's file) is removed, never followed: nothing is made in, or handed
     over, through it."""
+    from backend.runners import runner_class
     from frontend.core.layout import task_dir
-    from frontend.tes.runs import task_run
+    from frontend.tes.kind import TesTaskRun
 
     host = tmp_path / "host"
     host.mkdir()
@@ -385,7 +386,8 @@ def test_a_tasks_folder_is_emptied_and_made_by_handles(app, client, ada, tmp_pat
         folder.mkdir(parents=True)
         (folder / "volumes").symlink_to(host)
         (folder / "1.out").symlink_to(host / "keep.txt")
-        _argv, _limits, mounts = task_run(analysis, "docker", app.config)
+        plan = TesTaskRun().plan(analysis, runner_class("docker"), app.config)
+        mounts = plan.mounts
         user = app.config["PIPELINE_USER"]
     assert sorted(p.name for p in host.iterdir()) == ["keep.txt"]
     assert (host / "keep.txt").read_text() == "the host's\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import Flask, abort, current_app, flash, g, redirect, request, url_for
+from flask import Flask, abort, flash, g, redirect, request, url_for
 from flask_admin import Admin, AdminIndexView, expose
 from flask_admin.actions import action
 from flask_admin.contrib.sqla import ModelView
@@ -18,12 +18,7 @@ from backend.runners.slurm import account_problem
 from backend.tes import normal_image
 
 from ..accounts.services import email_domain
-from ..analyses.services import (
-    AnalysisError,
-    all_pipelines,
-    cancel,
-    requeue,
-)
+from ..analyses.services import AnalysisError, cancel, requeue
 from ..analyses.services import delete as delete_analysis
 from ..api.tokens import revoke as revoke_token
 from ..core import audit
@@ -44,6 +39,8 @@ from ..core.models import (
     User,
     utcnow,
 )
+from ..core.pipelines import all_pipelines
+from ..core.runners import site_runner
 from ..core.security import security
 from ..core.settings import RUNNERS
 from ..projects.services import delete_project, project_totals
@@ -516,7 +513,7 @@ class PipelineSettingView(SecureModelView):
     }
     column_formatters = {
         "runner": lambda view, context, model, name: (
-            model.runner or f"{current_app.config['RUNNER']} (the site's)"
+            model.runner or f"{site_runner()} (the site's)"
         )
     }
     form_choices = {"runner": [("", "the site's RUNNER")] + [(r, r) for r in RUNNERS]}
@@ -540,7 +537,7 @@ class PipelineSettingView(SecureModelView):
         return self.render(
             "admin/pipelines.html",
             pipelines=pipeline_rows(),
-            site_runner=current_app.config["RUNNER"],
+            site_runner=site_runner(),
         )
 
     @expose("/switch/", methods=["POST"])

@@ -22,6 +22,7 @@ from ..core.models import (
     WatcherLease,
     utcnow,
 )
+from ..core.runners import site_runner
 from ..core.storage import quota_for
 
 DAYS = 30  # how far back the charts look
@@ -70,7 +71,7 @@ def queues() -> list[QueueLine]:
         .group_by(Analysis.runner, Analysis.state)
     )
     for runner, state, count in rows:
-        name = runner or current_app.config["RUNNER"]
+        name = runner or site_runner()
         line = lines.setdefault(name, QueueLine(name, f"{base}.{name}"))
         if state == AnalysisState.QUEUED:
             line.queued += count

@@ -18,8 +18,9 @@ from ..core.downloads import add_open_files
 from ..core.extensions import db
 from ..core.layout import output_dir
 from ..core.models import Analysis, AnalysisState, Batch, Project, User, utcnow
+from ..core.queue import fair_order, request_dispatch
+from ..core.runners import runner_for
 from . import services as svc
-from .queueing import fair_order, request_dispatch, runner_for
 
 
 def batch_field(pipeline: Pipeline) -> str | None:

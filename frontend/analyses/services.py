@@ -1,15 +1,15 @@
 """Analyses on the web side: pipelines on offer, submission, queue, cancellation.
 
-The worker side (running, recording, recovering) is in ``execution.py``.
+The worker side (starting, watching, finishing, recovering) is in ``frontend/worker/``.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from datetime import timedelta
 from fnmatch import fnmatch
-from pathlib import Path
 from typing import BinaryIO
 
 import sqlalchemy as sa
@@ -18,7 +18,7 @@ from zipstream import ZipStream
 
 from backend import safe_open
 from backend.files import UnsafeName, clean_relpath
-from backend.manifest import Pipeline, discover
+from backend.manifest import Pipeline
 from backend.params import validate_params
 from backend.runners import format_duration, mib
 from backend.runners.base import parse_progress
@@ -27,14 +27,12 @@ from ..core import audit
 from ..core.access import Access, get_readable_or_404, projects_where
 from ..core.downloads import INLINE_IMAGES, add_open_files, suffix_of
 from ..core.extensions import db
+from ..core.kinds import kind_of
 from ..core.layout import analysis_dir, output_dir
 from ..core.models import (
     FINISHED_STATES,
-    TES_PIPELINE,
     Analysis,
     AnalysisState,
-    PipelineImage,
-    PipelineSetting,
     Project,
     ProjectFile,
     RetentionNotice,
@@ -42,15 +40,11 @@ from ..core.models import (
     WatcherLease,
     utcnow,
 )
+from ..core.pipelines import all_pipelines, availability, enabled_pipelines
+from ..core.queue import fair_order, may_go_at_once, request_dispatch, send_at_once
+from ..core.runners import NoClusterAccount, cluster_account_for, runner_for
 from ..projects.preview import TABLES, make_preview
 from ..projects.services import UploadResult, add_files
-from .queueing import (
-    fair_order,
-    may_go_at_once,
-    request_dispatch,
-    runner_for,
-    send_at_once,
-)
 
 
 class AnalysisError(Exception):
@@ -59,27 +53,6 @@ class AnalysisError(Exception):
 
 class PipelineUnavailable(AnalysisError):
     """The pipeline cannot run at the moment (its image is missing)."""
-
-
-class NoClusterAccount(PipelineUnavailable):
-    """The run would be submitted as the user's cluster account, which is not set."""
-
-
-NO_CLUSTER_ACCOUNT = (
-    "This pipeline runs on the lab's cluster under your own cluster account, and "
-    "none is set for you yet: ask the administrators to add it to your account."
-)
-
-
-def cluster_account_for(user: User, runner: str) -> str | None:
-    """The cluster account a run of ``user`` on ``runner`` is submitted as: the
-    user's when SLURM_SUBMIT_AS is "user", else None (the worker's own). Raises
-    NoClusterAccount when the user's is needed and not set."""
-    if runner != "slurm" or current_app.config["SLURM_SUBMIT_AS"] != "user":
-        return None
-    if not user.cluster_account:
-        raise NoClusterAccount(NO_CLUSTER_ACCOUNT)
-    return user.cluster_account
 
 
 def missing_cluster_account(user: User, pipeline: str) -> str | None:
@@ -93,73 +66,6 @@ def missing_cluster_account(user: User, pipeline: str) -> str | None:
 
 
 # --- Pipelines ----------------------------------------------------------------------
-
-
-def all_pipelines() -> dict[str, Pipeline]:
-    """Every valid pipeline on disk (errors are reported by `flask pipelines check`)."""
-    pipelines, _errors = discover(Path(current_app.config["PIPELINES_DIR"]))
-    return pipelines
-
-
-def disabled_pipelines() -> set[str]:
-    return set(
-        db.session.scalars(
-            sa.select(PipelineSetting.name).where(~PipelineSetting.enabled)
-        )
-    )
-
-
-def enabled_pipelines() -> dict[str, Pipeline]:
-    """The pipelines users are offered: all of them but those admins switched off."""
-    off = disabled_pipelines()
-    return {name: p for name, p in all_pipelines().items() if name not in off}
-
-
-@dataclass(frozen=True)
-class Availability:
-    """Whether a pipeline can run, as the workers last found; ``problem`` and
-    ``checked_at`` are for admins."""
-
-    ready: bool
-    problem: str | None = None
-    checked_at: object = None
-
-    def message(self, pipeline: Pipeline) -> str:
-        """What a researcher is told when it cannot run."""
-        return (
-            f"{pipeline.title} cannot run at the moment: it is not installed on the "
-            "server. The administrators have been told; please try again later."
-        )
-
-
-def availability(pipelines: dict[str, Pipeline]) -> dict[str, Availability]:
-    """For each of ``pipelines``: can it run? A pipeline no worker has checked yet
-    (or checked at another version) counts as ready: the worker checks again
-    before launching."""
-    rows = db.session.scalars(
-        sa.select(PipelineImage).where(PipelineImage.pipeline.in_(list(pipelines)))
-    )
-    found = {
-        row.pipeline: Availability(row.ready, row.problem, row.checked_at)
-        for row in rows
-        if row.image == pipelines[row.pipeline].image_tag
-    }
-    return {name: found.get(name, Availability(True)) for name in pipelines}
-
-
-def unsandboxed() -> bool:
-    """Whether analyses run without a sandbox here: the local runner is configured
-    here, or by the last worker to report."""
-    if current_app.config["RUNNER"] == "local":
-        return True
-    try:
-        latest = db.session.scalar(
-            sa.select(PipelineImage.runner).order_by(PipelineImage.checked_at.desc())
-        )
-    except sa.exc.SQLAlchemyError:  # an error page with the database down
-        db.session.rollback()
-        return False
-    return latest == "local"
 
 
 def get_pipeline_or_404(name: str) -> Pipeline:
@@ -318,10 +224,9 @@ def requeue(analysis: Analysis) -> Analysis:
     log, outputs and outcome stay as they were."""
     if not analysis.finished:
         raise AnalysisError("Only a finished analysis can be queued again.")
-    if analysis.pipeline == TES_PIPELINE:
-        raise AnalysisError(
-            "A GA4GH TES task is sent again by its client, which follows it by its id."
-        )
+    refusal = kind_of(analysis).requeue_refusal
+    if refusal:
+        raise AnalysisError(refusal)
     again = Analysis(
         owner_id=analysis.owner_id,
         project_id=analysis.project_id,
@@ -332,17 +237,17 @@ def requeue(analysis: Analysis) -> Analysis:
         state=AnalysisState.QUEUED,
         retry_of_id=analysis.id,
     )
-    db.session.add(again)
-    db.session.flush()
-    audit.record(
-        "analysis.requeued",
-        f"analysis {analysis.id} of {analysis.owner.email}",
-        f"queued again as analysis {again.id}",
-    )
-    db.session.commit()
-    write_params(again)
-    request_dispatch()
-    return again
+
+    def record(again: Analysis) -> None:
+        audit.record(
+            "analysis.requeued",
+            f"analysis {analysis.id} of {analysis.owner.email}",
+            f"queued again as analysis {again.id}",
+        )
+
+    # As any new run: its runner chosen now, its parameters written before the
+    # commit, sent at once or dispatched in turn.
+    return enqueue(again, before_commit=record)
 
 
 def attempts(analysis: Analysis) -> list[Analysis]:
@@ -411,11 +316,21 @@ def history(
 
 def delete(analysis: Analysis) -> None:
     """Delete a finished analysis with its outputs."""
-    from .execution import delete_analysis
-
     if not analysis.finished:
         raise AnalysisError("Cancel the analysis before deleting it.")
     delete_analysis(analysis)
+
+
+def delete_analysis(analysis: Analysis) -> None:
+    """Delete an analysis row and its folder (outputs, log, parameters)."""
+    folder = analysis_dir(analysis)
+    audit.record(
+        "analysis.deleted",
+        f"analysis {analysis.id} ({analysis.pipeline}) of {analysis.owner.email}",
+    )
+    db.session.delete(analysis)
+    db.session.commit()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 # --- Queue --------------------------------------------------------------------------
@@ -627,12 +542,6 @@ def output_files(analysis: Analysis) -> list[tuple[str, int]]:
     """(relative path, size) of every regular output file; links, special files
     and what they point to are left out (``backend.safe_open``)."""
     return safe_open.list_files(output_dir(analysis))
-
-
-def stored_bytes(analysis: Analysis) -> int:
-    """What the analysis' folder holds (outputs, log, a task's files), counted
-    without following a link."""
-    return safe_open.tree_size(analysis_dir(analysis))
 
 
 def open_output(analysis: Analysis, relpath: str) -> BinaryIO:

@@ -17,6 +17,8 @@ from .. import retention
 from ..core.access import Access, access_to, controls, get_project_or_404, projects_for
 from ..core.downloads import zip_response
 from ..core.models import AnalysisState, utcnow
+from ..core.pipelines import all_pipelines, availability, enabled_pipelines, unsandboxed
+from ..core.runners import NoClusterAccount
 from ..core.storage import StorageError
 from ..projects.services import entry_at
 from ..sharing import services as sharing
@@ -30,7 +32,7 @@ from .readme import render_readme
 @bp.app_context_processor
 def sandbox_warning() -> dict:
     """Every page can warn that analyses run without a sandbox (local runner)."""
-    return {"runs_unsandboxed": svc.unsandboxed}
+    return {"runs_unsandboxed": unsandboxed}
 
 
 @bp.route("/projects/<int:project_id>/run")
@@ -38,12 +40,12 @@ def sandbox_warning() -> dict:
 def choose(project_id: int):
     """The pipelines that can run on a project."""
     project = get_project_or_404(project_id, Access.WRITE)
-    pipelines = svc.enabled_pipelines()
+    pipelines = enabled_pipelines()
     return render_template(
         "analyses/choose.html",
         project=project,
         pipelines=pipelines.values(),
-        availability=svc.availability(pipelines),
+        availability=availability(pipelines),
     )
 
 
@@ -92,7 +94,7 @@ def run(project_id: int, name: str):
                     "queued",
                 )
                 return redirect(url_for("analyses.batch", batch_id=batch.id))
-        except svc.NoClusterAccount as exc:
+        except NoClusterAccount as exc:
             refused, refused_status = f"{exc} Nothing was submitted.", 409
         except svc.PipelineUnavailable as exc:
             refused = f"{exc} Nothing was submitted."
@@ -112,7 +114,7 @@ def run(project_id: int, name: str):
         pipeline=pipeline,
         form=form,
         has_files=bool(files),
-        available=svc.availability({pipeline.name: pipeline})[pipeline.name],
+        available=availability({pipeline.name: pipeline})[pipeline.name],
         refused=refused,
         readme=render_readme(pipeline.folder),
     ), (refused_status if refused else 200)
@@ -188,7 +190,7 @@ def history():
         pipeline=pipeline,
         project_id=project_id,
         projects=projects_for(current_user, Access.READ),
-        pipelines=sorted(svc.all_pipelines()),
+        pipelines=sorted(all_pipelines()),
         states=[s.value for s in AnalysisState],
         delete_form=FlaskForm(),
         inputs_of=svc.inputs_of,

@@ -19,6 +19,8 @@ from ..analyses import services as runs
 from ..core.access import Access, get_project_or_404
 from ..core.downloads import send_user_file, zip_response
 from ..core.http import streams_upload
+from ..core.pipelines import availability, enabled_pipelines
+from ..core.runners import NoClusterAccount
 from ..core.storage import StorageError
 from ..projects import services as storage
 from .auth import token_required
@@ -233,8 +235,8 @@ def _pipeline_dict(pipeline, state) -> dict:
 @blp.response(200, PipelineSchema(many=True))
 def list_pipelines():
     """The pipelines you can run, with their parameters' JSON Schema."""
-    pipelines = runs.enabled_pipelines()
-    states = runs.availability(pipelines)
+    pipelines = enabled_pipelines()
+    states = availability(pipelines)
     return [_pipeline_dict(p, states[name]) for name, p in sorted(pipelines.items())]
 
 
@@ -244,7 +246,7 @@ def list_pipelines():
 def get_pipeline(name: str):
     """One pipeline."""
     pipeline = runs.get_pipeline_or_404(name)
-    return _pipeline_dict(pipeline, runs.availability({name: pipeline})[name])
+    return _pipeline_dict(pipeline, availability({name: pipeline})[name])
 
 
 # --- Analyses ------------------------------------------------------------------------
@@ -262,7 +264,7 @@ def submit(data):
     pipeline = runs.get_pipeline_or_404(data["pipeline"])
     try:
         analysis = runs.submit(current_user, project, pipeline, data["parameters"])
-    except runs.NoClusterAccount as exc:
+    except NoClusterAccount as exc:
         abort(409, message=f"{exc} Nothing was submitted.")
     except runs.PipelineUnavailable as exc:
         abort(503, message=f"{exc} Nothing was submitted.")

@@ -13,10 +13,10 @@ from flask import current_app
 
 from backend.runners import now
 
-from ..celery_app import runner_queue
-from ..core import taskq
-from ..core.extensions import db
-from ..core.models import Analysis, AnalysisState, PipelineSetting
+from . import taskq
+from .extensions import db
+from .models import Analysis, AnalysisState
+from .runners import runner_queue, site_runner
 
 log = logging.getLogger(__name__)
 
@@ -88,20 +88,11 @@ def _cutoff():
     return now() - timedelta(seconds=current_app.config["REDISPATCH_SECONDS"])
 
 
-def runner_for(pipeline: str) -> str:
-    """The runner new runs of ``pipeline`` go to: the one Admin -> Pipelines gives
-    it, else the site's RUNNER."""
-    chosen = db.session.scalar(
-        sa.select(PipelineSetting.runner).where(PipelineSetting.name == pipeline)
-    )
-    return chosen or current_app.config["RUNNER"]
-
-
 def _send_start(analysis_id: int, runner: str | None) -> bool:
     """Send "start" to the queue of the run's runner, which only workers serving
     it consume; False when the broker is away."""
     config = current_app.config
-    queue = runner_queue(config, runner or config["RUNNER"])
+    queue = runner_queue(config, runner or site_runner())
     return taskq.send(taskq.START, analysis_id, queue=queue)
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 from types import UnionType
 from typing import get_args, get_origin, get_type_hints
 
+from backend.runners import RUNNERS as RUNNER_CLASSES
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -253,7 +255,7 @@ class Defaults:
 
 
 # Keys whose value must be one of a few words.
-RUNNERS = ("docker", "slurm", "local")
+RUNNERS = tuple(RUNNER_CLASSES)  # the names the runner registry knows
 CHOICES = {"RUNNER": RUNNERS, "SLURM_SUBMIT_AS": ("service", "user")}
 # Keys whose value is a list of a few words.
 LIST_CHOICES = {"WORKER_RUNNERS": RUNNERS}

@@ -11,8 +11,11 @@ from datetime import timedelta
 import sqlalchemy as sa
 from flask import current_app
 
+from backend import safe_open
+
 from .extensions import db
 from .formatting import human_size
+from .layout import analysis_dir
 from .models import Analysis, Project, ProjectFile, StorageReservation, User, utcnow
 
 
@@ -139,3 +142,9 @@ def release_space(reservation: int) -> None:
         sa.delete(StorageReservation).where(StorageReservation.id == reservation)
     )
     db.session.commit()
+
+
+def stored_bytes(analysis: Analysis) -> int:
+    """What the analysis' folder holds (outputs, log, a task's files), counted
+    without following a link."""
+    return safe_open.tree_size(analysis_dir(analysis))

@@ -47,6 +47,7 @@ from ..core.models import (
     TesTask,
     User,
 )
+from ..core.pipelines import all_pipelines
 from ..projects import services as storage
 from .schema import TASK
 
@@ -155,7 +156,7 @@ def resource_limits(resources: dict, config) -> tuple[dict, list[str]]:
 
 def allowed_images() -> set[str]:
     """Images a task may run: the admins' list and the registered pipelines'."""
-    images = {normal_image(p.image_tag) for p in runs.all_pipelines().values()}
+    images = {normal_image(p.image_tag) for p in all_pipelines().values()}
     images.update(
         normal_image(i) for i in db.session.scalars(sa.select(TesImage.image))
     )

@@ -8,7 +8,7 @@ output and log caps), and finalizes those that ended, exactly once. A watcher th
 starts, or takes a dead one's place, picks every run up where its log was recorded.
 Each time it renews its lease it also looks for hosts whose watcher fell silent
 (HEARTBEAT_TIMEOUT_SECONDS) and takes over the runs it can see of the runners its
-worker serves, or queues them again (``execution.recover_lost_hosts``).
+worker serves, or queues them again (``recovery.recover_lost_hosts``).
 """
 
 from __future__ import annotations
@@ -27,10 +27,13 @@ from flask import Flask
 from backend.runners import EngineUnavailable, Handle, Status, Usage, now
 from backend.supervision import RunWatch
 
-from ..celery_app import served_runners
+from ..core import queue
 from ..core.extensions import db
 from ..core.models import Analysis, AnalysisState, WatcherLease
-from . import execution, queueing
+from ..core.runners import host_id, make_runner, runner_of, served_runners
+from .finish import finalize
+from .recovery import recover_lost_hosts
+from .start import spec_for
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +105,7 @@ class Watcher:
 
     def _hold_lease(self) -> bool:
         """Renew this host's lease, or take it from a watcher that is gone."""
-        host, stamp = execution.host_id(), now()
+        host, stamp = host_id(), now()
         stale = stamp - timedelta(
             seconds=self.app.config["HEARTBEAT_TIMEOUT_SECONDS"] / 4
         )
@@ -144,7 +147,7 @@ class Watcher:
     def _release(self) -> None:
         db.session.execute(
             sa.delete(WatcherLease).where(
-                WatcherLease.host == execution.host_id(),
+                WatcherLease.host == host_id(),
                 WatcherLease.token == self.token,
             )
         )
@@ -154,7 +157,7 @@ class Watcher:
 
     def _runner(self, name: str):
         if name not in self.runners:
-            runner = execution.make_runner(name)
+            runner = make_runner(name)
             runner.on_output_end = self.wake.set
             self.runners[name] = runner
         return self.runners[name]
@@ -174,9 +177,7 @@ class Watcher:
         if renewing and held:
             self.renewed = time.monotonic()
         if held and not self.holds_lease:
-            log.info(
-                "Watcher %s supervises host %s", self.token[:8], execution.host_id()
-            )
+            log.info("Watcher %s supervises host %s", self.token[:8], host_id())
         if not held:
             self._forget_all()
             self.holds_lease = False
@@ -184,12 +185,12 @@ class Watcher:
         self.holds_lease = True
         if renewing:
             # Runs of a host gone silent: taken over here if this host sees them.
-            execution.recover_lost_hosts(self._runner_or_none)
+            recover_lost_hosts(self._runner_or_none)
         rows = db.session.scalars(
             sa.select(Analysis)
             .where(
                 Analysis.state == AnalysisState.RUNNING,
-                Analysis.worker == execution.host_id(),
+                Analysis.worker == host_id(),
                 Analysis.handle.is_not(None),
             )
             # Their folders need the project, their endings the owner.
@@ -203,7 +204,7 @@ class Watcher:
             self._forget(gone)  # finalized, requeued or taken over elsewhere
         by_runner: dict[str, list[Analysis]] = {}
         for row in rows:
-            by_runner.setdefault(row.runner or "docker", []).append(row)
+            by_runner.setdefault(runner_of(row), []).append(row)
         ended = 0
         for name, group in by_runner.items():
             try:
@@ -217,12 +218,12 @@ class Watcher:
                 ended += self._look_at(runner, row, status)
         self._record(current, heartbeat=renewing)
         if ended:
-            queueing.request_dispatch()  # slots were freed: once for all of them
+            queue.request_dispatch()  # slots were freed: once for all of them
 
     def _watch(self, runner, row: Analysis) -> RunWatch:
         watch = self.watches.get(row.id)
         if watch is None or watch.handle.job_id != row.handle["job_id"]:
-            spec = execution.spec_for(row)
+            spec = spec_for(row)
             watch = RunWatch(
                 runner,
                 Handle.from_dict(row.handle),
@@ -264,7 +265,7 @@ class Watcher:
             .where(Analysis.id == row.id)
             .values(log_offset=watch.offset, **self._progress(watch))
         )
-        finalized = execution.finalize(
+        finalized = finalize(
             row,
             ending.reason,
             exit_code=ending.exit_code,

@@ -1,0 +1,54 @@
+"""An ordinary pipeline run as a run kind (``core/kinds.py``): the pipeline's
+manifest gives the argv (from the run's checked parameters) and its limits,
+within the site's caps; the project's files are its input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from backend.manifest import load_pipeline
+from backend.params import build_argv
+from backend.runners import Runner
+
+from ..core.kinds import Plan
+from ..core.layout import files_dir, output_dir
+from ..core.models import Analysis
+
+
+class PipelineRun:
+    """A run of one of the site's pipelines (any analysis no other kind claims).
+    Its owner gets a mail when it ends; admins may queue it again."""
+
+    name = "pipeline"
+    noun = "run"  # as its log words it: "The run cannot run on this server"
+    pipeline_image = True
+    mails = True
+    requeue_refusal = None
+
+    def claims(self, analysis: Analysis) -> bool:
+        return True
+
+    def plan(self, analysis: Analysis, runner: Runner, config) -> Plan:
+        """The pipeline's argv and its manifest's limits within the site's caps.
+        Without containers the pipeline runs from its folder, with host paths."""
+        pipeline = load_pipeline(Path(config["PIPELINES_DIR"]) / analysis.pipeline)
+        inputs = files_dir(analysis.project)
+        if runner.containers:
+            argv = build_argv(pipeline, analysis.params)
+        else:
+            argv = build_argv(
+                pipeline,
+                analysis.params,
+                str(inputs),
+                str(output_dir(analysis)),
+                str(pipeline.folder),
+            )
+        resources = pipeline.resources
+        limits = {
+            "cpus": min(resources.cpus, config["MAX_CPUS_PER_RUN"]),
+            "memory_mb": min(resources.memory_mb, config["MAX_MEMORY_MB_PER_RUN"]),
+            "pids": min(resources.pids, config["MAX_PIDS_PER_RUN"]),
+            "timeout_s": 60 * min(resources.timeout_minutes, config["MAX_RUN_MINUTES"]),
+            "max_output_bytes": config["MAX_OUTPUT_BYTES"],
+        }
+        return Plan(argv, limits, input_dir=inputs)
