@@ -1,6 +1,7 @@
 import math
 
 from flask import (
+    Blueprint,
     abort,
     current_app,
     flash,
@@ -25,9 +26,11 @@ from ..api import tokens
 from ..core.limits import count_in_window, user_to_unlock
 from ..core.limits import unlock as unlock_account
 from ..core.storage import quota_for, storage_by_kind
-from . import bp, guests
+from . import guests
 from .forms import AcademicRegisterForm, ProfileForm, TokenForm
 from .services import note_seen, update_profile
+
+bp = Blueprint("accounts", __name__, url_prefix="/account")
 
 
 @bp.before_app_request

@@ -1,7 +1,5 @@
 """Analyses: run forms generated from manifests, the queue, and each run's page."""
 
-from flask import Blueprint
+from .views import bp  # the blueprint, with its routes
 
-bp = Blueprint("analyses", __name__)
-
-from . import views  # noqa: E402,F401
+__all__ = ["bp"]

@@ -1,4 +1,5 @@
 from flask import (
+    Blueprint,
     current_app,
     flash,
     jsonify,
@@ -23,10 +24,12 @@ from ..core.storage import StorageError
 from ..projects.services import entry_at
 from ..sharing import services as sharing
 from ..sharing.forms import LinkForm
-from . import batches, bp, pages
+from . import batches, pages
 from . import services as svc
 from .forms import add_outputs_form, form_values, run_form
 from .readme import render_readme
+
+bp = Blueprint("analyses", __name__)
 
 
 @bp.app_context_processor

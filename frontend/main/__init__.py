@@ -1,7 +1,5 @@
 """Public pages: home and help."""
 
-from flask import Blueprint
+from .views import bp  # the blueprint, with its routes
 
-bp = Blueprint("main", __name__)
-
-from . import views  # noqa: E402,F401
+__all__ = ["bp"]

@@ -1,7 +1,5 @@
 """Projects: a user's data, uploaded, browsed, previewed and downloaded."""
 
-from flask import Blueprint
+from .views import bp  # the blueprint, with its routes
 
-bp = Blueprint("projects", __name__, url_prefix="/projects")
-
-from . import views  # noqa: E402,F401
+__all__ = ["bp"]

@@ -1,4 +1,5 @@
 from flask import (
+    Blueprint,
     abort,
     current_app,
     flash,
@@ -18,10 +19,11 @@ from ..core.downloads import INLINE_IMAGES, send_user_file, zip_response
 from ..core.http import streams_upload
 from ..core.storage import StorageError, quota_for, storage_used
 from ..sharing.services import shared_with
-from . import bp
 from . import services as svc
 from .forms import ConfirmForm, NameForm, ProjectForm
 from .preview import make_preview
+
+bp = Blueprint("projects", __name__, url_prefix="/projects")
 
 
 def _folder_arg(project, source=None):

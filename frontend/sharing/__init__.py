@@ -1,8 +1,6 @@
 """Groups and sharing: a lab's groups, projects shared with groups or people,
 and read-only links to one analysis."""
 
-from flask import Blueprint
+from .views import bp  # the blueprint, with its routes
 
-bp = Blueprint("sharing", __name__)
-
-from . import views  # noqa: E402,F401
+__all__ = ["bp"]

@@ -1,4 +1,12 @@
-from flask import flash, make_response, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_security import auth_required, current_user
 from flask_wtf import FlaskForm
 
@@ -6,10 +14,11 @@ from ..analyses import pages
 from ..analyses.services import get_analysis_or_404
 from ..core.access import Access, get_project_or_404
 from ..core.models import utcnow
-from . import bp
 from . import services as svc
 from .forms import GroupForm, InviteForm, LinkForm, ShareForm
 from .services import SharingError
+
+bp = Blueprint("sharing", __name__)
 
 
 def _posted() -> bool:
