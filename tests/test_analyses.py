@@ -627,3 +627,34 @@ def test_an_overlong_text_parameter_is_refused_on_its_field(
         assert db.session.scalar(db.select(db.func.count(Analysis.id))) == 0
     accepted = post_run(client, project, "labeller", label="batch 7", seconds="0")
     assert accepted.status_code == 302
+
+
+def test_a_run_queued_again_goes_to_its_pipelines_runner_now(
+    client, app, project, make_user
+):
+    """Queue again is a new run like any other: it goes to the runner its pipeline
+    is set to now (here Slurm, though the first ran on Docker), with its
+    parameters written beside it."""
+    from frontend.core.layout import analysis_dir
+    from frontend.core.models import PipelineSetting
+
+    failed = make_analysis(
+        app,
+        project,
+        state=AnalysisState.FAILED,
+        finished_at=utcnow(),
+        runner="docker",
+        params={"min_length": 3},
+    )
+    with app.app_context():
+        db.session.add(PipelineSetting(name="seq-qc", runner="slurm"))
+        db.session.commit()
+    make_user(email="root@cs.ox.ac.uk", roles=("admin",))
+    Auth(client).logout()
+    Auth(client).login("root@cs.ox.ac.uk")
+    admin_action(client, "admin_analyses", "requeue", failed)
+    with app.app_context():
+        again = db.session.scalar(db.select(Analysis).filter_by(retry_of_id=failed))
+        assert again.runner == "slurm"
+        written = analysis_dir(again) / "params.json"
+        assert json.loads(written.read_text()) == {"min_length": 3}
