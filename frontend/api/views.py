@@ -15,14 +15,14 @@ from flask_smorest import Blueprint, abort
 from backend.files import UnsafeName
 from backend.params import ParamsInvalid
 
-from ..analyses import services as runs
+from ..analyses import services as analyses
 from ..core.access import Access, get_project_or_404
 from ..core.downloads import send_user_file, zip_response
 from ..core.http import streams_upload
 from ..core.pipelines import availability, enabled_pipelines
 from ..core.runners import NoClusterAccount
 from ..core.storage import StorageError
-from ..projects import services as storage
+from ..projects import services as projects
 from .auth import token_required
 from .schemas import (
     AnalysisListArgs,
@@ -51,7 +51,7 @@ blp = Blueprint(
 )
 
 
-def _project_dict(summary: storage.ProjectSummary) -> dict:
+def _project_dict(summary: projects.ProjectSummary) -> dict:
     project = summary.project
     return {
         "id": project.id,
@@ -67,7 +67,7 @@ def _project_dict(summary: storage.ProjectSummary) -> dict:
 
 def _summary(project_id: int) -> dict:
     """A project the user may read, with its totals; 404 for anyone else's."""
-    found = storage.list_projects(current_user, only=project_id, need=Access.READ)
+    found = projects.list_projects(current_user, only=project_id, need=Access.READ)
     if not found:
         abort(404)
     return _project_dict(found[0])
@@ -85,7 +85,7 @@ def _refuse(exc: StorageError):
 @blp.response(200, ProjectSchema(many=True))
 def list_projects():
     """Your projects, most recently changed first."""
-    return [_project_dict(s) for s in storage.list_projects(current_user)]
+    return [_project_dict(s) for s in projects.list_projects(current_user)]
 
 
 @blp.route("/projects", methods=["POST"])
@@ -95,7 +95,7 @@ def list_projects():
 def create_project(data):
     """Create a project."""
     try:
-        project = storage.create_project(
+        project = projects.create_project(
             current_user, data["name"], data["description"]
         )
     except StorageError as exc:
@@ -119,7 +119,7 @@ def change_project(data, project_id: int):
     """Rename a project or change its description."""
     project = get_project_or_404(project_id, Access.OWNER)
     try:
-        storage.update_project(
+        projects.update_project(
             project,
             data.get("name", project.name),
             data.get("description", project.description),
@@ -134,7 +134,7 @@ def change_project(data, project_id: int):
 @blp.response(204)
 def delete_project(project_id: int):
     """Delete a project with all its files and analyses."""
-    storage.delete_project(get_project_or_404(project_id, Access.OWNER))
+    projects.delete_project(get_project_or_404(project_id, Access.OWNER))
 
 
 # --- Files ---------------------------------------------------------------------------
@@ -145,7 +145,7 @@ def delete_project(project_id: int):
 @blp.response(200, FileSchema(many=True))
 def list_files(project_id: int):
     """Every file and folder of a project, by path."""
-    return storage.all_entries(get_project_or_404(project_id, Access.READ))
+    return projects.all_entries(get_project_or_404(project_id, Access.READ))
 
 
 @blp.route("/projects/<int:project_id>/files", methods=["PUT"])
@@ -168,7 +168,7 @@ def upload(args, project_id: int):
     the web upload's checks: names, quota, file count, archives."""
     project = get_project_or_404(project_id, Access.WRITE)
     try:
-        result = storage.upload(
+        result = projects.upload(
             project,
             None,
             args["path"],
@@ -190,7 +190,7 @@ def upload(args, project_id: int):
 def get_file(project_id: int, entry_id: int):
     """One file or folder."""
     project = get_project_or_404(project_id, Access.READ)
-    return storage.get_entry_or_404(project, entry_id)
+    return projects.get_entry_or_404(project, entry_id)
 
 
 @blp.route("/projects/<int:project_id>/files/<int:entry_id>/content", methods=["GET"])
@@ -199,10 +199,10 @@ def get_file(project_id: int, entry_id: int):
 def download_file(project_id: int, entry_id: int):
     """Download a file, or a folder as a zip."""
     project = get_project_or_404(project_id, Access.READ)
-    item = storage.get_entry_or_404(project, entry_id)
+    item = projects.get_entry_or_404(project, entry_id)
     if item.is_dir:
-        return zip_response(storage.zip_of(project, item), f"{item.name}.zip")
-    return send_user_file(storage.open_entry(item), item.name, {}, inline=False)
+        return zip_response(projects.zip_of(project, item), f"{item.name}.zip")
+    return send_user_file(projects.open_entry(item), item.name, {}, inline=False)
 
 
 @blp.route("/projects/<int:project_id>/files/<int:entry_id>", methods=["DELETE"])
@@ -211,7 +211,7 @@ def download_file(project_id: int, entry_id: int):
 def delete_file(project_id: int, entry_id: int):
     """Delete a file, or a folder with everything in it."""
     project = get_project_or_404(project_id, Access.WRITE)
-    storage.delete_entry(project, storage.get_entry_or_404(project, entry_id))
+    projects.delete_entry(project, projects.get_entry_or_404(project, entry_id))
 
 
 # --- Pipelines -----------------------------------------------------------------------
@@ -245,7 +245,7 @@ def list_pipelines():
 @blp.response(200, PipelineSchema)
 def get_pipeline(name: str):
     """One pipeline."""
-    pipeline = runs.get_pipeline_or_404(name)
+    pipeline = analyses.get_pipeline_or_404(name)
     return _pipeline_dict(pipeline, availability({name: pipeline})[name])
 
 
@@ -261,12 +261,12 @@ def submit(data):
     the run form's messages per field (422); 409 when it would run under the
     user's cluster account and none is set, 503 when its image is missing."""
     project = get_project_or_404(data["project_id"], Access.WRITE)
-    pipeline = runs.get_pipeline_or_404(data["pipeline"])
+    pipeline = analyses.get_pipeline_or_404(data["pipeline"])
     try:
-        analysis = runs.submit(current_user, project, pipeline, data["parameters"])
+        analysis = analyses.submit(current_user, project, pipeline, data["parameters"])
     except NoClusterAccount as exc:
         abort(409, message=f"{exc} Nothing was submitted.")
-    except runs.PipelineUnavailable as exc:
+    except analyses.PipelineUnavailable as exc:
         abort(503, message=f"{exc} Nothing was submitted.")
     except ParamsInvalid as invalid:
         abort(
@@ -284,7 +284,7 @@ def submit(data):
 @blp.response(200, AnalysisPageSchema)
 def list_analyses(args):
     """Your analyses, newest first, filtered by state, pipeline and project."""
-    page = runs.history(
+    page = analyses.history(
         current_user,
         args.get("state"),
         args.get("pipeline"),
@@ -306,7 +306,7 @@ def list_analyses(args):
 @blp.response(200, AnalysisSchema)
 def get_analysis(analysis_id: int):
     """One analysis: state, progress, parameters, outcome."""
-    return runs.get_analysis_or_404(analysis_id)
+    return analyses.get_analysis_or_404(analysis_id)
 
 
 @blp.route("/analyses/<int:analysis_id>", methods=["DELETE"])
@@ -315,8 +315,8 @@ def get_analysis(analysis_id: int):
 def delete_analysis(analysis_id: int):
     """Delete a finished analysis with its outputs (409 while it is not finished)."""
     try:
-        runs.delete(runs.get_analysis_or_404(analysis_id, control=True))
-    except runs.AnalysisError as exc:
+        analyses.delete(analyses.get_analysis_or_404(analysis_id, control=True))
+    except analyses.AnalysisError as exc:
         abort(409, message=str(exc))
 
 
@@ -325,10 +325,10 @@ def delete_analysis(analysis_id: int):
 @blp.response(200, CancelSchema)
 def cancel(analysis_id: int):
     """Cancel a queued analysis, or stop a running one (409 once it ended)."""
-    analysis = runs.get_analysis_or_404(analysis_id, control=True)
+    analysis = analyses.get_analysis_or_404(analysis_id, control=True)
     try:
-        message = runs.cancel(analysis)
-    except runs.AnalysisError as exc:
+        message = analyses.cancel(analysis)
+    except analyses.AnalysisError as exc:
         abort(409, message=str(exc))
     return {"message": message, "state": analysis.state.value}
 
@@ -339,8 +339,8 @@ def cancel(analysis_id: int):
 @blp.response(200, LogSchema)
 def log(args, analysis_id: int):
     """The log from byte ``offset`` (64 KiB at most); ask again from ``offset``."""
-    analysis = runs.get_analysis_or_404(analysis_id)
-    text, offset = runs.read_log(analysis, args["offset"])
+    analysis = analyses.get_analysis_or_404(analysis_id)
+    text, offset = analyses.read_log(analysis, args["offset"])
     return {
         "text": text,
         "offset": offset,
@@ -354,8 +354,8 @@ def log(args, analysis_id: int):
 @blp.response(200, OutputSchema(many=True))
 def outputs(analysis_id: int):
     """The analysis' output files, with their sizes."""
-    analysis = runs.get_analysis_or_404(analysis_id)
-    return [{"path": p, "size": s} for p, s in runs.output_files(analysis)]
+    analysis = analyses.get_analysis_or_404(analysis_id)
+    return [{"path": p, "size": s} for p, s in analyses.output_files(analysis)]
 
 
 @blp.route("/analyses/<int:analysis_id>/outputs/<path:relpath>", methods=["GET"])
@@ -363,9 +363,9 @@ def outputs(analysis_id: int):
 @blp.response(200, description="the output file, as an attachment")
 def output(analysis_id: int, relpath: str):
     """One output file."""
-    analysis = runs.get_analysis_or_404(analysis_id)
+    analysis = analyses.get_analysis_or_404(analysis_id)
     try:
-        handle = runs.open_output(analysis, relpath)
+        handle = analyses.open_output(analysis, relpath)
     except FileNotFoundError:
         abort(404, message="This analysis has no such output.")
     return send_user_file(handle, relpath.rsplit("/", 1)[-1], {}, inline=False)
@@ -376,5 +376,7 @@ def output(analysis_id: int, relpath: str):
 @blp.response(200, description="every output, as a zip built while it is sent")
 def outputs_zip(analysis_id: int):
     """All outputs as one zip."""
-    analysis = runs.get_analysis_or_404(analysis_id)
-    return zip_response(runs.outputs_zip(analysis), runs.outputs_zip_name(analysis))
+    analysis = analyses.get_analysis_or_404(analysis_id)
+    return zip_response(
+        analyses.outputs_zip(analysis), analyses.outputs_zip_name(analysis)
+    )

@@ -32,7 +32,7 @@ from backend.tes import (
     plain_path_problem,
 )
 
-from ..analyses import services as runs
+from ..analyses import services as analyses
 from ..core import audit
 from ..core.extensions import db
 from ..core.layout import task_dir, task_inputs_dir
@@ -48,7 +48,7 @@ from ..core.models import (
     User,
 )
 from ..core.pipelines import all_pipelines
-from ..projects import services as storage
+from ..projects import services as projects
 from .schema import TASK
 
 VIEWS = ("MINIMAL", "BASIC", "FULL")
@@ -358,7 +358,7 @@ def tes_project(user: User) -> Project:
         sa.select(Project).where(Project.owner_id == user.id, Project.name == name)
     )
     if project is None:
-        project = storage.create_project(
+        project = projects.create_project(
             user, name, "Outputs of GA4GH TES tasks that read no project's files."
         )
     return project
@@ -413,7 +413,7 @@ def create_task(user: User, body) -> TesTask:
         for number, text in checked.contents:
             safe_open.write_file(folder, str(number), text.encode())
 
-    runs.enqueue(analysis, before_commit=keep)
+    analyses.enqueue(analysis, before_commit=keep)
     return task
 
 
@@ -431,7 +431,7 @@ def _outputs_log(analysis: Analysis) -> list[dict]:
             "path": f"/data/output/{path}",
             "size_bytes": str(size),
         }
-        for path, size in runs.output_files(analysis)
+        for path, size in analyses.output_files(analysis)
     ]
 
 
@@ -558,7 +558,7 @@ def cancel_task(task: TesTask) -> None:
     analyses.services.AnalysisError when it has ended otherwise."""
     if task.analysis.state == AnalysisState.CANCELLED:
         return
-    runs.cancel(task.analysis)
+    analyses.cancel(task.analysis)
 
 
 def service_info() -> dict:
