@@ -138,6 +138,7 @@ class RunWatch:
         self.last_usage = 0.0
         self.stop_reason: str | None = None
         self.ended_at: float | None = None  # time.monotonic() its end was seen
+        self.end: Status | None = None  # the ending first seen
         # Where its wall clock counts from: None while a scheduler holds it back.
         self.clock_from: datetime | None = started_at
         self.waiting: str | None = None  # why it is held back, while it is
@@ -207,6 +208,16 @@ class RunWatch:
         return f"the outputs grew past the {self.spec.output_limit()}"
 
     # --- once it has ended -----------------------------------------------------
+
+    def ended(self, status: Status) -> Status:
+        """Take in a poll that says the run has ended, and return the ending to
+        record: the first one seen. A later look must not change how it ended:
+        a container removed from outside while its log drains has still exited
+        with the code first seen."""
+        if self.end is None:
+            self.end = status
+            self.ended_at = time.monotonic()
+        return self.end
 
     def drained(self) -> bool:
         """For a run that has ended, after ``copy_log``: whether its output has all

@@ -107,11 +107,15 @@ class Stack:
             time.sleep(0.3)
         raise AssertionError(f"#{analysis_id} is {row.state.value}, not {states}")
 
-    def containers(self) -> list:
+    def containers(self, analysis_id: int | None = None) -> list:
+        """The engine's Labqueue containers (of one analysis, when given)."""
+        label = "labqueue.analysis"
+        if analysis_id is not None:
+            label += f"={analysis_id}"
         # The watcher removes ended containers as it goes: one may vanish
         # between the engine's listing and its inspection.
         return self.docker.containers.list(
-            all=True, filters={"label": "labqueue.analysis"}, ignore_removed=True
+            all=True, filters={"label": label}, ignore_removed=True
         )
 
     def leftover_containers(self, timeout: float = 20) -> list:
@@ -568,10 +572,10 @@ def test_a_container_killed_from_outside_fails_in_plain_words(stack_factory):
     analysis_id = stack.submit("sleeper", seconds="60", exit_code="0")
     stack.wait(analysis_id, "running")
     deadline = time.monotonic() + 30
-    while not stack.containers() and time.monotonic() < deadline:
+    while not (mine := stack.containers(analysis_id)) and time.monotonic() < deadline:
         time.sleep(0.2)
     time.sleep(2.5)  # the watcher samples usage every second
-    stack.containers()[0].kill()
+    mine[0].kill()  # its own container: not one another test left being removed
     done = stack.wait(analysis_id, "failed", "succeeded", timeout=60)
     assert done.error_summary == "It was stopped from outside (killed)."
     assert done.peak_memory_bytes and done.cpu_seconds is not None

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from backend.runners import Handle, Status, Usage, now
+from backend.runners import Handle, LogChunk, Status, Usage, now
 from backend.runners.slurm import _going
 from backend.supervision import RunWatch
 from tests.test_runners import spec_for
@@ -15,6 +15,9 @@ from tests.test_runners import spec_for
 
 class StillRunner:
     """A runner whose run prints nothing and uses nothing."""
+
+    def read_log(self, handle, offset):
+        return LogChunk(b"", offset, complete=True)
 
     def usage(self, handle):
         return Usage()
@@ -70,3 +73,13 @@ def test_slurms_reasons_for_waiting_are_told_in_words():
     )
     running = _going("RUNNING", "None", "2026-12-03T05:40:10")
     assert running.waiting is None and running.started_at is not None
+
+
+def test_the_first_ending_seen_is_the_one_recorded(watch_of):
+    """A run seen exited with 137 (killed) and then, while its log drains, seen
+    missing (its container removed from outside) ended as first seen."""
+    watch = watch_of(launched_ago=5)
+    killed = Status("exited", 137)
+    assert watch.ended(killed) is killed
+    assert watch.ended(Status("missing")) is killed
+    assert watch.finish(killed).reason == "it was stopped from outside (killed)"

@@ -252,6 +252,7 @@ class Watcher:
                 db.session.commit()
                 runner.cancel(watch.handle)
             return False
+        status = watch.ended(status)  # the first ending seen is the one
         if not watch.drained():
             # Its last output is still on its way: the end of the output stream
             # wakes the watcher, and the other runs need not wait meanwhile.
