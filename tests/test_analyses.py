@@ -13,6 +13,7 @@ from markupsafe import escape
 
 from frontend.core import outbox
 from frontend.core.extensions import db
+from frontend.core.kinds import kind_of
 from frontend.core.layout import analysis_dir
 from frontend.core.models import (
     Analysis,
@@ -21,7 +22,7 @@ from frontend.core.models import (
     PipelineSetting,
     utcnow,
 )
-from frontend.worker import finish, recovery, start
+from frontend.worker import recovery, start
 from tests.conftest import Auth, admin_action, csrf_token, make_analysis, upload
 
 DATA = Path(__file__).parent / "data"
@@ -263,7 +264,7 @@ def test_no_email_when_the_user_turned_them_off(app, project, smtp):
         analysis = db.session.get(Analysis, analysis_id)
         analysis.owner.notify_by_email = False
         db.session.commit()
-        assert finish.notification(analysis) is None
+        assert kind_of(analysis).end_mail(analysis) is None
         db.session.commit()
         outbox.flush()
     assert smtp.sent_to("ada@cs.ox.ac.uk") == []
@@ -579,7 +580,7 @@ def test_the_mail_subject_is_one_line_whatever_the_project_was_named(
         )
         db.session.add(analysis)
         db.session.commit()
-        finish.notification(analysis)
+        kind_of(analysis).end_mail(analysis)
         db.session.commit()
         outbox.flush()
     mail = smtp.wait_for("ada@cs.ox.ac.uk", "seq-qc on two lines finished")

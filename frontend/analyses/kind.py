@@ -6,23 +6,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from flask import render_template
+
 from backend.manifest import load_pipeline
 from backend.params import build_argv
-from backend.runners import Runner
+from backend.runners import Runner, format_duration
 
 from ..core.kinds import Plan
 from ..core.layout import files_dir, output_dir
-from ..core.models import Analysis
+from ..core.links import external_url
+from ..core.models import Analysis, AnalysisState, OutgoingMail
+from ..core.outbox import queue_mail
 
 
 class PipelineRun:
     """A run of one of the site's pipelines (any analysis no other kind claims).
-    Its owner gets a mail when it ends; admins may queue it again."""
+    Its owner gets a mail when it ends (unless they turned these off); admins may
+    queue it again."""
 
     name = "pipeline"
     noun = "run"  # as its log words it: "The run cannot run on this server"
     pipeline_image = True
-    mails = True
     requeue_refusal = None
 
     def claims(self, analysis: Analysis) -> bool:
@@ -52,3 +56,25 @@ class PipelineRun:
             "max_output_bytes": config["MAX_OUTPUT_BYTES"],
         }
         return Plan(argv, limits, input_dir=inputs)
+
+    def end_mail(self, analysis: Analysis) -> OutgoingMail | None:
+        """The owner's mail about how the run ended (in the outbox, sent once the
+        ending is committed), unless they turned these mails off."""
+        owner = analysis.owner
+        if not owner.notify_by_email:
+            return None
+        duration = None
+        if analysis.started_at and analysis.finished_at:
+            seconds = (analysis.finished_at - analysis.started_at).total_seconds()
+            duration = format_duration(seconds)
+        link = external_url("analyses.detail", analysis_id=analysis.id)
+        verb = "finished" if analysis.state == AnalysisState.SUCCEEDED else "failed"
+        body = render_template(
+            "analyses/email/finished.txt",
+            analysis=analysis,
+            duration=duration,
+            link=link,
+        )
+        project = analysis.project.name
+        subject = f"#{analysis.id} {analysis.pipeline} on {project} {verb}"
+        return queue_mail(owner.email, subject, body)

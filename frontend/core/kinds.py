@@ -7,13 +7,18 @@ asks the analysis' kind, never its pipeline's name:
   input deleted since it was created);
 - ``pipeline_image``: whether its image is a pipeline's, whose absence is recorded
   for the admins and the run forms (a TES task's image is the task's own);
-- ``mails``: whether its owner gets a mail when it ends (a workflow engine
-  follows its hundreds of TES tasks itself);
+- ``end_mail(analysis)``: its owner's mail about how it ended, in the outbox
+  with the ending's own transaction, or None (a workflow engine follows its
+  hundreds of TES tasks itself);
 - ``requeue_refusal``: why admins may not queue it again, or None.
 
 The kinds are the app's, in the order they are asked (``create_app`` puts them in
 ``app.extensions``): a GA4GH TES task (``tes/kind.py``), then an ordinary pipeline
 run (``analyses/kind.py``), which takes any analysis.
+
+``build_spec`` turns a kind's plan into the runner's ``RunSpec`` (its output cap
+lowered to what the owner's quota leaves); ``spec_for`` makes one from the row
+alone, for whoever follows a launched run.
 """
 
 from __future__ import annotations
@@ -24,9 +29,13 @@ from typing import Protocol
 
 from flask import current_app
 
-from backend.runners import Mount, Runner
+from backend import safe_open
+from backend.runners import Mount, Runner, RunSpec
 
-from .models import Analysis
+from .layout import log_path, output_dir, work_dir
+from .models import Analysis, OutgoingMail
+from .runners import cluster_account_for
+from .storage import output_room
 
 EXTENSION = "labqueue.run_kinds"
 
@@ -52,7 +61,6 @@ class RunKind(Protocol):
     name: str
     noun: str  # what its log calls it ("run", "task")
     pipeline_image: bool
-    mails: bool
     requeue_refusal: str | None
 
     def claims(self, analysis: Analysis) -> bool:
@@ -61,6 +69,10 @@ class RunKind(Protocol):
     def plan(self, analysis: Analysis, runner: Runner, config) -> Plan:
         """What to start on ``runner``; raises CannotRun."""
 
+    def end_mail(self, analysis: Analysis) -> OutgoingMail | None:
+        """The owner's mail about how ``analysis`` ended, added to the session,
+        or None."""
+
 
 def kind_of(analysis: Analysis) -> RunKind:
     """The kind of ``analysis``: the first of the app's kinds that claims it."""
@@ -68,3 +80,68 @@ def kind_of(analysis: Analysis) -> RunKind:
         if kind.claims(analysis):
             return kind
     raise LookupError(f"no run kind takes analysis {analysis.id}")
+
+
+# --- From a plan to the runner's RunSpec ------------------------------------------
+
+
+def build_spec(
+    analysis: Analysis, runner: Runner, plan: Plan, room: int | None = None
+) -> RunSpec:
+    """The run to launch: its kind's plan, with limits capped by what the owner's
+    quota leaves (``room``, when the caller has just measured it)."""
+    config = current_app.config
+    safe_open.ensure_folder(output_dir(analysis))
+    limits = dict(plan.limits)
+    room = output_room(analysis) if room is None else room
+    site_cap = limits.pop("max_output_bytes")
+    limits.update(
+        max_output_bytes=max(min(site_cap, room), 0),
+        output_limit_note="" if site_cap <= room else " (what your quota had left)",
+        max_log_bytes=config["MAX_LOG_BYTES"],
+    )
+    return spec_for(
+        analysis,
+        argv=plan.argv,
+        limits=limits,
+        mounts=plan.mounts,
+        input_dir=plan.input_dir,
+        cluster_account=cluster_account_for(analysis.owner, runner.name),
+    )
+
+
+def spec_for(
+    analysis: Analysis,
+    argv=(),
+    limits: dict | None = None,
+    mounts: tuple = (),
+    input_dir: Path | None = None,
+    cluster_account: str | None = None,
+) -> RunSpec:
+    """The run's description from its row (the watcher needs no argv)."""
+    return RunSpec(
+        analysis_id=analysis.id,
+        argv=list(argv),
+        image=analysis.image,
+        input_dir=input_dir,
+        output_dir=output_dir(analysis),
+        log_path=log_path(analysis),
+        work_dir=work_dir(analysis),
+        attempt=analysis.attempt,
+        user=current_app.config["PIPELINE_USER"],
+        mounts=mounts,
+        cluster_account=cluster_account,
+        **(limits if limits is not None else analysis.limits or {}),
+    )
+
+
+def limits_of(spec: RunSpec) -> dict:
+    return {
+        "cpus": spec.cpus,
+        "memory_mb": spec.memory_mb,
+        "pids": spec.pids,
+        "timeout_s": spec.timeout_s,
+        "max_output_bytes": spec.max_output_bytes,
+        "output_limit_note": spec.output_limit_note,
+        "max_log_bytes": spec.max_log_bytes,
+    }

@@ -10,6 +10,7 @@ from flask import current_app
 from flask_security import RoleMixin, UserMixin
 from flask_security.utils import get_message
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm.attributes import set_committed_value
 
 from .extensions import db
 
@@ -328,6 +329,22 @@ class Analysis(db.Model):
 
     def __str__(self) -> str:
         return f"#{self.id} {self.pipeline}"
+
+    def update_from(self, statement) -> bool:
+        """Run ``statement``, an UPDATE of this analysis' row; when it matched,
+        bring this object up to date from the row it returned (one round trip,
+        and the owner and project already loaded stay loaded). False when
+        nothing matched: another worker got there first."""
+        attributes = sa.inspect(Analysis).column_attrs
+        row = db.session.execute(
+            statement.returning(*(attribute.columns[0] for attribute in attributes)),
+            execution_options={"synchronize_session": False},
+        ).first()
+        if row is None:
+            return False
+        for attribute, value in zip(attributes, row, strict=True):
+            set_committed_value(self, attribute.key, value)
+        return True
 
 
 class Batch(db.Model):

@@ -11,7 +11,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 from flask import current_app
 
-from backend.runners import now
+from backend.runners import Handle, now
 
 from . import taskq
 from .extensions import db
@@ -192,3 +192,126 @@ def dispatch() -> list[int]:
         db.session.commit()
         sent.append(analysis_id)
     return sent
+
+
+# --- Claims ---------------------------------------------------------------------------
+
+# Claims take this PostgreSQL advisory lock, so that two claims never both pass a
+# limit (SQLite has one writer at a time anyway).
+CLAIM_LOCK = 0x4C61627175  # "Labqu"
+
+
+def _serialize_claims() -> None:
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(sa.select(sa.func.pg_advisory_xact_lock(CLAIM_LOCK)))
+
+
+def _running_count(*conditions):
+    return (
+        sa.select(sa.func.count(Analysis.id))
+        .where(Analysis.state == AnalysisState.RUNNING, *conditions)
+        .scalar_subquery()
+    )
+
+
+def claim(analysis_id: int, runner_name: str, host: str) -> Analysis | None:
+    """Make a queued analysis ``host``'s running one, exactly once across all
+    workers, within the per-user and site-wide limits (checked in the same
+    statement). A row that host claimed and has not launched (its start task
+    died and came again) is returned as well."""
+    analysis = db.session.get(Analysis, analysis_id)
+    if analysis is None:
+        return None
+    if (
+        analysis.state == AnalysisState.RUNNING
+        and analysis.handle is None
+        and analysis.worker == host
+    ):
+        return analysis
+    if analysis.state != AnalysisState.QUEUED:
+        return None
+    config = current_app.config
+    _serialize_claims()
+    conditions = [Analysis.id == analysis_id, Analysis.state == AnalysisState.QUEUED]
+    if config["MAX_RUNNING_PER_USER"]:
+        mine = _running_count(Analysis.owner_id == analysis.owner_id)
+        conditions.append(mine < config["MAX_RUNNING_PER_USER"])
+    if config["MAX_RUNNING"]:
+        conditions.append(_running_count() < config["MAX_RUNNING"])
+    stamp = now()
+    claimed = analysis.update_from(
+        sa.update(Analysis)
+        .where(*conditions)
+        .values(
+            state=AnalysisState.RUNNING,
+            started_at=stamp,
+            heartbeat_at=stamp,
+            attempt=Analysis.attempt + 1,
+            worker=host,
+            runner=runner_name,
+            handle=None,
+            launched_at=None,
+            log_offset=0,
+            stopping_reason=None,
+            dispatched_at=None,
+            progress_percent=0.0,
+            progress_message="starting",
+        ),
+    )
+    if not claimed:
+        # Held back by a limit (or taken): due again at the next dispatch.
+        db.session.execute(
+            sa.update(Analysis)
+            .where(Analysis.id == analysis_id, Analysis.state == AnalysisState.QUEUED)
+            .values(dispatched_at=None)
+        )
+        db.session.commit()
+        return None
+    db.session.commit()
+    return analysis
+
+
+def make_due_again(analysis_id: int) -> None:
+    """Leave a queued analysis due for the dispatcher (its start went where it
+    cannot run: it is sent again to its runner's queue)."""
+    db.session.execute(
+        sa.update(Analysis)
+        .where(Analysis.id == analysis_id, Analysis.state == AnalysisState.QUEUED)
+        .values(dispatched_at=None)
+    )
+    db.session.commit()
+
+
+def startable(analysis: Analysis | None, host: str) -> bool:
+    """Whether a start on ``host`` may go on with ``analysis``: queued, or
+    claimed by that host and never launched."""
+    if analysis is None:
+        return False
+    if analysis.state == AnalysisState.QUEUED:
+        return True
+    # Claimed here, not launched: its start task died and came again.
+    return (
+        analysis.state == AnalysisState.RUNNING
+        and analysis.handle is None
+        and analysis.worker == host
+    )
+
+
+def record_launch(
+    analysis: Analysis, handle: Handle, limits: dict, image_id: str | None = None
+) -> None:
+    """Keep the handle on the row: from now on this host's watcher follows it."""
+    stamp = now()
+    db.session.execute(
+        sa.update(Analysis)
+        .where(Analysis.id == analysis.id, Analysis.state == AnalysisState.RUNNING)
+        .values(
+            handle=handle.as_dict(),
+            launched_at=stamp,
+            heartbeat_at=stamp,
+            limits=limits,
+            image_id=image_id,
+            progress_message="running",
+        )
+    )
+    db.session.commit()

@@ -148,3 +148,11 @@ def stored_bytes(analysis: Analysis) -> int:
     """What the analysis' folder holds (outputs, log, a task's files), counted
     without following a link."""
     return safe_open.tree_size(analysis_dir(analysis))
+
+
+def output_room(analysis: Analysis) -> int:
+    """Bytes the project owner's quota leaves for this analysis' folder (what it
+    already holds, from an earlier attempt, is its own). The folder is in the
+    project's, so a member of a shared project runs on the owner's quota."""
+    owner = analysis.project.owner
+    return quota_for(owner) - storage_used(owner) + analysis.output_bytes

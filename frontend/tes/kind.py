@@ -58,13 +58,16 @@ class TesTaskRun:
     name = "tes"
     noun = "task"  # as its log words it: "The task cannot run on this server"
     pipeline_image = False  # the task's image is its own, not a pipeline's
-    mails = False
     requeue_refusal = (
         "A GA4GH TES task is sent again by its client, which follows it by its id."
     )
 
     def claims(self, analysis: Analysis) -> bool:
         return analysis.pipeline == TES_PIPELINE
+
+    def end_mail(self, analysis: Analysis) -> None:
+        """None: the task's client follows it (a workflow sends hundreds)."""
+        return None
 
     def plan(self, analysis: Analysis, runner: Runner, config) -> Plan:
         """The container's argv, its limits (before the quota's cap) and its

@@ -6,12 +6,11 @@ waits for a pipeline. From then on this host's watcher follows it."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from flask import current_app
 
-from backend import safe_open
 from backend.runners import (
     COULD_NOT_START,
     EngineUnavailable,
@@ -20,29 +19,29 @@ from backend.runners import (
     LaunchFailed,
     Runner,
     RunSpec,
-    now,
 )
 
+from ..core import queue
 from ..core.extensions import db
 from ..core.formatting import human_size
-from ..core.kinds import CannotRun, Plan, kind_of
-from ..core.layout import log_path, output_dir, work_dir
-from ..core.models import Analysis, AnalysisState
+from ..core.kinds import CannotRun, RunKind, build_spec, kind_of, limits_of
+from ..core.models import Analysis
 from ..core.runners import (
     NoClusterAccount,
-    cluster_account_for,
     host_id,
     make_runner,
     runner_of,
     served_runners,
 )
-from ..core.storage import quota_for, storage_used
-from .finish import cannot_run, finalize, update_returning
+from ..core.storage import output_room, quota_for, storage_used
+from .finish import cannot_run, finalize
 from .images import note_image
 
 log = logging.getLogger(__name__)
 
 
+# What a researcher reads when the run could not start or broke down on our side;
+# the technical detail goes to the failure snapshot and to the admins.
 NOT_INSTALLED = (
     "this pipeline is not installed on the server at the moment, so the run could "
     "not start; the administrators have been told"
@@ -53,150 +52,9 @@ SYSTEM_FAILURE = (
     "administrators have been told"
 )
 
+# A start trusts an image its runner found this many seconds ago, rather than
+# asking the engine before every run.
 IMAGE_FOUND_SECONDS = 10
-
-CLAIM_LOCK = 0x4C61627175  # "Labqu"
-
-
-def _serialize_claims() -> None:
-    if db.session.get_bind().dialect.name == "postgresql":
-        db.session.execute(sa.select(sa.func.pg_advisory_xact_lock(CLAIM_LOCK)))
-
-
-def _running_count(*conditions):
-    return (
-        sa.select(sa.func.count(Analysis.id))
-        .where(Analysis.state == AnalysisState.RUNNING, *conditions)
-        .scalar_subquery()
-    )
-
-
-def claim(analysis_id: int, runner_name: str) -> Analysis | None:
-    """Make a queued analysis this host's running one, exactly once across all
-    workers, within the per-user and site-wide limits. A row this host claimed and
-    has not launched (its start task died and came again) is returned as well."""
-    analysis = db.session.get(Analysis, analysis_id)
-    if analysis is None:
-        return None
-    if (
-        analysis.state == AnalysisState.RUNNING
-        and analysis.handle is None
-        and analysis.worker == host_id()
-    ):
-        return analysis
-    if analysis.state != AnalysisState.QUEUED:
-        return None
-    config = current_app.config
-    _serialize_claims()
-    conditions = [Analysis.id == analysis_id, Analysis.state == AnalysisState.QUEUED]
-    if config["MAX_RUNNING_PER_USER"]:
-        mine = _running_count(Analysis.owner_id == analysis.owner_id)
-        conditions.append(mine < config["MAX_RUNNING_PER_USER"])
-    if config["MAX_RUNNING"]:
-        conditions.append(_running_count() < config["MAX_RUNNING"])
-    stamp = now()
-    claimed = update_returning(
-        analysis,
-        sa.update(Analysis)
-        .where(*conditions)
-        .values(
-            state=AnalysisState.RUNNING,
-            started_at=stamp,
-            heartbeat_at=stamp,
-            attempt=Analysis.attempt + 1,
-            worker=host_id(),
-            runner=runner_name,
-            handle=None,
-            launched_at=None,
-            log_offset=0,
-            stopping_reason=None,
-            dispatched_at=None,
-            progress_percent=0.0,
-            progress_message="starting",
-        ),
-    )
-    if not claimed:
-        # Held back by a limit (or taken): due again at the next dispatch.
-        db.session.execute(
-            sa.update(Analysis)
-            .where(Analysis.id == analysis_id, Analysis.state == AnalysisState.QUEUED)
-            .values(dispatched_at=None)
-        )
-        db.session.commit()
-        return None
-    db.session.commit()
-    return analysis
-
-
-def output_room(analysis: Analysis) -> int:
-    """Bytes the project owner's quota leaves for this analysis' folder (what it
-    already holds, from an earlier attempt, is its own). The folder is in the
-    project's, so a member of a shared project runs on the owner's quota."""
-    owner = analysis.project.owner
-    return quota_for(owner) - storage_used(owner) + analysis.output_bytes
-
-
-def build_spec(
-    analysis: Analysis, runner: Runner, plan: Plan, room: int | None = None
-) -> RunSpec:
-    """The run to launch: its kind's plan, with limits capped by what the owner's
-    quota leaves (``room``, when the caller has just measured it)."""
-    config = current_app.config
-    safe_open.ensure_folder(output_dir(analysis))
-    limits = dict(plan.limits)
-    room = output_room(analysis) if room is None else room
-    site_cap = limits.pop("max_output_bytes")
-    limits.update(
-        max_output_bytes=max(min(site_cap, room), 0),
-        output_limit_note="" if site_cap <= room else " (what your quota had left)",
-        max_log_bytes=config["MAX_LOG_BYTES"],
-    )
-    return spec_for(
-        analysis,
-        argv=plan.argv,
-        limits=limits,
-        mounts=plan.mounts,
-        input_dir=plan.input_dir,
-        cluster_account=cluster_account_for(analysis.owner, runner.name),
-    )
-
-
-def spec_for(
-    analysis: Analysis,
-    argv=(),
-    limits: dict | None = None,
-    mounts: tuple = (),
-    input_dir: Path | None = None,
-    cluster_account: str | None = None,
-) -> RunSpec:
-    """The run's description from its row (the watcher needs no argv)."""
-    return RunSpec(
-        analysis_id=analysis.id,
-        argv=list(argv),
-        image=analysis.image,
-        input_dir=input_dir,
-        output_dir=output_dir(analysis),
-        log_path=log_path(analysis),
-        work_dir=work_dir(analysis),
-        attempt=analysis.attempt,
-        user=current_app.config["PIPELINE_USER"],
-        mounts=mounts,
-        cluster_account=cluster_account,
-        **(limits if limits is not None else analysis.limits or {}),
-    )
-
-
-def _startable(analysis: Analysis | None) -> bool:
-    if analysis is None:
-        return False
-    if analysis.state == AnalysisState.QUEUED:
-        return True
-    # Claimed here, not launched: its start task died and came again.
-    return (
-        analysis.state == AnalysisState.RUNNING
-        and analysis.handle is None
-        and analysis.worker == host_id()
-    )
 
 
 def _runner_for_starts(name: str):
@@ -229,7 +87,7 @@ def _start(analysis_id: int) -> str:
             sa.orm.joinedload(Analysis.project),
         ],
     )
-    if not _startable(found):
+    if not queue.startable(found, host_id()):
         return "nothing to do"
     name = runner_of(found)
     if name not in served_runners(current_app.config):
@@ -240,12 +98,7 @@ def _start(analysis_id: int) -> str:
             analysis_id,
             name,
         )
-        db.session.execute(
-            sa.update(Analysis)
-            .where(Analysis.id == analysis_id, Analysis.state == AnalysisState.QUEUED)
-            .values(dispatched_at=None)
-        )
-        db.session.commit()
+        queue.make_due_again(analysis_id)
         return "not served here"
     try:
         runner = _runner_for_starts(name)
@@ -253,97 +106,95 @@ def _start(analysis_id: int) -> str:
         # Nothing is claimed: the row stays queued, and the admins are told.
         log.error("Analysis %s cannot start here: %s", analysis_id, exc)
         return "no engine"
-    analysis = claim(analysis_id, runner.name)
+    analysis = queue.claim(analysis_id, runner.name, host_id())
     if analysis is None:
         return "nothing to do"
     return _launch(analysis, runner)
 
 
+@dataclass
+class _Stop:
+    """Why a claimed run ends before it runs: its ``reason`` (a researcher's
+    words) and, for admins, the ``detail`` and ``failure``; with ``log_line``,
+    the server could not run it (a TES SYSTEM_ERROR), said first in its log; with
+    ``missing_image``, its pipeline's image is not here, as the engine says."""
+
+    reason: str | None = None
+    detail: str | None = None
+    failure: Exception | None = None
+    log_line: str | None = None
+    missing_image: str | None = None
+
+
 def _launch(analysis: Analysis, runner: Runner) -> str:
+    """Launch a claimed run and record its handle, or end it saying why not."""
+    begun = _begin(analysis, runner)
+    if isinstance(begun, _Stop):
+        return _stop(analysis, runner, begun)
+    handle, spec = begun
+    image_id = runner.image_id(analysis.image)
+    queue.record_launch(analysis, handle, limits_of(spec), image_id)
+    return "launched"
+
+
+def _begin(analysis: Analysis, runner: Runner) -> tuple[Handle, RunSpec] | _Stop:
+    """Everything a start decides, in order: room in the owner's quota, the
+    kind's plan, the image, then the launch itself. What stops it comes back
+    as a _Stop; nothing here records an ending."""
     owner = analysis.project.owner
     room = output_room(analysis)
     if room <= 0:
         whose = "your" if owner.id == analysis.owner_id else "the project owner's"
-        finalize(
-            analysis,
+        return _Stop(
             f"{whose} storage is full ({human_size(storage_used(owner))} of "
             f"{human_size(quota_for(owner))}), so the run could not start; "
-            "delete files or old analyses, then run it again",
+            "delete files or old analyses, then run it again"
         )
-        return "failed"
     kind = kind_of(analysis)
     try:
         plan = kind.plan(analysis, runner, current_app.config)
     except CannotRun as exc:
-        return cannot_run(analysis, str(exc))
+        return _Stop(log_line=str(exc))
     except Exception as exc:  # a system failure, not the pipeline's: tell admins
         return _system_failure(analysis, exc)
     # An image found a moment ago is taken as there; a launch that misses it
     # after all says so (ImageMissing).
     problem = runner.image_problem(analysis.image, max_age=IMAGE_FOUND_SECONDS)
     if problem:
-        return _not_installed(analysis, runner, problem)
+        return _not_installed(kind, analysis, problem)
     try:
         spec = build_spec(analysis, runner, plan, room)
-        handle = runner.launch(spec)
+        return runner.launch(spec), spec
     except NoClusterAccount as exc:  # removed since it was submitted
-        finalize(analysis, str(exc))
-        return "failed"
+        return _Stop(str(exc))
     except ImageMissing as exc:
-        return _not_installed(analysis, runner, str(exc))
+        return _not_installed(kind, analysis, str(exc))
     except LaunchFailed as exc:
         log.error("Analysis %s did not start: %s", analysis.id, exc)
-        finalize(analysis, COULD_NOT_START, detail=str(exc))
-        return "failed"
+        return _Stop(COULD_NOT_START, detail=str(exc))
     except Exception as exc:  # a system failure, not the pipeline's: tell admins
         return _system_failure(analysis, exc)
-    record_launch(analysis, handle, spec, runner.image_id(analysis.image))
-    return "launched"
 
 
-def _system_failure(analysis: Analysis, exc: Exception) -> str:
+def _system_failure(analysis: Analysis, exc: Exception) -> _Stop:
     log.exception("Analysis %s could not be launched", analysis.id)
-    finalize(analysis, SYSTEM_FAILURE, detail=repr(exc), failure=exc)
-    return "failed"
+    return _Stop(SYSTEM_FAILURE, detail=repr(exc), failure=exc)
 
 
-def _not_installed(analysis: Analysis, runner: Runner, problem: str) -> str:
-    if not kind_of(analysis).pipeline_image:  # no pipeline to mark: the run says it
-        return cannot_run(
-            analysis, f"its image {analysis.image} is not on the server ({problem})"
+def _not_installed(kind: RunKind, analysis: Analysis, problem: str) -> _Stop:
+    if not kind.pipeline_image:  # no pipeline to mark: the run says it itself
+        return _Stop(
+            log_line=f"its image {analysis.image} is not on the server ({problem})"
         )
-    note_image(analysis.pipeline, analysis.image, runner, problem)
-    finalize(analysis, NOT_INSTALLED, detail=problem)
+    return _Stop(NOT_INSTALLED, detail=problem, missing_image=problem)
+
+
+def _stop(analysis: Analysis, runner: Runner, stop: _Stop) -> str:
+    """End a claimed run that could not start, as ``stop`` says."""
+    if stop.missing_image is not None:
+        note_image(analysis.pipeline, analysis.image, runner, stop.missing_image)
+    if stop.log_line is not None:
+        cannot_run(analysis, stop.log_line)
+    else:
+        finalize(analysis, stop.reason, detail=stop.detail, failure=stop.failure)
     return "failed"
-
-
-def limits_of(spec: RunSpec) -> dict:
-    return {
-        "cpus": spec.cpus,
-        "memory_mb": spec.memory_mb,
-        "pids": spec.pids,
-        "timeout_s": spec.timeout_s,
-        "max_output_bytes": spec.max_output_bytes,
-        "output_limit_note": spec.output_limit_note,
-        "max_log_bytes": spec.max_log_bytes,
-    }
-
-
-def record_launch(
-    analysis: Analysis, handle: Handle, spec: RunSpec, image_id: str | None = None
-) -> None:
-    """Keep the handle on the row: from now on this host's watcher follows it."""
-    stamp = now()
-    db.session.execute(
-        sa.update(Analysis)
-        .where(Analysis.id == analysis.id, Analysis.state == AnalysisState.RUNNING)
-        .values(
-            handle=handle.as_dict(),
-            launched_at=stamp,
-            heartbeat_at=stamp,
-            limits=limits_of(spec),
-            image_id=image_id,
-            progress_message="running",
-        )
-    )
-    db.session.commit()

@@ -29,11 +29,11 @@ from backend.supervision import RunWatch
 
 from ..core import queue
 from ..core.extensions import db
+from ..core.kinds import spec_for
 from ..core.models import Analysis, AnalysisState, WatcherLease
 from ..core.runners import host_id, make_runner, runner_of, served_runners
 from .finish import finalize
 from .recovery import recover_lost_hosts
-from .start import spec_for
 
 log = logging.getLogger(__name__)
 
