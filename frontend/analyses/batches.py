@@ -19,7 +19,6 @@ from ..core.extensions import db
 from ..core.layout import output_dir
 from ..core.models import Analysis, AnalysisState, Batch, Project, User, utcnow
 from ..core.queue import fair_order, request_dispatch
-from ..core.runners import runner_for
 from . import services as svc
 
 
@@ -59,14 +58,13 @@ def submit_batch(
             f"A batch runs at most {limit:,} analyses and {len(chosen):,} files were "
             "chosen; nothing was submitted."
         )
-    svc.ready_to_submit(user, pipeline)
+    runner = svc.ready_to_submit(user, pipeline)
     many = pipeline.schema["properties"][field].get("type") == "array"
     params = [
         svc.checked_params(pipeline, {**values, field: [path] if many else path}, files)
         for path in chosen
     ]
     batch = Batch(owner=user, project=project, pipeline=pipeline.name, field=field)
-    runner = runner_for(pipeline.name)
     for one in params:
         batch.analyses.append(
             Analysis(

@@ -98,13 +98,15 @@ def project_file_paths(project: Project) -> list[str]:
 # --- Submission ---------------------------------------------------------------------
 
 
-def ready_to_submit(user: User, pipeline: Pipeline) -> None:
-    """Raise PipelineUnavailable (or NoClusterAccount) when ``user`` cannot submit
-    runs of ``pipeline`` now."""
+def ready_to_submit(user: User, pipeline: Pipeline) -> str:
+    """The runner ``user``'s runs of ``pipeline`` go to now; raises
+    PipelineUnavailable (or NoClusterAccount) when they cannot submit them."""
     state = availability({pipeline.name: pipeline})[pipeline.name]
     if not state.ready:
         raise PipelineUnavailable(state.message(pipeline))
-    cluster_account_for(user, runner_for(pipeline.name))
+    runner = runner_for(pipeline.name)
+    cluster_account_for(user, runner)
+    return runner
 
 
 def checked_params(pipeline: Pipeline, values: dict, files: list[str]) -> dict:
@@ -133,7 +135,7 @@ def submit(
     Raises PipelineUnavailable when its image is missing, and
     backend.params.ParamsInvalid with per-field messages.
     """
-    ready_to_submit(user, pipeline)
+    runner = ready_to_submit(user, pipeline)
     if files is None:
         files = project_file_paths(project)
     params = checked_params(pipeline, values, files)
@@ -145,6 +147,7 @@ def submit(
         image=pipeline.image_tag,
         params=params,
         state=AnalysisState.QUEUED,
+        runner=runner,
     )
     return enqueue(analysis)
 
