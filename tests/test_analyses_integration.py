@@ -17,6 +17,7 @@ import pytest
 from frontend import create_app
 from frontend.core.extensions import db
 from frontend.core.models import FINISHED_STATES, Analysis, User, utcnow
+from frontend.core.runners import site_id
 from frontend.core.security import security
 from tests.conftest import (
     PASSWORD,
@@ -62,6 +63,7 @@ class Stack:
             )
             db.session.commit()
             self.user_id = user.id
+            self.site = site_id()
         self.client = self.app.test_client()
         Auth(self.client).login("ada@cs.ox.ac.uk")
         page = self.client.get("/projects/new")
@@ -108,14 +110,16 @@ class Stack:
         raise AssertionError(f"#{analysis_id} is {row.state.value}, not {states}")
 
     def containers(self, analysis_id: int | None = None) -> list:
-        """The engine's Labqueue containers (of one analysis, when given)."""
+        """This stack's containers on the engine (of one analysis, when given);
+        other tests running beside it have their own site and are left alone."""
         label = "labqueue.analysis"
         if analysis_id is not None:
             label += f"={analysis_id}"
+        labels = [label, f"labqueue.site={self.site}"]
         # The watcher removes ended containers as it goes: one may vanish
         # between the engine's listing and its inspection.
         return self.docker.containers.list(
-            all=True, filters={"label": label}, ignore_removed=True
+            all=True, filters={"label": labels}, ignore_removed=True
         )
 
     def leftover_containers(self, timeout: float = 20) -> list:
