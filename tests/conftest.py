@@ -129,6 +129,12 @@ def start_worker(app: Flask, app_config: dict):
     yield start
     for worker in workers:
         worker.stop()
+    if workers:
+        from frontend.core.runners import site_id
+        from tests.services import remove_site_containers
+
+        with app.app_context():
+            remove_site_containers(site_id())
 
 
 @pytest.fixture

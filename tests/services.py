@@ -85,3 +85,24 @@ def require_docker():
     except Exception as exc:  # any failure means no usable engine
         unavailable(f"no Docker engine ({exc}); start one: dockerd --bridge=none &")
     return client
+
+
+def remove_site_containers(site: str) -> None:
+    """Remove what a test's workers left on the engine (runs still going when
+    their worker stopped), so that no later test finds them; only this site's."""
+    import docker
+    import docker.errors
+
+    try:
+        client = docker.from_env(timeout=10)
+        leftovers = client.containers.list(
+            all=True, filters={"label": f"labqueue.site={site}"}, ignore_removed=True
+        )
+    except docker.errors.DockerException:
+        return  # no engine: these tests ran no container
+    for container in leftovers:
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+    client.close()
