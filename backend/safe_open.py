@@ -29,6 +29,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import hashlib
 import os
 import shutil
 import stat
@@ -203,6 +204,19 @@ def tail(handle: BinaryIO, size: int) -> bytes:
     end = handle.seek(0, os.SEEK_END)
     handle.seek(max(end - size, 0))
     return handle.read(size)
+
+
+def sha256(root: Path | str, relpath: str) -> str | None:
+    """The SHA-256 of a regular file beneath ``root``, read through the same safe
+    open; None when there is no such file (a link, a folder, gone)."""
+    digest = hashlib.sha256()
+    try:
+        with open_file(root, relpath) as handle:
+            while chunk := handle.read(1024 * 1024):
+                digest.update(chunk)
+    except FileNotFoundError:  # Refused is one too
+        return None
+    return digest.hexdigest()
 
 
 def exists(root: Path | str, relpath: str) -> bool:

@@ -6,7 +6,6 @@ ones."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import traceback
 from pathlib import Path
@@ -18,19 +17,6 @@ from backend import safe_open
 from .extensions import db
 from .layout import analysis_dir, files_dir, snapshot_dir
 from .models import Analysis, ProjectFile
-
-
-def _sha256(folder: Path, relpath: str) -> str | None:
-    """The digest of a file beneath ``folder``; None when it is not a regular file
-    reached without a link."""
-    digest = hashlib.sha256()
-    try:
-        with safe_open.open_file(folder, relpath) as handle:
-            while chunk := handle.read(1024 * 1024):
-                digest.update(chunk)
-    except FileNotFoundError:
-        return None
-    return digest.hexdigest()
 
 
 def keep(
@@ -78,7 +64,7 @@ def keep(
         .where(ProjectFile.project_id == analysis.project_id, ~ProjectFile.is_dir)
         .order_by(ProjectFile.path)
     ):
-        digest = _sha256(files, path)
+        digest = safe_open.sha256(files, path)
         if digest is not None:
             inputs.append({"path": path, "size": size, "sha256": digest})
     (target / "inputs.json").write_text(json.dumps(inputs, indent=2))
