@@ -220,16 +220,10 @@ def claim(analysis_id: int, runner_name: str, host: str) -> Analysis | None:
     statement). A row that host claimed and has not launched (its start task
     died and came again) is returned as well."""
     analysis = db.session.get(Analysis, analysis_id)
-    if analysis is None:
+    if not startable(analysis, host):
         return None
-    if (
-        analysis.state == AnalysisState.RUNNING
-        and analysis.handle is None
-        and analysis.worker == host
-    ):
+    if analysis.state == AnalysisState.RUNNING:  # claimed here, never launched
         return analysis
-    if analysis.state != AnalysisState.QUEUED:
-        return None
     config = current_app.config
     _serialize_claims()
     conditions = [Analysis.id == analysis_id, Analysis.state == AnalysisState.QUEUED]
