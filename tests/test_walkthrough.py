@@ -91,7 +91,7 @@ def test_history_and_queue_rows_show_inputs_and_duration(app, client, ada):
 
 
 def test_a_finished_runs_mail_names_it(app, client, smtp, ada):
-    from frontend.worker.finish import finalize
+    from frontend.core.endings import finalize
 
     run = make_analysis(app, ada["project"], state="running", started_at=utcnow())
     with app.app_context():

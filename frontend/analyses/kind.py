@@ -12,11 +12,18 @@ from backend.manifest import load_pipeline
 from backend.params import build_argv
 from backend.runners import Runner, format_duration
 
-from ..core.kinds import Plan
+from ..core.kinds import Plan, Stop
 from ..core.layout import files_dir, output_dir
 from ..core.links import external_url
 from ..core.models import Analysis, AnalysisState, OutgoingMail
 from ..core.outbox import queue_mail
+
+# What a researcher reads when the pipeline's image is not on the runner; the
+# runner's words go to the failure snapshot and to the admins.
+NOT_INSTALLED = (
+    "this pipeline is not installed on the server at the moment, so the run could "
+    "not start; the administrators have been told"
+)
 
 
 class PipelineRun:
@@ -26,7 +33,6 @@ class PipelineRun:
 
     name = "pipeline"
     noun = "run"  # as its log words it: "The run cannot run on this server"
-    pipeline_image = True
     requeue_refusal = None
 
     def claims(self, analysis: Analysis) -> bool:
@@ -56,6 +62,11 @@ class PipelineRun:
             "max_output_bytes": config["MAX_OUTPUT_BYTES"],
         }
         return Plan(argv, limits, input_dir=inputs)
+
+    def missing_image(self, analysis: Analysis, problem: str) -> Stop:
+        """Not installed: said to its owner, recorded for the admins and the run
+        forms (the pipeline's image is marked missing)."""
+        return Stop(NOT_INSTALLED, detail=problem, missing_image=problem)
 
     def end_mail(self, analysis: Analysis) -> OutgoingMail | None:
         """The owner's mail about how the run ended (in the outbox, sent once the

@@ -1,7 +1,9 @@
 """The end of a run, recorded exactly once (``finalize``): its state, outcome and
 usage, its owner's mail in the same transaction (as its kind says), a snapshot of
-a failure (``core/snapshots.py``), and the slot it frees offered to the queue;
-``cannot_run`` ends one that could not start, saying why in its log."""
+a failure (``snapshots.py``), and the slot it frees offered to the queue.
+``end_unstarted`` ends a claimed run that stopped before it ran, as its ``Stop``
+says; ``cannot_run`` is the server's refusal, said first in the run's log. The
+queue's other steps (enqueue, claim, the launch record) are in ``queue.py``."""
 
 from __future__ import annotations
 
@@ -13,14 +15,15 @@ import sqlalchemy as sa
 from backend import safe_open
 from backend.runners import Usage, now
 
-from ..core import snapshots
-from ..core.extensions import db
-from ..core.kinds import kind_of
-from ..core.layout import log_path
-from ..core.models import Analysis, AnalysisState
-from ..core.outbox import send_after_commit
-from ..core.queue import request_dispatch
-from ..core.storage import stored_bytes
+from . import snapshots
+from .extensions import db
+from .kinds import Stop, kind_of
+from .layout import log_path
+from .models import Analysis, AnalysisState
+from .outbox import send_after_commit
+from .pipelines import note_image
+from .queue import request_dispatch
+from .storage import stored_bytes
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +76,12 @@ def finalize(
     kind = kind_of(analysis)
     mail = kind.end_mail(analysis) if state != AnalysisState.CANCELLED else None
     db.session.commit()
-    if state == AnalysisState.FAILED:
-        snapshots.keep(analysis, reason, exit_code, detail, failure)
     if mail is not None:
         send_after_commit([mail.id])
-    if dispatch:
+    if dispatch:  # the next run need not wait for this one's snapshot
         request_dispatch()
+    if state == AnalysisState.FAILED:
+        snapshots.keep(analysis, reason, exit_code, detail, failure)
     return True
 
 
@@ -92,4 +95,14 @@ def cannot_run(analysis: Analysis, line: str) -> str:
         log_file.seek(0, os.SEEK_END)
         log_file.write(f"The {noun} cannot run on this server: {line}.\n".encode())
     finalize(analysis, f"the {noun} cannot run on this server: {line}", detail=line)
+    return "failed"
+
+
+def end_unstarted(analysis: Analysis, runner, stop: Stop) -> str:
+    """End a claimed run that could not start on ``runner``, as ``stop`` says."""
+    if stop.missing_image is not None:
+        note_image(analysis.pipeline, analysis.image, runner, stop.missing_image)
+    if stop.log_line is not None:
+        return cannot_run(analysis, stop.log_line)
+    finalize(analysis, stop.reason, detail=stop.detail, failure=stop.failure)
     return "failed"

@@ -5,8 +5,9 @@ asks the analysis' kind, never its pipeline's name:
   files or the binds; raises ``CannotRun`` with a line for the run's log when it
   cannot start here (a GA4GH TES task on a runner without containers, a task's
   input deleted since it was created);
-- ``pipeline_image``: whether its image is a pipeline's, whose absence is recorded
-  for the admins and the run forms (a TES task's image is the task's own);
+- ``missing_image(analysis, problem)``: the ``Stop`` of a run whose image is not
+  on the runner (a pipeline's is recorded for the admins and the run forms; a TES
+  task's image is the task's own, and its log says so);
 - ``end_mail(analysis)``: its owner's mail about how it ended, in the outbox
   with the ending's own transaction, or None (a workflow engine follows its
   hundreds of TES tasks itself);
@@ -57,10 +58,23 @@ class CannotRun(Exception):
     doing, not the run's: TES calls it a SYSTEM_ERROR)."""
 
 
+@dataclass
+class Stop:
+    """Why a claimed run ends before it runs: its ``reason`` (a researcher's
+    words) and, for admins, the ``detail`` and ``failure``; with ``log_line``,
+    the server could not run it (a TES SYSTEM_ERROR), said first in its log; with
+    ``missing_image``, its pipeline's image is not here, as the engine says."""
+
+    reason: str | None = None
+    detail: str | None = None
+    failure: Exception | None = None
+    log_line: str | None = None
+    missing_image: str | None = None
+
+
 class RunKind(Protocol):
     name: str
     noun: str  # what its log calls it ("run", "task")
-    pipeline_image: bool
     requeue_refusal: str | None
 
     def claims(self, analysis: Analysis) -> bool:
@@ -68,6 +82,10 @@ class RunKind(Protocol):
 
     def plan(self, analysis: Analysis, runner: Runner, config) -> Plan:
         """What to start on ``runner``; raises CannotRun."""
+
+    def missing_image(self, analysis: Analysis, problem: str) -> Stop:
+        """How a run ends whose image the runner lacks (``problem``, the
+        runner's words)."""
 
     def end_mail(self, analysis: Analysis) -> OutgoingMail | None:
         """The owner's mail about how ``analysis`` ended, added to the session,
@@ -91,7 +109,6 @@ def build_spec(
     """The run to launch: its kind's plan, with limits capped by what the owner's
     quota leaves (``room``, when the caller has just measured it)."""
     config = current_app.config
-    safe_open.ensure_folder(output_dir(analysis))
     limits = dict(plan.limits)
     room = output_room(analysis) if room is None else room
     site_cap = limits.pop("max_output_bytes")
@@ -100,7 +117,7 @@ def build_spec(
         output_limit_note="" if site_cap <= room else " (what your quota had left)",
         max_log_bytes=config["MAX_LOG_BYTES"],
     )
-    return spec_for(
+    spec = spec_for(
         analysis,
         argv=plan.argv,
         limits=limits,
@@ -108,6 +125,8 @@ def build_spec(
         input_dir=plan.input_dir,
         cluster_account=cluster_account_for(analysis.owner, runner.name),
     )
+    safe_open.ensure_folder(spec.output_dir)
+    return spec
 
 
 def spec_for(

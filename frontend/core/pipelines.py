@@ -1,8 +1,10 @@
 """The pipelines this site has: those on disk, those admins switched off, and
-whether each can run as the workers last found (its image there or not)."""
+whether each can run as the workers last found (its image there or not), which
+the workers record with ``note_image``."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,10 +12,13 @@ import sqlalchemy as sa
 from flask import current_app
 
 from backend.manifest import Pipeline, discover
+from backend.runners import now
 
 from .extensions import db
 from .models import PipelineImage, PipelineSetting
-from .runners import runs_unsandboxed
+from .runners import host_id, runs_unsandboxed
+
+log = logging.getLogger(__name__)
 
 
 def all_pipelines() -> dict[str, Pipeline]:
@@ -81,3 +86,29 @@ def unsandboxed() -> bool:
         db.session.rollback()
         return False
     return latest is not None and runs_unsandboxed(latest)
+
+
+def note_image(pipeline: str, image: str, runner, problem: str | None) -> None:
+    """Record what this worker found about ``pipeline``'s image. Admins hear (an
+    ERROR, mailed to ADMINS) when an image goes missing, not at every check."""
+    row = db.session.get(PipelineImage, pipeline)
+    was_ready = row.ready if row is not None and row.image == image else None
+    if row is None:
+        row = PipelineImage(pipeline=pipeline)
+        db.session.add(row)
+    if problem:
+        problem = (
+            f"{problem} (worker host {host_id()}). Build it there: "
+            f"flask --app frontend pipelines build {pipeline}"
+        )
+    row.image, row.ready, row.problem = image, problem is None, problem
+    row.runner, row.host, row.checked_at = runner.name, host_id(), now()
+    try:
+        db.session.commit()
+    except sa.exc.IntegrityError:  # another worker recorded it first: theirs stands
+        db.session.rollback()
+        return
+    if problem and was_ready is not False:
+        log.error("Pipeline %s cannot run: %s", pipeline, problem)
+    elif not problem and was_ready is False:
+        log.info("Pipeline %s can run again (%s)", pipeline, image)

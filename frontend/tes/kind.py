@@ -13,7 +13,7 @@ from backend.runners.base import owner_of
 from backend.tes import TASK_DIR, driver_script
 
 from ..core.extensions import db
-from ..core.kinds import CannotRun, Plan
+from ..core.kinds import CannotRun, Plan, Stop
 from ..core.layout import disk_path, files_dir, task_dir
 from ..core.layout import task_inputs_dir as inputs_dir
 from ..core.models import TES_PIPELINE, Analysis, Project, ProjectFile, TesTask
@@ -57,13 +57,19 @@ class TesTaskRun:
 
     name = "tes"
     noun = "task"  # as its log words it: "The task cannot run on this server"
-    pipeline_image = False  # the task's image is its own, not a pipeline's
     requeue_refusal = (
         "A GA4GH TES task is sent again by its client, which follows it by its id."
     )
 
     def claims(self, analysis: Analysis) -> bool:
         return analysis.pipeline == TES_PIPELINE
+
+    def missing_image(self, analysis: Analysis, problem: str) -> Stop:
+        """The task's image is its own, not a pipeline's: its log says so (a
+        SYSTEM_ERROR), and no pipeline is marked missing."""
+        return Stop(
+            log_line=f"its image {analysis.image} is not on the server ({problem})"
+        )
 
     def end_mail(self, analysis: Analysis) -> None:
         """None: the task's client follows it (a workflow sends hundreds)."""

@@ -7,43 +7,14 @@ from __future__ import annotations
 
 import logging
 
-import sqlalchemy as sa
 from flask import current_app
 
-from backend.runners import EngineUnavailable, now
+from backend.runners import EngineUnavailable
 
-from ..core.extensions import db
-from ..core.models import PipelineImage
-from ..core.pipelines import all_pipelines
-from ..core.runners import host_id, make_runner, runner_for, served_runners
+from ..core.pipelines import all_pipelines, note_image
+from ..core.runners import make_runner, runner_for, served_runners
 
 log = logging.getLogger(__name__)
-
-
-def note_image(pipeline: str, image: str, runner, problem: str | None) -> None:
-    """Record what this worker found about ``pipeline``'s image. Admins hear (an
-    ERROR, mailed to ADMINS) when an image goes missing, not at every check."""
-    row = db.session.get(PipelineImage, pipeline)
-    was_ready = row.ready if row is not None and row.image == image else None
-    if row is None:
-        row = PipelineImage(pipeline=pipeline)
-        db.session.add(row)
-    if problem:
-        problem = (
-            f"{problem} (worker host {host_id()}). Build it there: "
-            f"flask --app frontend pipelines build {pipeline}"
-        )
-    row.image, row.ready, row.problem = image, problem is None, problem
-    row.runner, row.host, row.checked_at = runner.name, host_id(), now()
-    try:
-        db.session.commit()
-    except sa.exc.IntegrityError:  # another worker recorded it first: theirs stands
-        db.session.rollback()
-        return
-    if problem and was_ready is not False:
-        log.error("Pipeline %s cannot run: %s", pipeline, problem)
-    elif not problem and was_ready is False:
-        log.info("Pipeline %s can run again (%s)", pipeline, image)
 
 
 class _NoEngine:

@@ -13,12 +13,12 @@ from flask import current_app
 
 from backend.runners import EngineUnavailable, Handle, now
 
+from ..core.endings import finalize
 from ..core.extensions import db
 from ..core.kinds import spec_for
 from ..core.models import Analysis, AnalysisState, WatcherLease
 from ..core.queue import request_dispatch
 from ..core.runners import host_id, make_runner, runner_of, served_runners
-from .finish import finalize
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,6 @@ waits for a pipeline. From then on this host's watcher follows it."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import sqlalchemy as sa
 from flask import current_app
@@ -22,9 +21,10 @@ from backend.runners import (
 )
 
 from ..core import queue
+from ..core.endings import end_unstarted
 from ..core.extensions import db
 from ..core.formatting import human_size
-from ..core.kinds import CannotRun, RunKind, build_spec, kind_of, limits_of
+from ..core.kinds import CannotRun, Stop, build_spec, kind_of, limits_of
 from ..core.models import Analysis
 from ..core.runners import (
     NoClusterAccount,
@@ -34,19 +34,12 @@ from ..core.runners import (
     served_runners,
 )
 from ..core.storage import output_room, quota_for, storage_used
-from .finish import cannot_run, finalize
-from .images import note_image
 
 log = logging.getLogger(__name__)
 
 
-# What a researcher reads when the run could not start or broke down on our side;
-# the technical detail goes to the failure snapshot and to the admins.
-NOT_INSTALLED = (
-    "this pipeline is not installed on the server at the moment, so the run could "
-    "not start; the administrators have been told"
-)
-
+# What a researcher reads when the run broke down on our side; the technical
+# detail goes to the failure snapshot and to the admins.
 SYSTEM_FAILURE = (
     "the run could not be carried out because of a problem on the server; the "
     "administrators have been told"
@@ -109,43 +102,24 @@ def _start(analysis_id: int) -> str:
     analysis = queue.claim(analysis_id, runner.name, host_id())
     if analysis is None:
         return "nothing to do"
-    return _launch(analysis, runner)
-
-
-@dataclass
-class _Stop:
-    """Why a claimed run ends before it runs: its ``reason`` (a researcher's
-    words) and, for admins, the ``detail`` and ``failure``; with ``log_line``,
-    the server could not run it (a TES SYSTEM_ERROR), said first in its log; with
-    ``missing_image``, its pipeline's image is not here, as the engine says."""
-
-    reason: str | None = None
-    detail: str | None = None
-    failure: Exception | None = None
-    log_line: str | None = None
-    missing_image: str | None = None
-
-
-def _launch(analysis: Analysis, runner: Runner) -> str:
-    """Launch a claimed run and record its handle, or end it saying why not."""
     begun = _begin(analysis, runner)
-    if isinstance(begun, _Stop):
-        return _stop(analysis, runner, begun)
+    if isinstance(begun, Stop):
+        return end_unstarted(analysis, runner, begun)
     handle, spec = begun
     image_id = runner.image_id(analysis.image)
     queue.record_launch(analysis, handle, limits_of(spec), image_id)
     return "launched"
 
 
-def _begin(analysis: Analysis, runner: Runner) -> tuple[Handle, RunSpec] | _Stop:
+def _begin(analysis: Analysis, runner: Runner) -> tuple[Handle, RunSpec] | Stop:
     """Everything a start decides, in order: room in the owner's quota, the
     kind's plan, the image, then the launch itself. What stops it comes back
-    as a _Stop; nothing here records an ending."""
+    as a Stop; nothing here records an ending."""
     owner = analysis.project.owner
     room = output_room(analysis)
     if room <= 0:
         whose = "your" if owner.id == analysis.owner_id else "the project owner's"
-        return _Stop(
+        return Stop(
             f"{whose} storage is full ({human_size(storage_used(owner))} of "
             f"{human_size(quota_for(owner))}), so the run could not start; "
             "delete files or old analyses, then run it again"
@@ -154,47 +128,28 @@ def _begin(analysis: Analysis, runner: Runner) -> tuple[Handle, RunSpec] | _Stop
     try:
         plan = kind.plan(analysis, runner, current_app.config)
     except CannotRun as exc:
-        return _Stop(log_line=str(exc))
+        return Stop(log_line=str(exc))
     except Exception as exc:  # a system failure, not the pipeline's: tell admins
         return _system_failure(analysis, exc)
     # An image found a moment ago is taken as there; a launch that misses it
     # after all says so (ImageMissing).
     problem = runner.image_problem(analysis.image, max_age=IMAGE_FOUND_SECONDS)
     if problem:
-        return _not_installed(kind, analysis, problem)
+        return kind.missing_image(analysis, problem)
     try:
         spec = build_spec(analysis, runner, plan, room)
         return runner.launch(spec), spec
     except NoClusterAccount as exc:  # removed since it was submitted
-        return _Stop(str(exc))
+        return Stop(str(exc))
     except ImageMissing as exc:
-        return _not_installed(kind, analysis, str(exc))
+        return kind.missing_image(analysis, str(exc))
     except LaunchFailed as exc:
         log.error("Analysis %s did not start: %s", analysis.id, exc)
-        return _Stop(COULD_NOT_START, detail=str(exc))
+        return Stop(COULD_NOT_START, detail=str(exc))
     except Exception as exc:  # a system failure, not the pipeline's: tell admins
         return _system_failure(analysis, exc)
 
 
-def _system_failure(analysis: Analysis, exc: Exception) -> _Stop:
+def _system_failure(analysis: Analysis, exc: Exception) -> Stop:
     log.exception("Analysis %s could not be launched", analysis.id)
-    return _Stop(SYSTEM_FAILURE, detail=repr(exc), failure=exc)
-
-
-def _not_installed(kind: RunKind, analysis: Analysis, problem: str) -> _Stop:
-    if not kind.pipeline_image:  # no pipeline to mark: the run says it itself
-        return _Stop(
-            log_line=f"its image {analysis.image} is not on the server ({problem})"
-        )
-    return _Stop(NOT_INSTALLED, detail=problem, missing_image=problem)
-
-
-def _stop(analysis: Analysis, runner: Runner, stop: _Stop) -> str:
-    """End a claimed run that could not start, as ``stop`` says."""
-    if stop.missing_image is not None:
-        note_image(analysis.pipeline, analysis.image, runner, stop.missing_image)
-    if stop.log_line is not None:
-        cannot_run(analysis, stop.log_line)
-    else:
-        finalize(analysis, stop.reason, detail=stop.detail, failure=stop.failure)
-    return "failed"
+    return Stop(SYSTEM_FAILURE, detail=repr(exc), failure=exc)

@@ -28,11 +28,11 @@ from backend.runners import EngineUnavailable, Handle, Status, Usage, now
 from backend.supervision import RunWatch
 
 from ..core import queue
+from ..core.endings import finalize
 from ..core.extensions import db
 from ..core.kinds import spec_for
 from ..core.models import Analysis, AnalysisState, WatcherLease
 from ..core.runners import host_id, make_runner, runner_of, served_runners
-from .finish import finalize
 from .recovery import recover_lost_hosts
 
 log = logging.getLogger(__name__)
