@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import socket
 from pathlib import Path
 
@@ -66,3 +67,12 @@ def app_with_user(config: dict, projects: int = 1):
 def targets(*checks: tuple[str, bool]) -> list[dict]:
     """Each target in words with whether this run met it, for the printed result."""
     return [{"target": text, "met": bool(ok)} for text, ok in checks]
+
+
+def transfer_args(doc: str | None) -> argparse.Namespace:
+    """The transfer benches' options: the file's size and how many times each
+    side moves it."""
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--repeat", type=int, default=3)
+    return parser.parse_args()

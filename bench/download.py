@@ -10,7 +10,6 @@ each, alternately, in the same run. Reported: throughput of each and their ratio
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -20,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.common import targets
+from bench.common import targets, transfer_args
 from bench.upload import ROOT, Gunicorn, prepare_app
 
 
@@ -83,10 +82,7 @@ with app.app_context():
 
 
 def main() -> dict:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--size-mib", type=int, default=1024)
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
+    args = transfer_args(__doc__)
     work = Path(tempfile.mkdtemp(prefix="labqueue-bench-"))
     servers = []
     try:

@@ -9,7 +9,6 @@ and the app worker's peak memory growth (VmHWM after the upload minus VmRSS befo
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import requests
 
-from bench.common import targets
+from bench.common import targets, transfer_args
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "benchmark password"
@@ -173,10 +172,7 @@ def log_in(base: str) -> tuple[requests.Session, str]:
 
 
 def main() -> dict:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--size-mib", type=int, default=1024)
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
+    args = transfer_args(__doc__)
     work = Path(tempfile.mkdtemp(prefix="labqueue-bench-"))
     servers = []
     try:
