@@ -76,6 +76,7 @@ bench: $(VENV)/.dev  ## upload, extraction, execution and pipeline benchmarks (s
 	$(BIN)/python -m bench.download
 	$(BIN)/python -m bench.extract
 	$(BIN)/python -m bench.execution
+	$(BIN)/python -m bench.app_cpu
 	$(BIN)/python -m bench.history
 	$(BIN)/python -m bench.dashboard
 	$(BIN)/python -m bench.livelog
