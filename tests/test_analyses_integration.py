@@ -537,6 +537,26 @@ def test_submitting_while_the_broker_is_away(stack_factory, tmp_path):
     assert (done.started_at - back).total_seconds() <= 2 * period
 
 
+def test_a_start_is_sent_over_a_connection_the_broker_closed(stack_factory, caplog):
+    """The web's pooled broker connection, closed by the broker while idle (a
+    restart, a forced close, missed heartbeats), is opened again for the next
+    submit: its start goes at once, not left for a dispatcher that may not come
+    (this worker has no beat)."""
+    stack = stack_factory()
+    stack.start_worker()
+    first = stack.submit("sleeper", seconds="0", exit_code="0")
+    assert stack.wait(first, "succeeded", "failed").state.value == "succeeded"
+    subprocess.run(
+        ["rabbitmqctl", "close_all_connections", "closed by a test"],
+        check=True,
+        capture_output=True,
+    )
+    second = stack.submit("sleeper", seconds="0", exit_code="0")
+    assert "not sent" not in caplog.text
+    done = stack.wait(second, "succeeded", "failed", timeout=60)
+    assert done.state.value == "succeeded", done.error_summary
+
+
 def test_mail_waits_for_the_mail_server_and_arrives_once(stack_factory, tmp_path):
     from tests.smtp import SMTPServer
 

@@ -30,14 +30,27 @@ PURGE = "labqueue.purge"
 PING = "labqueue.ping"
 
 
+# A pooled connection the broker has closed meanwhile (a restart, a forced close,
+# missed heartbeats) fails the next send: it is opened again and the send tried
+# once more at once. A broker that is away refuses both quickly.
+ONE_MORE_TRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0}
+
+
 def send(name: str, *args, queue: str | None = None, retry: bool = False) -> bool:
     """Send task ``name`` with ``args`` (to ``queue``, else the shared one); False
     when the broker did not take it. No result is kept: a waiting result would
     make Celery also wait for the result backend, which retries for as long as
-    the broker is away. With ``retry``, Celery's own retries are tried first."""
+    the broker is away. With ``retry``, Celery's own retry policy (a few tries,
+    spaced) is used instead of one more try."""
+    options = {} if retry else {"retry_policy": ONE_MORE_TRY}
     try:
         current_app.extensions["celery"].send_task(
-            name, args=list(args), queue=queue, retry=retry, ignore_result=True
+            name,
+            args=list(args),
+            queue=queue,
+            retry=True,
+            ignore_result=True,
+            **options,
         )
     except Exception as exc:  # the broker is away: the caller catches up later
         log.warning("Task %s %s not sent: %s", name, list(args), exc)
