@@ -307,7 +307,9 @@ class Runner(Protocol):
         """The id of the image runs of ``image`` use, for their record."""
 
     def launch(self, spec: RunSpec) -> Handle:
-        """Start the run and return at once; a second launch finds the first."""
+        """Start the run and return at once, its output folder made (by handle,
+        and handed to the run's user where the runner can); a second launch
+        finds the first."""
 
     def find(self, spec: RunSpec) -> Handle | None:
         """The run a launch of ``spec`` started, if there is one."""

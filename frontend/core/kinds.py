@@ -30,7 +30,6 @@ from typing import Protocol
 
 from flask import current_app
 
-from backend import safe_open
 from backend.runners import Mount, Runner, RunSpec
 
 from .layout import log_path, output_dir, work_dir
@@ -117,7 +116,7 @@ def build_spec(
         output_limit_note="" if site_cap <= room else " (what your quota had left)",
         max_log_bytes=config["MAX_LOG_BYTES"],
     )
-    spec = spec_for(
+    return spec_for(
         analysis,
         argv=plan.argv,
         limits=limits,
@@ -125,8 +124,6 @@ def build_spec(
         input_dir=plan.input_dir,
         cluster_account=cluster_account_for(analysis.owner, runner.name),
     )
-    safe_open.ensure_folder(spec.output_dir)
-    return spec
 
 
 def spec_for(
