@@ -254,12 +254,7 @@ def claim(analysis_id: int, runner_name: str, host: str) -> Analysis | None:
     )
     if not claimed:
         # Held back by a limit (or taken): due again at the next dispatch.
-        db.session.execute(
-            sa.update(Analysis)
-            .where(Analysis.id == analysis_id, Analysis.state == AnalysisState.QUEUED)
-            .values(dispatched_at=None)
-        )
-        db.session.commit()
+        make_due_again(analysis_id)
         return None
     db.session.commit()
     return analysis
