@@ -14,7 +14,17 @@ from ..core.models import (
 from .base import SecureModelView
 
 
-class OutgoingMailView(SecureModelView):
+class RecordView(SecureModelView):
+    """A record the app keeps: admins read it, never create, edit or delete it
+    here (a token is revoked by its action, not deleted)."""
+
+    can_create = False
+    can_edit = False
+    can_delete = False
+    can_view_details = True
+
+
+class OutgoingMailView(RecordView):
     """Mail the site sends through its outbox: what waits, and why."""
 
     column_list = (
@@ -31,13 +41,9 @@ class OutgoingMailView(SecureModelView):
     column_searchable_list = ("recipient", "subject")
     column_default_sort = ("created_at", True)
     column_labels = {"sent_at": "Sent", "last_error": "Last error"}
-    can_create = False
-    can_edit = False
-    can_delete = False
-    can_view_details = True
 
 
-class AuditEventView(SecureModelView):
+class AuditEventView(RecordView):
     """The audit trail: read only, newest first, searchable."""
 
     column_list = ("at", "action", "actor_email", "target", "ip", "detail")
@@ -45,13 +51,9 @@ class AuditEventView(SecureModelView):
     column_filters = ("at", "action", "actor_email", "ip")
     column_default_sort = ("at", True)
     column_labels = {"actor_email": "Who", "ip": "From", "at": "When"}
-    can_create = False
-    can_edit = False
-    can_delete = False
-    can_view_details = True
 
 
-class ApiTokenView(SecureModelView):
+class ApiTokenView(RecordView):
     """Personal API tokens: who holds which, when each was last used; revoke."""
 
     column_list = (
@@ -69,10 +71,6 @@ class ApiTokenView(SecureModelView):
     column_filters = ("read_only", "revoked_at", "expires_at", "last_used_at")
     column_default_sort = ("created_at", True)
     column_labels = {"prefix": "Starts with", "last_used_ip": "Last used from"}
-    can_create = False
-    can_edit = False
-    can_delete = False
-    can_view_details = True
 
     @action("revoke", "Revoke", "Revoke the selected tokens? Scripts using them stop.")
     def action_revoke(self, ids: list[str]) -> None:
