@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from markupsafe import escape
 
-from frontend.core import outbox
+from frontend.core import launch, outbox
 from frontend.core.extensions import db
 from frontend.core.kinds import kind_of
 from frontend.core.layout import analysis_dir
@@ -366,7 +366,7 @@ def test_a_worker_failure_fails_the_run_and_mails_the_admins(
             raise RuntimeError("the engine vanished")
 
     monkeypatch.setattr(start, "make_runner", BrokenRunner)
-    monkeypatch.setattr(start, "build_spec", lambda *args: None)
+    monkeypatch.setattr(launch, "build_spec", lambda *args: None)
     try:
         with app.app_context():
             flask_migrate.upgrade()

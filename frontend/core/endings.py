@@ -2,7 +2,7 @@
 usage, its owner's mail in the same transaction (as its kind says), a snapshot of
 a failure (``snapshots.py``), and the slot it frees offered to the queue.
 ``end_unstarted`` ends a claimed run that stopped before it ran, as its ``Stop``
-says; ``cannot_run`` is the server's refusal, said first in the run's log. The
+says (the server's refusal said first in the run's log). The
 queue's other steps (enqueue, claim, the launch record) are in ``queue.py``."""
 
 from __future__ import annotations
@@ -85,24 +85,26 @@ def finalize(
     return True
 
 
-def cannot_run(analysis: Analysis, line: str) -> str:
-    """End a run that cannot start (the server's doing: a TES SYSTEM_ERROR), the
-    reason the first line of its log."""
-    noun = kind_of(analysis).noun
+def end_unstarted(analysis: Analysis, runner, stop: Stop) -> str:
+    """End a claimed run that could not start on ``runner``, as ``stop`` says.
+    A refusal by the server (``stop.log_line``, a TES SYSTEM_ERROR) is said
+    first in the run's log and is its reason."""
+    if stop.missing_image is not None:
+        note_image(analysis.pipeline, analysis.image, runner, stop.missing_image)
+    reason, detail = stop.reason, stop.detail
+    if stop.log_line is not None:
+        reason, detail = _say_cannot_run(analysis, stop.log_line), stop.log_line
+    finalize(analysis, reason, detail=detail, failure=stop.failure)
+    return "failed"
+
+
+def _say_cannot_run(analysis: Analysis, line: str) -> str:
+    """Write why the server cannot run ``analysis`` as its log's first line;
+    the reason to record."""
+    reason = f"the {kind_of(analysis).noun} cannot run on this server: {line}"
     path = log_path(analysis)
     path.parent.mkdir(parents=True, exist_ok=True)
     with safe_open.open_for_append(path.parent, path.name) as log_file:
         log_file.seek(0, os.SEEK_END)
-        log_file.write(f"The {noun} cannot run on this server: {line}.\n".encode())
-    finalize(analysis, f"the {noun} cannot run on this server: {line}", detail=line)
-    return "failed"
-
-
-def end_unstarted(analysis: Analysis, runner, stop: Stop) -> str:
-    """End a claimed run that could not start on ``runner``, as ``stop`` says."""
-    if stop.missing_image is not None:
-        note_image(analysis.pipeline, analysis.image, runner, stop.missing_image)
-    if stop.log_line is not None:
-        return cannot_run(analysis, stop.log_line)
-    finalize(analysis, stop.reason, detail=stop.detail, failure=stop.failure)
-    return "failed"
+        log_file.write(f"{reason[0].upper()}{reason[1:]}.\n".encode())
+    return reason
