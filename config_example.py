@@ -24,6 +24,13 @@
 # Requests for any other Host get 400. Env: LABQUEUE_TRUSTED_HOSTS
 # TRUSTED_HOSTS = None
 
+# How many proxies in front of the app set X-Forwarded-For and X-Forwarded-Proto
+# (nginx, Caddy; Docker Compose's published port adds none of its own). Rate limits
+# and the audit log take the client's address from the header that many proxies
+# back; with 0 the headers are ignored (never trust them without a proxy, or any
+# client could choose its address). Env: LABQUEUE_PROXY_COUNT
+# PROXY_COUNT = 0
+
 # Signs sessions and forms; set a long random value in production. When unset, one is
 # generated once and kept in instance/secret_key. Env: LABQUEUE_SECRET_KEY
 # SECRET_KEY = None
@@ -114,6 +121,10 @@
 # Write log files even when TESTING is on (used by the test suite).
 # Env: LABQUEUE_LOG_TO_FILE
 # LOG_TO_FILE = False
+
+# Log to standard error instead of files in LOG_DIR: in containers, each process
+# has its own stream (docker compose logs). Env: LABQUEUE_LOG_TO_STDERR
+# LOG_TO_STDERR = False
 
 # --- Registration ------------------------------------------------------------------
 

@@ -101,8 +101,11 @@ def _complete_config(app: Flask) -> None:
     # Secrets, the SQLite database and the embedded broker live here: owner only.
     instance.mkdir(mode=0o700, parents=True, exist_ok=True)
     instance.chmod(0o700)
-    for key in ("USER_DATA_DIR", "FAILED_ANALYSES_DIR", "LOG_DIR"):
-        Path(config[key]).mkdir(parents=True, exist_ok=True)
+    folders = ["USER_DATA_DIR", "FAILED_ANALYSES_DIR"]
+    if not config["LOG_TO_STDERR"]:
+        folders.append("LOG_DIR")
+    for key in folders:
+        _writable_folder(key, Path(config[key]))
 
     if not config.get("SQLALCHEMY_DATABASE_URI"):
         config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{instance / 'labqueue.sqlite'}"
@@ -159,6 +162,26 @@ def _complete_config(app: Flask) -> None:
     config.setdefault(
         "SECURITY_EMAIL_SUBJECT_PASSWORD_RESET", f"Reset your {name} password"
     )
+
+
+def _writable_folder(key: str, folder: Path) -> None:
+    """Make ``folder`` if need be, and stop start-up, saying how to mend it, if
+    this process cannot write there (a volume the engine made as root, say)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise settings.ConfigError(
+            f"{key} ({folder}) cannot be made: {exc.strerror}. Make it, writable by "
+            f"user {os.getuid()}, or set {key} to a folder that is."
+        ) from exc
+    if not os.access(folder, os.W_OK | os.X_OK):
+        owner = folder.stat()
+        raise settings.ConfigError(
+            f"{key} ({folder}) is not writable by this process (user {os.getuid()}; "
+            f"the folder belongs to {owner.st_uid}:{owner.st_gid}). Give it to this "
+            f"user (chown {os.getuid()}:{os.getgid()} {folder}); with Docker Compose, "
+            "the prepare service does: docker-compose up prepare."
+        )
 
 
 def _persisted_secret(path: Path) -> str:

@@ -1,6 +1,8 @@
-"""Logging: rotating files in LOG_DIR, and errors mailed to ADMINS."""
+"""Logging: rotating files in LOG_DIR (or standard error, in containers), and
+errors mailed to ADMINS."""
 
 import logging
+import sys
 from logging.handlers import RotatingFileHandler, SMTPHandler
 from pathlib import Path
 
@@ -19,19 +21,29 @@ def _replace_handlers(logger: logging.Logger, handlers: list[logging.Handler]) -
         logger.addHandler(handler)
 
 
-def build_handlers(app: Flask, filename: str) -> list[logging.Handler]:
-    """The handlers for one process: a rotating file, plus mail to admins."""
+def build_handlers(
+    app: Flask, filename: str, stderr_taken: bool = False
+) -> list[logging.Handler]:
+    """The handlers for one process: a rotating file (or standard error, with
+    LOG_TO_STDERR: one stream per process, which no other process rotates), plus
+    mail to admins. ``stderr_taken``: the process logs to standard error already
+    (Celery does), so LOG_TO_STDERR adds no second copy."""
     config = app.config
     handlers: list[logging.Handler] = []
-    log_file = Path(config["LOG_DIR"]) / filename
-    file_handler = RotatingFileHandler(
-        log_file,
-        maxBytes=config["LOG_MAX_BYTES"],
-        backupCount=config["LOG_BACKUP_COUNT"],
-        encoding="utf-8",
-    )
-    file_handler.setFormatter(logging.Formatter(FORMAT))
-    handlers.append(file_handler)
+    if config["LOG_TO_STDERR"]:
+        stream: logging.Handler | None = (
+            None if stderr_taken else logging.StreamHandler(sys.stderr)
+        )
+    else:
+        stream = RotatingFileHandler(
+            Path(config["LOG_DIR"]) / filename,
+            maxBytes=config["LOG_MAX_BYTES"],
+            backupCount=config["LOG_BACKUP_COUNT"],
+            encoding="utf-8",
+        )
+    if stream is not None:
+        stream.setFormatter(logging.Formatter(FORMAT))
+        handlers.append(stream)
 
     if config.get("MAIL_SERVER") and config.get("ADMINS"):
         credentials = None
@@ -53,15 +65,17 @@ def build_handlers(app: Flask, filename: str) -> list[logging.Handler]:
     return handlers
 
 
-def configure_logging(app: Flask) -> None:
-    """Send this process's log records to ``LOG_DIR/LOG_FILE_NAME`` (and errors to
-    admins). Handlers go on the root logger so that library records land there too."""
+def configure_logging(app: Flask, stderr_taken: bool = False) -> None:
+    """Send this process's log records to ``LOG_DIR/LOG_FILE_NAME`` or standard
+    error (and errors to admins). Handlers go on the root logger so that library
+    records land there too."""
     if app.config.get("TESTING") and not app.config.get("LOG_TO_FILE"):
         return
     root = logging.getLogger()
     root.setLevel(app.config["LOG_LEVEL"])
     app.logger.setLevel(app.config["LOG_LEVEL"])
-    _replace_handlers(root, build_handlers(app, app.config["LOG_FILE_NAME"]))
+    handlers = build_handlers(app, app.config["LOG_FILE_NAME"], stderr_taken)
+    _replace_handlers(root, handlers)
 
 
 def remove_handlers() -> None:

@@ -35,8 +35,9 @@ if RUNS_AS_ROOT:
 
 @after_setup_logger.connect
 def log_to_file(logger, **kwargs):
-    """Celery resets the root logger at start; put the worker.log handlers back."""
-    configure_logging(flask_app)
+    """Celery resets the root logger at start; put the worker.log handlers back
+    (with LOG_TO_STDERR, Celery's own console handler is the stream)."""
+    configure_logging(flask_app, stderr_taken=True)
 
 
 @worker_process_init.connect

@@ -118,6 +118,10 @@ def test_db_upgrade_then_create_admin_from_the_cli(tmp_path, smtp):
     client = app.test_client()
     Auth(client).login("root@example.org", password)
     assert client.get("/admin/").status_code == 200
+    # The audit names the admin made, by id and address.
+    audit = client.get("/admin/admin_audit/").text
+    assert "user 1 &lt;root@example.org&gt;" in audit
+    assert "user None" not in audit
 
 
 def test_create_admin_uses_config_values(app, runner):
@@ -187,3 +191,52 @@ def test_every_setting_is_documented_in_config_example():
     keys = [k for k in vars(Defaults) if k.isupper()]
     missing = [k for k in keys if k not in documented]
     assert keys and missing == []
+
+
+def test_a_data_folder_that_cannot_be_made_stops_start_up(tmp_path, smtp):
+    from frontend.core.settings import ConfigError
+
+    config = base_config(tmp_path, smtp)
+    Path(config["USER_DATA_DIR"]).write_text("a file where the folder should be")
+    with pytest.raises(ConfigError) as stopped:
+        create_app(config)
+    assert f"USER_DATA_DIR ({config['USER_DATA_DIR']}) cannot be made" in str(
+        stopped.value
+    )
+
+
+def test_a_data_folder_it_cannot_write_stops_start_up_with_the_mend(
+    tmp_path, smtp, monkeypatch
+):
+    # As a volume the engine made for root looks to the app's user (the suite may
+    # run as root, whom no mode stops, so the answer to "may I write?" is set).
+    import os
+
+    from frontend.core.settings import ConfigError
+
+    config = base_config(tmp_path, smtp)
+    failed = config["FAILED_ANALYSES_DIR"]
+    Path(failed).mkdir(parents=True)
+    access = os.access
+    monkeypatch.setattr(
+        os, "access", lambda path, mode: str(path) != failed and access(path, mode)
+    )
+    with pytest.raises(ConfigError) as stopped:
+        create_app(config)
+    message = str(stopped.value)
+    assert f"FAILED_ANALYSES_DIR ({failed}) is not writable" in message
+    assert f"chown {os.getuid()}:{os.getgid()} {failed}" in message
+    assert "docker-compose up prepare" in message
+
+
+def test_logs_go_to_standard_error_instead_of_files_when_asked(tmp_path, smtp, capsys):
+    config = {**base_config(tmp_path, smtp), "LOG_TO_FILE": True}
+    app = create_app({**config, "LOG_TO_STDERR": True})
+    try:
+        logging.getLogger("frontend.somewhere").warning("a record for the stream")
+    finally:
+        remove_handlers()
+    assert "WARNING [MainProcess] frontend.somewhere: a record for the stream" in (
+        capsys.readouterr().err
+    )
+    assert not (Path(app.config["LOG_DIR"]) / "web.log").exists()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import flask_migrate
+import pytest
 import sqlalchemy as sa
 
+from frontend import create_app
 from frontend.core.extensions import db
 from frontend.core.models import AnalysisState, AuditEvent, Role, utcnow
 from tests.conftest import PASSWORD, Auth, admin_action, csrf_token, make_analysis
@@ -105,3 +108,25 @@ def test_password_changes_and_failed_logins_are_recorded(client, auth, make_user
     with app.app_context():
         ip = db.session.scalars(sa.select(AuditEvent.ip)).first()
     assert ip == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("proxies", "recorded"), [(0, "172.18.0.1"), (1, "203.0.113.9")]
+)
+def test_the_audit_sees_the_client_behind_as_many_proxies_as_configured(
+    app_config, proxies, recorded
+):
+    # The app behind one proxy (nginx in front of Docker's published port): the
+    # connection comes from the proxy, which names the client in X-Forwarded-For.
+    # Without PROXY_COUNT the header is anyone's to write, so it is ignored.
+    app = create_app({**app_config, "PROXY_COUNT": proxies})
+    with app.app_context():
+        flask_migrate.upgrade()
+    client = app.test_client()
+    client.environ_base.update(
+        REMOTE_ADDR="172.18.0.1", HTTP_X_FORWARDED_FOR="203.0.113.9"
+    )
+    Auth(client).login("nobody@cs.ox.ac.uk", "a wrong password here")
+    with app.app_context():
+        event = db.session.scalars(sa.select(AuditEvent)).one()
+    assert (event.action, event.ip) == ("login.failed", recorded)

@@ -1,8 +1,15 @@
 """The deployment files agree with the code they deploy."""
 
+import os
 import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,3 +65,40 @@ def test_the_image_installs_exactly_the_locked_requirements():
     # tests/test_requirements.py checks the locks themselves.
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "pip install --require-hashes -r requirements.txt" in dockerfile
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switches to another user: needs root")
+def test_a_worker_outside_the_sockets_group_is_told_which_group_to_join():
+    # The engine's socket belongs to a group the worker is not in (the host's
+    # docker group is not the image's): the worker says which group, not "build
+    # the image".
+    folder = Path(tempfile.mkdtemp(prefix="labqueue-socket-"))
+    folder.chmod(0o755)
+    path = folder / "docker.sock"
+    server = socket.socket(socket.AF_UNIX)
+    try:
+        server.bind(str(path))
+        server.listen()
+        os.chown(path, 0, 4242)
+        path.chmod(0o660)
+        probe = (
+            "from backend.runners import EngineUnavailable\n"
+            "from backend.runners.docker import docker_client\n"
+            "try:\n    docker_client()\n"
+            "except EngineUnavailable as exc:\n    print(exc)\n"
+        )
+        said = subprocess.run(
+            ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]
+            + [sys.executable, "-c", probe],
+            cwd=ROOT,
+            env={**os.environ, "DOCKER_HOST": f"unix://{path}"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        server.close()
+        shutil.rmtree(folder)
+    assert said.returncode == 0, said.stderr
+    assert f"may not use {path}, which belongs to group 4242" in said.stdout
+    assert "DOCKER_GID=4242 in .env" in said.stdout

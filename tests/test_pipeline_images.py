@@ -110,6 +110,20 @@ def test_prepare_without_an_engine(app, runner, pipelines_dir, monkeypatch):
     assert "without a sandbox" in app.test_client().get("/").text
 
 
+def test_a_worker_without_its_engine_tells_admins_to_mend_the_engine(
+    app, pipelines_dir, monkeypatch
+):
+    from frontend.worker.images import check_images
+
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    with app.app_context():
+        assert check_images() == {"sleeper": False}
+    problem = recorded(app)["sleeper"].problem
+    assert "no Docker engine answers on this host" in problem
+    assert "Start the engine, or let the worker use it" in problem
+    assert "pipelines build" not in problem  # building would not help
+
+
 def test_making_the_base_by_hand_says_why_it_cannot(monkeypatch, capsys):
     monkeypatch.setattr(backend.images.os, "geteuid", lambda: 1000)
     assert backend.images.main(["labqueue-test/base:1"]) == 1

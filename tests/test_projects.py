@@ -91,6 +91,23 @@ def test_project_names_are_unique_per_user(client, owner, project):
     assert "You already have a project called “RNA-seq”" in response.text
 
 
+def test_a_project_whose_folder_cannot_be_made_is_not_kept(client, app, owner):
+    # Where the owner's folder should be, something else is (as a volume the
+    # engine made for another user would be): the server cannot write there.
+    blocker = Path(app.config["USER_DATA_DIR"]) / str(owner)
+    blocker.write_text("not a folder")
+    response = post_form(client, "/projects/new", "/projects/new", name="RNA-seq")
+    assert response.status_code == 200
+    assert "the server cannot write its folder" in response.text
+    assert "RNA-seq" not in client.get("/projects/").text
+    # Once the folder can be made, the same name is free: nothing was kept.
+    blocker.unlink()
+    again = post_form(client, "/projects/new", "/projects/new", name="RNA-seq")
+    assert again.status_code == 302
+    project = int(again.headers["Location"].rsplit("/", 1)[1])
+    assert files_root(app, owner, project).is_dir()
+
+
 def test_two_users_may_use_the_same_name(client, auth, make_user, project):
     make_user(email="bob@cs.ox.ac.uk")
     auth.logout()

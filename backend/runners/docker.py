@@ -50,6 +50,20 @@ MAX_POOL = 1024  # one connection per followed container, and some
 EXITED_0 = re.compile(r"Exited \(0\) ")
 
 
+def _not_allowed(socket_path: str) -> str:
+    """Why this process may not use the engine's socket, and the mend."""
+    try:
+        group = os.stat(socket_path).st_gid
+    except OSError:
+        return f"this process may not use {socket_path}"
+    return (
+        f"this process (user {os.getuid()}, groups "
+        f"{', '.join(map(str, sorted(os.getgroups())))}) may not use {socket_path}, "
+        f"which belongs to group {group}: add the process to group {group} "
+        f"(Docker Compose: DOCKER_GID={group} in .env, then up -d)"
+    )
+
+
 def docker_client(timeout: int = 60):
     """A Docker SDK client for the engine DOCKER_HOST names; raises
     EngineUnavailable when none answers."""
@@ -63,6 +77,8 @@ def docker_client(timeout: int = 60):
             with socket.socket(socket.AF_UNIX) as knock:
                 knock.settimeout(5)
                 knock.connect(host.removeprefix("unix://"))
+        except PermissionError as exc:
+            raise EngineUnavailable(_not_allowed(host.removeprefix("unix://"))) from exc
         except OSError as exc:
             reason = exc.strerror or str(exc)
             raise EngineUnavailable(f"nothing answers at {host} ({reason})") from exc

@@ -121,6 +121,7 @@ def create_admin(email: str, password: str | None = None) -> tuple[User, str | N
             confirmed_at=utcnow(),
         )
     if datastore.add_role_to_user(user, admin_role):
+        db.session.flush()  # a new user's id, for the audit's label
         audit.record(
             "user.roles_changed",
             audit.user_label(user),

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from flask import Flask, Request, current_app
 from werkzeug.exceptions import BadRequest
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import PathConverter
 from werkzeug.sansio.utils import host_is_trusted
 
@@ -115,3 +116,11 @@ def init_http(app: Flask) -> None:
     # Before any blueprint: rules take their converters when they are added.
     app.url_map.converters["path"] = AnyPathConverter
     app.wsgi_app = SiteOnly(app)  # type: ignore[method-assign]
+    proxies = app.config["PROXY_COUNT"]
+    if proxies:
+        # The client's address, as the proxies in front say it: rate limits and the
+        # audit log see people, not the proxy. The scheme and host come from
+        # SITE_URL (SiteOnly), so only X-Forwarded-For is read.
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=proxies, x_proto=0, x_host=0, x_port=0, x_prefix=0
+        )

@@ -88,19 +88,20 @@ def unsandboxed() -> bool:
     return latest is not None and runs_unsandboxed(latest)
 
 
-def note_image(pipeline: str, image: str, runner, problem: str | None) -> None:
+def note_image(
+    pipeline: str, image: str, runner, problem: str | None, fix: str | None = None
+) -> None:
     """Record what this worker found about ``pipeline``'s image. Admins hear (an
-    ERROR, mailed to ADMINS) when an image goes missing, not at every check."""
+    ERROR, mailed to ADMINS) when an image goes missing, not at every check. The
+    problem ends with its mend: ``fix``, or else building the image."""
     row = db.session.get(PipelineImage, pipeline)
     was_ready = row.ready if row is not None and row.image == image else None
     if row is None:
         row = PipelineImage(pipeline=pipeline)
         db.session.add(row)
     if problem:
-        problem = (
-            f"{problem} (worker host {host_id()}). Build it there: "
-            f"flask --app frontend pipelines build {pipeline}"
-        )
+        fix = fix or f"Build it there: flask --app frontend pipelines build {pipeline}"
+        problem = f"{problem} (worker host {host_id()}). {fix}"
     row.image, row.ready, row.problem = image, problem is None, problem
     row.runner, row.host, row.checked_at = runner.name, host_id(), now()
     try:

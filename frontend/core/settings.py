@@ -38,6 +38,8 @@ class Defaults:
     LOG_MAX_BYTES = 10 * 1024 * 1024
     LOG_BACKUP_COUNT = 5
     LOG_TO_FILE = False  # also when TESTING
+    # Log to standard error instead of files (in containers: one stream per process).
+    LOG_TO_STDERR = False
 
     # Registration policy.
     ACADEMIC_EMAIL_ONLY = True
@@ -181,6 +183,9 @@ class Defaults:
     REMEMBER_COOKIE_SECURE: bool | None = None
     # Host names the site answers to; None: SITE_URL's (see frontend/core/http.py).
     TRUSTED_HOSTS: list | None = None
+    # Proxies in front of the app that set X-Forwarded-For and -Proto (0: none; the
+    # client address is the connection's).
+    PROXY_COUNT = 0
 
     # Request bodies: forms and JSON are read into memory, so they stay small; only
     # views that stream a file to disk accept up to MAX_UPLOAD_BYTES.
@@ -314,6 +319,8 @@ def check(config: dict, environ=None) -> None:
         elif key in LIST_CHOICES and not set(value) <= set(LIST_CHOICES[key]):
             choices = ", ".join(f'"{c}"' for c in LIST_CHOICES[key])
             problems.append(f"{source}: expected a list of {choices}, got {value!r}")
+        elif key == "PROXY_COUNT" and value < 0:
+            problems.append(f"{source}: expected 0 (no proxy) or more, got {value}")
         elif key.startswith("RETENTION_") and value < 0:
             problems.append(f"{source}: expected 0 (never) or more days, got {value}")
     if problems:

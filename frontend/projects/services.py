@@ -8,6 +8,7 @@ filesystem, so finished work moves into place with one rename). The database row
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import unicodedata
@@ -68,9 +69,17 @@ from ..core.storage import (
 CHUNK = 1024 * 1024
 CLASH_POLICIES = ("ask", "replace", "keep", "skip")
 
+log = logging.getLogger(__name__)
+
 
 class NameClash(StorageError):
     status = 409
+
+
+class FolderUnwritable(StorageError):
+    """The server cannot write where the data lives (a deployment's mistake)."""
+
+    status = 503
 
 
 # --- Lookups ------------------------------------------------------------------------
@@ -276,8 +285,17 @@ def create_project(user: User, name: str, description: str = "") -> Project:
         description=description.strip(),
     )
     db.session.add(project)
+    db.session.flush()  # its id names its folder, made before the row is kept
+    try:
+        files_dir(project).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        db.session.rollback()
+        log.error("Cannot make the folder of a new project: %s", exc)
+        raise FolderUnwritable(
+            "The project could not be created: the server cannot write its "
+            "folder. The administrators have been told; nothing was kept."
+        ) from exc
     db.session.commit()
-    files_dir(project).mkdir(parents=True, exist_ok=True)
     return project
 
 

@@ -28,6 +28,9 @@ class _NoEngine:
             f"no {self.name.capitalize()} engine answers on this host ({self.reason})"
         )
 
+    # What admins read as the mend: the engine, not the image, is what is missing.
+    fix = "Start the engine, or let the worker use it (README: Docker Compose)"
+
     def close(self) -> None:
         pass
 
@@ -53,8 +56,10 @@ def check_images() -> dict[str, bool]:
                 continue  # the workers serving its runner check it
             if name not in runners:
                 runners[name] = _served_runner(name)
-            problem = runners[name].image_problem(pipeline.image_tag)
-            note_image(pipeline.name, pipeline.image_tag, runners[name], problem)
+            runner = runners[name]
+            problem = runner.image_problem(pipeline.image_tag)
+            fix = runner.fix if isinstance(runner, _NoEngine) else None
+            note_image(pipeline.name, pipeline.image_tag, runner, problem, fix=fix)
             found[pipeline.name] = problem is None
     finally:
         for runner in runners.values():
