@@ -1,6 +1,6 @@
 # Labqueue web app and worker image. The base is a build argument so that machines
-# without a registry can build on a locally imported Python image:
-#   docker build --build-arg BASE_IMAGE=local/python:3.11 -t labqueue .
+# without a registry can build on the local Debian base (sudo make pipeline-base):
+#   docker build --build-arg BASE_IMAGE=labqueue/python-base:bookworm-3 -t labqueue .
 ARG BASE_IMAGE=python:3.12-slim
 FROM ${BASE_IMAGE}
 
@@ -11,7 +11,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH
 
 WORKDIR /app
-RUN useradd --system --uid 10001 --home-dir /app labqueue
+# The app's user and group (10001), which own the data and run the pipelines: never
+# the host's docker group, which the workers only join to reach the engine.
+RUN groupadd --system --gid 10001 labqueue \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /app labqueue
 
 # A virtualenv works the same on python:*-slim and on Debian's own python3.
 COPY requirements.txt ./
@@ -19,12 +22,14 @@ RUN python3 -m venv /opt/venv && pip install --require-hashes -r requirements.tx
 
 COPY frontend/ frontend/
 COPY backend/ backend/
+COPY deploy/ deploy/
 COPY config_example.py ./
 RUN mkdir -p userData failedAnalyses logs instance \
-    && chown labqueue: userData failedAnalyses logs instance
+    && chown labqueue:labqueue userData failedAnalyses logs instance
 
 USER labqueue
 EXPOSE 8000
-# The web service; docker-compose.yml runs the worker from the same image. Threaded
-# workers keep answering heartbeats during multi-gigabyte uploads.
-CMD ["sh", "-c", "flask --app frontend db upgrade && exec gunicorn --bind 0.0.0.0:8000 --workers 3 --worker-class gthread --threads 8 --no-control-socket --access-logfile - 'frontend:create_app()'"]
+# The web service. Migrations are docker-compose.yml's one-shot `prepare` service
+# (deploy/prepare.sh), which web, workers and beat wait for. Threaded workers keep
+# answering heartbeats during multi-gigabyte uploads.
+CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "3", "--worker-class", "gthread", "--threads", "8", "--no-control-socket", "--access-logfile", "-", "frontend:create_app()"]

@@ -14,7 +14,7 @@ export LABQUEUE_SITE_URL ?= http://127.0.0.1:$(PORT)
 # The local runner starts pipelines with the python3 found first on the PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test lint format bench pipeline-images clean-venv lock
+.PHONY: run test lint format bench pipeline-images pipeline-base compose-env clean-venv lock
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -87,6 +87,13 @@ bench: $(VENV)/.dev  ## upload, extraction, execution and pipeline benchmarks (s
 pipeline-images: $(VENV)/.runtime  ## build pipeline images on a debootstrap base (root)
 	$(FLASK) db upgrade
 	$(FLASK) pipelines build --make-base
+
+pipeline-base: $(VENV)/.runtime  ## only make the local Debian base image, unless it is there (root)
+	$(BIN)/python -m backend.images
+
+compose-env:  ## Docker Compose: write .env once (secrets, data root, docker group); later add only what it lacks
+	@$(PYTHON) deploy/compose_env.py $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) \
+		$(if $(SITE_URL),--site-url $(SITE_URL))
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

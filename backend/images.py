@@ -24,11 +24,14 @@ from .manifest import Pipeline
 DEFAULT_BASE_IMAGE = "python:3.12-slim"
 # Its tag changes with BASE_PACKAGES, so that a machine with an older base makes
 # the new one instead of building on what lacks a package.
-LOCAL_BASE_IMAGE = "labqueue/python-base:bookworm-2"
+LOCAL_BASE_IMAGE = "labqueue/python-base:bookworm-3"
 # Python with the reference pipelines' tools and libraries, from Debian's own
-# packages: seqkit for sequences, pandas for tables, Biopython's FASTQ parser.
+# packages: seqkit for sequences, pandas for tables, Biopython's FASTQ parser; and
+# venv and useradd, so that the app's own image can be built on it too.
 BASE_PACKAGES = (
     "python3-minimal",
+    "python3-venv",
+    "passwd",
     "python3-matplotlib",
     "python3-numpy",
     "python3-pandas",
@@ -284,8 +287,9 @@ def debootstrap_base_image(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m backend.images [TAG]``: make the local Debian base, and nothing
-    else (run it with sudo; it leaves the checkout alone)."""
+    """``python -m backend.images [TAG]``: make the local Debian base unless the
+    engine has it, and nothing else (run it with sudo; it leaves the checkout
+    alone)."""
     import argparse
 
     from .runners import EngineUnavailable, docker_client
@@ -297,18 +301,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("tag", nargs="?", default=LOCAL_BASE_IMAGE)
     tag = parser.parse_args(argv).tag
-    blocker = local_base_blocker()
     try:
+        client = docker_client(timeout=300)
+        if has_image(client, tag):
+            print(f"{tag} is here already; nothing to make.")
+            return 0
+        blocker = local_base_blocker()
         if blocker:
             raise ImageBuildError(blocker)
-        client = docker_client(timeout=300)
         install_debootstrap(print)
         print(f"Making {tag} with debootstrap (about two minutes)…")
         debootstrap_base_image(client, tag, say=print)
     except (ImageBuildError, EngineUnavailable) as exc:
         print(f"{tag} was not made: {exc}.", file=sys.stderr)
         return 1
-    print(f"Made {tag}. Now run: make run")
+    print(
+        f"Made {tag}. Now: make run (with Docker Compose: docker-compose run "
+        "--rm images)"
+    )
     return 0
 
 

@@ -106,3 +106,18 @@ def remove_site_containers(site: str) -> None:
         except docker.errors.NotFound:
             pass
     client.close()
+
+
+def require_compose() -> list[str]:
+    """The Docker Compose command this machine has: docker-compose (1.29, Debian's)
+    or the v2 plugin."""
+    import shutil
+    import subprocess
+
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    plugin = subprocess.run(["docker", "compose", "version"], capture_output=True)
+    if plugin.returncode == 0:
+        return ["docker", "compose"]
+    unavailable("no Docker Compose (apt-get install docker-compose)")
+    return []

@@ -1,4 +1,5 @@
-"""A real SMTP server for tests: aiosmtpd on a free loopback port."""
+"""A real SMTP server for tests: aiosmtpd on a free loopback port (or on another
+address of this machine, for containers: a Docker network's gateway)."""
 
 from __future__ import annotations
 
@@ -28,17 +29,16 @@ class _Collector:
         return "250 Message accepted for delivery"
 
 
-def _free_port() -> int:
+def _free_port(host: str) -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return sock.getsockname()[1]
 
 
 class SMTPServer:
-    host = "127.0.0.1"
-
-    def __init__(self) -> None:
-        self.port = _free_port()
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = _free_port(host)
         self.messages: list[EmailMessage] = []
         self.lock = threading.Lock()
         self.arrived = threading.Condition(self.lock)

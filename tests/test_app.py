@@ -240,3 +240,13 @@ def test_logs_go_to_standard_error_instead_of_files_when_asked(tmp_path, smtp, c
         capsys.readouterr().err
     )
     assert not (Path(app.config["LOG_DIR"]) / "web.log").exists()
+
+
+def test_health_says_ok_while_the_database_answers_and_503_when_not(app, client):
+    answer = client.get("/health")
+    assert (answer.status_code, answer.text) == (200, "ok\n")
+    unreachable = "postgresql+psycopg2://labqueue:x@127.0.0.1:9/labqueue"
+    broken = create_app({**app.config, "SQLALCHEMY_DATABASE_URI": unreachable})
+    answer = broken.test_client().get("/health")
+    assert answer.status_code == 503
+    assert "database does not answer" in answer.text

@@ -21,11 +21,18 @@ def compose() -> dict:
 
 def test_compose_runs_the_services_on_shared_volumes():
     services = compose()["services"]
-    assert set(services) == {"rabbitmq", "postgres", "web", "worker", "beat"}
-    for name in ("web", "worker", "beat"):
+    assert set(services) == {
+        "rabbitmq",
+        "postgres",
+        "prepare",
+        "web",
+        "worker",
+        "beat",
+        "images",
+    }
+    for name in ("prepare", "web", "worker", "beat"):
         volumes = services[name]["volumes"]
         assert any(v.startswith("failed:/app/failedAnalyses") for v in volumes)
-        assert any(v.startswith("logs:/app/logs") for v in volumes)
         # User data sits at the same path on the host and in the container, since
         # the worker passes those paths to the host's Docker engine.
         source, target = next(v for v in volumes if v.endswith("/userData")).split(
@@ -37,10 +44,35 @@ def test_compose_runs_the_services_on_shared_volumes():
             "postgresql+psycopg2://"
         )
         assert env["LABQUEUE_CELERY_BROKER_URL"].startswith("amqp://")
+        assert env["LABQUEUE_LOG_TO_STDERR"] == "true"
+        assert services[name]["env_file"] == ".env"
     assert "/var/run/docker.sock:/var/run/docker.sock" in services["worker"]["volumes"]
     assert services["worker"]["pid"] == "host"  # output caps read /proc
     assert services["worker"]["command"][:3] == ["celery", "-A", "frontend.make_celery"]
     assert services["beat"]["command"][3] == "beat"
+
+
+def test_the_others_wait_for_prepare_which_migrates_as_the_apps_user():
+    services = compose()["services"]
+    assert services["prepare"]["user"] == "0:0"
+    assert services["prepare"]["command"] == ["deploy/prepare.sh"]
+    for name in ("web", "worker", "beat", "images"):
+        condition = services[name]["depends_on"]["prepare"]["condition"]
+        assert condition == "service_completed_successfully", name
+    prepare = (ROOT / "deploy" / "prepare.sh").read_text()
+    assert "setpriv --reuid 10001 --regid 10001" in prepare
+    assert prepare.index("chown 10001:10001") < prepare.index("db upgrade")
+    assert "healthcheck" in services["web"]
+
+
+def test_workers_keep_their_own_group_and_join_the_sockets():
+    worker = compose()["services"]["worker"]
+    assert worker["user"] == "10001:10001"
+    assert worker["group_add"][0].startswith("${DOCKER_GID:?")
+    assert worker["environment"]["LABQUEUE_WORKER_HOST"].startswith(
+        "${LABQUEUE_WORKER_HOST:?"
+    )
+    assert worker["deploy"]["replicas"] == "${LABQUEUE_WORKERS:-1}"
 
 
 def test_compose_settings_are_documented_keys():
@@ -52,13 +84,13 @@ def test_compose_settings_are_documented_keys():
         )
 
 
-def test_web_image_migrates_then_serves_with_gunicorn():
+def test_web_image_serves_with_gunicorn_as_its_own_user():
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^ARG BASE_IMAGE=", dockerfile, re.MULTILINE)
     command = dockerfile.split("CMD", 1)[1]
-    assert command.index("db upgrade") < command.index("gunicorn")
-    assert "'frontend:create_app()'" in command
+    assert "gunicorn" in command and "frontend:create_app()" in command
     assert "USER labqueue" in dockerfile
+    assert ".env" in (ROOT / ".dockerignore").read_text().split()
 
 
 def test_the_image_installs_exactly_the_locked_requirements():

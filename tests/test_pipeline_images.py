@@ -132,6 +132,14 @@ def test_making_the_base_by_hand_says_why_it_cannot(monkeypatch, capsys):
 
 
 @pytest.mark.docker
+def test_making_the_base_again_leaves_the_one_there(docker_client, capsys):
+    assert backend.images.main([BUSYBOX_IMAGE]) == 0
+    assert (
+        f"{BUSYBOX_IMAGE} is here already; nothing to make." in capsys.readouterr().out
+    )
+
+
+@pytest.mark.docker
 def test_build_before_the_database_is_set_up_builds_and_says_so(
     tmp_path, smtp, docker_client, pipelines_dir
 ):

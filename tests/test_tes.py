@@ -82,7 +82,7 @@ def test_a_task_is_queued_and_reads_back_in_each_view(app, client, ada):
             {
                 "executors": [
                     {"image": IMAGE, "command": ["true"]},
-                    {"image": "labqueue/python-base:bookworm-2", "command": ["true"]},
+                    {"image": "labqueue/python-base:bookworm-3", "command": ["true"]},
                 ]
             },
             "executors[1].image",

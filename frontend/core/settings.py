@@ -209,7 +209,7 @@ class Defaults:
     PIPELINES_DIR = str(PROJECT_ROOT / "backend" / "pipelines")
     PIPELINE_BASE_IMAGE = "python:3.12-slim"
     # Stand-in base, made with debootstrap, where PIPELINE_BASE_IMAGE cannot be pulled.
-    PIPELINE_LOCAL_BASE_IMAGE = "labqueue/python-base:bookworm-2"
+    PIPELINE_LOCAL_BASE_IMAGE = "labqueue/python-base:bookworm-3"
 
     # Running analyses.
     RUNNER = "docker"  # or "slurm", or "local": no sandbox (development only)
