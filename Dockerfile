@@ -16,9 +16,14 @@ WORKDIR /app
 RUN groupadd --system --gid 10001 labqueue \
     && useradd --system --uid 10001 --gid 10001 --home-dir /app labqueue
 
-# A virtualenv works the same on python:*-slim and on Debian's own python3.
-COPY requirements.txt ./
-RUN python3 -m venv /opt/venv && pip install --require-hashes -r requirements.txt
+# A virtualenv works the same on python:*-slim and on Debian's own python3. Behind a
+# proxy that inspects TLS, pip trusts deploy/pip-ca.pem when it is there (the host's
+# bundle: cp /etc/ssl/certs/ca-certificates.crt deploy/pip-ca.pem).
+COPY requirements.txt deploy/pip-ca.pe[m] ./
+RUN python3 -m venv /opt/venv \
+    && if [ -f pip-ca.pem ]; then export PIP_CERT=/app/pip-ca.pem; fi \
+    && pip install --require-hashes -r requirements.txt \
+    && rm -f pip-ca.pem
 
 COPY frontend/ frontend/
 COPY backend/ backend/
