@@ -48,6 +48,18 @@ def matches_glob(path: str, prop: dict) -> bool:
     )
 
 
+# JSON Schema's types, as a researcher says them.
+TYPE_WORDS = {
+    "array": "a list (one value or several)",
+    "integer": "a whole number",
+    "number": "a number",
+    "boolean": "true or false",
+    "string": "text",
+    "object": "a set of named values",
+    "null": "empty",
+}
+
+
 def _message(error: ValidationError) -> str:
     schema = error.schema if isinstance(error.schema, dict) else {}
     if error.validator == "enum":
@@ -57,9 +69,9 @@ def _message(error: ValidationError) -> str:
     if error.validator == "maximum":
         return f"must be at most {error.validator_value}"
     if error.validator == "type":
-        return f"must be {'an' if error.validator_value == 'integer' else 'a'} " + str(
-            error.validator_value
-        )
+        kinds = error.validator_value
+        kinds = kinds if isinstance(kinds, list) else [kinds]
+        return "must be " + " or ".join(TYPE_WORDS.get(k, k) for k in kinds)
     if error.validator == "format" and error.validator_value == "file-path":
         return f"{error.instance} is not a file of this project"
     if error.validator == "minItems":

@@ -2,14 +2,18 @@
 
     labqueue login                      # asks for the site's URL and a token
     labqueue projects
+    labqueue project create NAME        # also: rename, delete
     labqueue upload PROJECT PATH...     # resumable: run it again to go on
+    labqueue pipelines                  # and: labqueue pipeline NAME (its parameters)
     labqueue run PROJECT PIPELINE --param k=v ... [--wait]
     labqueue download ANALYSIS [--out DIR]
 
 It talks HTTP only (requests, and tuspy for resumable uploads): it needs no
 database, broker or Flask. The URL and token are kept in
 ``$XDG_CONFIG_HOME/labqueue/config.json`` (``~/.config``), readable by the user
-only; ``LABQUEUE_URL`` and ``LABQUEUE_TOKEN`` override them.
+only; ``LABQUEUE_URL`` and ``LABQUEUE_TOKEN`` override them, and are enough
+without a login (CI jobs, cluster scripts). Every refusal is one line and a
+non-zero exit; a command that did part of its work says what, and exits 1.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from urllib.parse import unquote
 
 import click
 import requests
+
+from .client_params import ParamError, describe, parameters
 
 TIMEOUT = 60  # seconds for any one request (pieces of uploads included)
 PIECE = 32 * 1024 * 1024  # bytes sent per upload request
@@ -51,7 +57,10 @@ class Site:
         url = os.environ.get("LABQUEUE_URL") or saved.get("url")
         token = os.environ.get("LABQUEUE_TOKEN") or saved.get("token")
         if not url or not token:
-            raise click.ClickException("Not logged in: run `labqueue login` first.")
+            raise click.ClickException(
+                "Not logged in: run `labqueue login`, or set LABQUEUE_URL and "
+                "LABQUEUE_TOKEN."
+            )
         return cls(url, token)
 
     def call(self, method: str, path: str, **kwargs) -> requests.Response:
@@ -60,13 +69,27 @@ class Site:
                 method, self.url + path, timeout=TIMEOUT, **kwargs
             )
         except requests.RequestException as exc:
-            raise click.ClickException(f"Cannot reach {self.url}: {exc}") from exc
+            raise click.ClickException(unreachable(self.url, exc)) from exc
         if response.status_code >= 400:
             raise click.ClickException(_complaint(response))
         return response
 
     def json(self, method: str, path: str, **kwargs):
         return self.call(method, path, **kwargs).json()
+
+
+def unreachable(url: str, exc: Exception) -> str:
+    """One line for a request that got no answer (requests' own text is a
+    paragraph about connection pools)."""
+    if isinstance(exc, requests.Timeout):
+        why = f"no answer within {TIMEOUT} s"
+    elif isinstance(exc, requests.exceptions.SSLError):
+        why = "its TLS certificate is not trusted"
+    elif isinstance(exc, requests.ConnectionError):
+        why = "nothing answers there (is the address right, and the site up?)"
+    else:
+        why = str(exc).splitlines()[0][:200]
+    return f"Cannot reach {url}: {why}."
 
 
 def _complaint(response: requests.Response) -> str:
@@ -86,7 +109,22 @@ def _complaint(response: requests.Response) -> str:
     return "\n".join(lines)
 
 
-@click.group()
+class _Commands(click.Group):
+    """Commands whose unforeseen failures (a file that cannot be read, a
+    connection lost mid-upload) end in one line, not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except requests.RequestException as exc:
+            url = getattr(exc.request, "url", None) or "the site"
+            raise click.ClickException(unreachable(url, exc)) from exc
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise click.ClickException(f"{where}{exc.strerror or exc}") from exc
+
+
+@click.group(cls=_Commands)
 def main() -> None:
     """Labqueue from the command line."""
 
@@ -125,6 +163,49 @@ def projects() -> None:
         )
 
 
+@main.group()
+def project() -> None:
+    """Create, rename or delete a project."""
+
+
+@project.command("create")
+@click.argument("name")
+@click.option("--description", default="", help="What it holds.")
+def create_project(name: str, description: str) -> None:
+    """Create a project."""
+    site = Site.from_config()
+    made = site.json(
+        "POST", "/api/v1/projects", json={"name": name, "description": description}
+    )
+    click.echo(f"Project {made['id']} “{made['name']}” created.")
+
+
+@project.command("rename")
+@click.argument("project")
+@click.argument("new_name")
+def rename_project(project: str, new_name: str) -> None:
+    """Give PROJECT (an id or a name) a new name."""
+    site = Site.from_config()
+    project_id = _project_id(site, project)
+    site.json("PATCH", f"/api/v1/projects/{project_id}", json={"name": new_name})
+    click.echo(f"Project {project_id} is now “{new_name}”.")
+
+
+@project.command("delete")
+@click.argument("project")
+@click.option("--yes", is_flag=True, help="Do not ask first.")
+def delete_project(project: str, yes: bool) -> None:
+    """Delete PROJECT with its files and analyses."""
+    site = Site.from_config()
+    project_id = _project_id(site, project)
+    if not yes:
+        click.confirm(
+            f"Delete project {project_id} with its files and analyses?", abort=True
+        )
+    site.call("DELETE", f"/api/v1/projects/{project_id}")
+    click.echo(f"Project {project_id} deleted.")
+
+
 def _project_id(site: Site, project: str) -> int:
     """A project by id or by name."""
     if project.isdigit():
@@ -143,19 +224,52 @@ def _project_id(site: Site, project: str) -> int:
 )
 @click.option(
     "--on-clash",
-    type=click.Choice(["ask", "replace", "keep"]),
-    default="ask",
+    type=click.Choice(["skip", "replace", "keep", "ask"]),
+    default="skip",
     show_default=True,
-    help="If the name exists: refuse, replace, or keep both.",
+    help="If the name is there already: leave it, replace it, keep both, or refuse.",
 )
 def upload(project: str, paths: tuple[str, ...], folder: str, on_clash: str) -> None:
     """Upload files (folders with what they hold), resumably: run the same
-    command again after an interruption and each file goes on from where the
-    server has it."""
+    command again after an interruption or after adding files, and each file goes
+    on from where the server has it; files already there are left as they are
+    (--on-clash says otherwise). One file that fails does not stop the others."""
     site = Site.from_config()
     project_id = _project_id(site, project)
+    there = {
+        entry["path"]: entry["size"]
+        for entry in site.json("GET", f"/api/v1/projects/{project_id}/files")
+        if not entry["is_dir"]
+    }
+    sent, same, differ, failed = 0, 0, [], []
     for local, remote in _files(paths, folder):
-        _upload_one(site, project_id, local, remote, on_clash)
+        if on_clash == "skip" and remote in there:
+            if there[remote] == local.stat().st_size:
+                same += 1
+            else:
+                differ.append(remote)
+            continue
+        try:
+            _upload_one(site, project_id, local, remote, on_clash)
+            sent += 1
+        except (click.ClickException, OSError) as exc:
+            reason = exc.message if isinstance(exc, click.ClickException) else exc
+            click.echo(f"{local}: not sent: {reason}", err=True)
+            failed.append(str(local))
+    summary = [f"{sent} sent"]
+    if same:
+        summary.append(f"{same} already there (same size)")
+    if differ:
+        summary.append(
+            f"{len(differ)} there already but different, left as they are "
+            f"({', '.join(differ[:3])}{', …' if len(differ) > 3 else ''}; "
+            "--on-clash replace sends them)"
+        )
+    if failed:
+        summary.append(f"{len(failed)} failed")
+    click.echo(", ".join(summary) + ".")
+    if failed:
+        sys.exit(1)
 
 
 def _files(paths, folder: str):
@@ -179,6 +293,7 @@ def _upload_one(site: Site, project_id: int, local: Path, remote: str, on_clash:
         headers={"Authorization": site.session.headers["Authorization"]},
     )
     # Where each file's upload lives on the server, to resume it next time.
+    config_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
     storage = FileStorage(str(config_dir() / "uploads.json"))
     fingerprint = _Fingerprint(site.url, project_id, remote)
     options = {
@@ -245,40 +360,58 @@ class _Fingerprint:
         return hashlib.sha256(f"{self.key}|{size}".encode() + head).hexdigest()
 
 
-def _parameters(pairs: tuple[str, ...]) -> dict:
-    """``k=v`` pairs; a value that reads as JSON (a number, true, a list) is that."""
-    values: dict = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{pair!r}: write it as name=value")
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            parsed = value
-        if key in values:  # a name given again makes a list
-            previous = values[key] if isinstance(values[key], list) else [values[key]]
-            parsed = previous + (parsed if isinstance(parsed, list) else [parsed])
-        values[key] = parsed
-    return values
+@main.command("pipelines")
+def list_pipelines() -> None:
+    """The pipelines you can run (`labqueue pipeline NAME` shows its parameters)."""
+    site = Site.from_config()
+    for pipeline in site.json("GET", "/api/v1/pipelines"):
+        state = (
+            "" if pipeline["ready"] else f"  (cannot run yet: {pipeline['message']})"
+        )
+        click.echo(f"{pipeline['name']:<20} {pipeline['title']}{state}")
+
+
+@main.command("pipeline")
+@click.argument("name")
+def show_pipeline(name: str) -> None:
+    """A pipeline and its parameters, as the run form shows them."""
+    site = Site.from_config()
+    pipeline = site.json("GET", f"/api/v1/pipelines/{name}")
+    click.echo(f"{pipeline['name']} {pipeline['version']}: {pipeline['title']}")
+    click.echo(pipeline["description"])
+    click.echo("Parameters (--param name=value):")
+    for line in describe(pipeline["parameters"]):
+        click.echo(line)
 
 
 @main.command()
 @click.argument("project")
 @click.argument("pipeline")
-@click.option("--param", "params", multiple=True, help="name=value (again for lists)")
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    help="name=value; again, or a pattern (raw/*.fq), for a list",
+)
 @click.option("--wait", is_flag=True, help="Follow it to its end: progress and log.")
 def run(project: str, pipeline: str, params: tuple[str, ...], wait: bool) -> None:
     """Submit an analysis of PROJECT with PIPELINE."""
     site = Site.from_config()
+    project_id = _project_id(site, project)
+    schema = site.json("GET", f"/api/v1/pipelines/{pipeline}")["parameters"]
+
+    def project_files() -> list[str]:
+        entries = site.json("GET", f"/api/v1/projects/{project_id}/files")
+        return [entry["path"] for entry in entries if not entry["is_dir"]]
+
+    try:
+        values = parameters(schema, params, project_files)
+    except ParamError as exc:
+        raise click.ClickException(f"{pipeline}: {exc}") from exc
     analysis = site.json(
         "POST",
         "/api/v1/analyses",
-        json={
-            "project_id": _project_id(site, project),
-            "pipeline": pipeline,
-            "parameters": _parameters(params),
-        },
+        json={"project_id": project_id, "pipeline": pipeline, "parameters": values},
     )
     click.echo(f"Analysis #{analysis['id']} is queued.")
     if wait:

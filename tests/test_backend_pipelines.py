@@ -86,7 +86,7 @@ def test_defaults_are_filled_in(pipeline):
     [
         ({"source": "b.txt", "times": 9}, "times", "must be at most 5"),
         ({"source": "b.txt", "times": 0}, "times", "must be at least 1"),
-        ({"source": "b.txt", "times": "2"}, "times", "must be an integer"),
+        ({"source": "b.txt", "times": "2"}, "times", "must be a whole number"),
         ({}, "source", "is required"),
         ({"source": "missing.txt"}, "source", "not a file of this project"),
         ({"source": "table.csv"}, "source", "is not a *.txt file"),

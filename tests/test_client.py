@@ -1,5 +1,7 @@
 """The `labqueue` command against a live server over real HTTP: login, projects,
-a resumable upload interrupted by killing the client, resumed to an equal file."""
+a resumable upload interrupted by killing the client, resumed to an equal file;
+scripts configured by the environment alone, uploads run again, parameters typed
+by the pipeline's schema, and every refusal in one line."""
 
 from __future__ import annotations
 
@@ -31,8 +33,8 @@ def server(app, make_user, runner):
         yield live, made.output.strip()
 
 
-def labqueue(home: Path, *args: str, **kwargs):
-    env = {**os.environ, "XDG_CONFIG_HOME": str(home)}
+def labqueue(home: Path, *args: str, environment: dict | None = None, **kwargs):
+    env = {**os.environ, "XDG_CONFIG_HOME": str(home), **(environment or {})}
     return subprocess.Popen(
         [sys.executable, "-m", "frontend.client", *args],
         cwd=ROOT,
@@ -160,3 +162,97 @@ def test_run_waits_to_the_end_and_download_fetches_the_outputs(
             )
         )
         assert code == 1 and "failed." in out and "exited with code 3" in out, out
+
+
+def test_a_script_configured_by_the_environment_alone(app, server, tmp_path):
+    live, token = server
+    # No `labqueue login`: a CI job or a cluster script has only these two.
+    environment = {"LABQUEUE_URL": live.url, "LABQUEUE_TOKEN": token}
+
+    def cli(*args: str) -> tuple[int, str]:
+        return finish(labqueue(tmp_path / "home", *args, environment=environment))
+
+    code, out = cli("project", "create", "Run 4", "--description", "plates")
+    assert code == 0 and "“Run 4” created." in out, out
+    reads = tmp_path / "reads"
+    reads.mkdir()
+    (reads / "a.fastq").write_text("@r1\nACGT\n+\nIIII\n")
+    code, out = cli("upload", "Run 4", str(reads), "--to", "raw")
+    assert (code, out.splitlines()[-1]) == (0, "1 sent."), out
+
+    # Run again after adding a file, and after changing one: the new one goes,
+    # the others are left as they are, and the summary says which and why.
+    (reads / "b.fastq").write_text("@r2\nGGCC\n+\nIIII\n")
+    code, out = cli("upload", "Run 4", str(reads), "--to", "raw")
+    assert code == 0, out
+    assert out.splitlines()[-1] == "1 sent, 1 already there (same size)."
+    (reads / "a.fastq").write_text("@r1\nACGTACGT\n+\nIIIIIIII\n")
+    code, out = cli("upload", "Run 4", str(reads), "--to", "raw")
+    assert code == 0, out
+    assert "1 already there (same size), 1 there already but different" in out
+    assert "raw/reads/a.fastq; --on-clash replace sends them" in out
+
+    # One file the server refuses does not stop the others; the exit says so.
+    (reads / "c.fastq").write_text("@r3\nTTTT\n+\nIIII\n")
+    (reads / "bad\tname.fastq").write_text("x")
+    code, out = cli("upload", "Run 4", str(reads), "--to", "raw")
+    assert code == 1, out
+    assert "bad\tname.fastq: not sent:" in out
+    assert out.splitlines()[-1].startswith("1 sent, ") and "1 failed." in out
+    assert "Traceback" not in out
+
+    # The pipeline's parameters, then a run whose list comes from a pattern.
+    code, out = cli("pipeline", "seq-qc")
+    assert code == 0 and "sequences (list of files *.fa" in out, out
+    code, out = cli("run", "Run 4", "seq-qc", "--param", "sequences=raw/reads/*.fastq")
+    assert code == 0, out
+    analysis = int(out.split("Analysis #", 1)[1].split()[0])
+    import requests
+
+    found = requests.get(
+        f"{live.url}/api/v1/analyses/{analysis}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    ).json()
+    assert found["parameters"]["sequences"] == [
+        "raw/reads/a.fastq",
+        "raw/reads/b.fastq",
+        "raw/reads/c.fastq",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (
+            ("run", "Run 4", "seq-qc", "--param", "sequences=raw/*.fq"),
+            "seq-qc: sequences: 'raw/*.fq' matches no file of the project",
+        ),
+        (
+            ("run", "Run 4", "seq-qc", "--param", "colour=red"),
+            "seq-qc: there is no parameter 'colour' (it has: sequences, vector_plots)",
+        ),
+        (
+            ("run", "Run 4", "no-such-pipeline"),
+            "There is no pipeline called “no-such-pipeline” here. (404)",
+        ),
+        (("run", "Run 5", "seq-qc"), "You have no project named 'Run 5'."),
+    ],
+)
+def test_a_refusal_is_one_line_and_a_non_zero_exit(server, tmp_path, args, said):
+    live, token = server
+    environment = {"LABQUEUE_URL": live.url, "LABQUEUE_TOKEN": token}
+    finish(labqueue(tmp_path, "project", "create", "Run 4", environment=environment))
+    code, out = finish(labqueue(tmp_path, *args, environment=environment))
+    assert code == 1
+    assert out.strip() == f"Error: {said}"
+
+
+def test_an_address_where_nothing_answers_is_one_line(tmp_path):
+    environment = {"LABQUEUE_URL": "http://127.0.0.1:9", "LABQUEUE_TOKEN": "x"}
+    code, out = finish(labqueue(tmp_path, "projects", environment=environment))
+    assert code == 1
+    assert out.strip() == (
+        "Error: Cannot reach http://127.0.0.1:9: nothing answers there (is the "
+        "address right, and the site up?)."
+    )

@@ -71,7 +71,7 @@ def missing_cluster_account(user: User, pipeline: str) -> str | None:
 def get_pipeline_or_404(name: str) -> Pipeline:
     pipeline = enabled_pipelines().get(name)
     if pipeline is None:
-        abort(404)
+        abort(404, f"There is no pipeline called “{name}” here.")
     return pipeline
 
 
