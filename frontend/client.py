@@ -154,12 +154,15 @@ def login(url: str, token: str) -> None:
 
 @main.command()
 def projects() -> None:
-    """Your projects."""
+    """Your projects and those shared with you, with your role in each."""
     site = Site.from_config()
     for project in site.json("GET", "/api/v1/projects"):
+        role = (
+            "" if project["role"] == "owner" else f", shared with you {project['role']}"
+        )
         click.echo(
             f"{project['id']:>6}  {project['name']}  ({project['file_count']} files, "
-            f"{project['analyses']} analyses)"
+            f"{project['analyses']} analyses{role})"
         )
 
 
@@ -207,12 +210,19 @@ def delete_project(project: str, yes: bool) -> None:
 
 
 def _project_id(site: Site, project: str) -> int:
-    """A project by id or by name."""
+    """A project by id or by name (yours first, then those shared with you)."""
     if project.isdigit():
         return int(project)
-    for found in site.json("GET", "/api/v1/projects"):
-        if found["name"] == project:
-            return found["id"]
+    named = [p for p in site.json("GET", "/api/v1/projects") if p["name"] == project]
+    own = [p for p in named if p["role"] == "owner"]
+    if len(own) == 1 or len(named) == 1:
+        return (own or named)[0]["id"]
+    if named:
+        ids = ", ".join(str(p["id"]) for p in named)
+        raise click.ClickException(
+            f"{len(named)} projects shared with you are named {project!r} (ids "
+            f"{ids}): give the id."
+        )
     raise click.ClickException(f"You have no project named {project!r}.")
 
 

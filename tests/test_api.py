@@ -300,6 +300,40 @@ def test_tokens_cli_lists_and_revokes(app, runner, ada):
 # --- Projects and files ---------------------------------------------------------------
 
 
+def test_projects_shared_with_the_caller_are_listed_with_their_role(
+    app, client, ada, make_user, make_project
+):
+    from frontend.core.models import ProjectShare
+
+    mine = client.post("/api/v1/projects", json={"name": "Atlas"}, headers=ada).json
+    bob = make_user(email=BOB)
+    carol = make_user(email="carol@cs.ox.ac.uk")
+    read, write = make_project(bob, "Bench"), make_project(bob, "Plates")
+    make_project(carol, "Private")
+    with app.app_context():
+        db.session.add(ProjectShare(project_id=read, email=ADA))
+        db.session.add(ProjectShare(project_id=write, email=ADA, can_write=True))
+        db.session.commit()
+
+    def listed(query: str = "") -> dict[str, str]:
+        reply = client.get(f"/api/v1/projects{query}", headers=ada)
+        assert reply.status_code == 200, reply.json
+        return {p["name"]: p["role"] for p in reply.json}
+
+    assert listed() == {
+        "Atlas": "owner",
+        "Bench": "read-only",
+        "Plates": "read-write",
+    }
+    assert listed("?owned=true") == {"Atlas": "owner"}
+    assert listed("?shared=true") == {"Bench": "read-only", "Plates": "read-write"}
+    one = client.get(f"/api/v1/projects/{read}", headers=ada).json
+    assert (one["name"], one["role"]) == ("Bench", "read-only")
+    assert client.get(f"/api/v1/projects/{mine['id']}", headers=ada).json["role"] == (
+        "owner"
+    )
+
+
 def test_projects_are_made_renamed_and_deleted(app, client, ada):
     made = client.post(
         "/api/v1/projects", json={"name": "Reads", "description": "run 4"}, headers=ada

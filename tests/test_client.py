@@ -256,3 +256,29 @@ def test_an_address_where_nothing_answers_is_one_line(tmp_path):
         "Error: Cannot reach http://127.0.0.1:9: nothing answers there (is the "
         "address right, and the site up?)."
     )
+
+
+def test_a_project_shared_with_the_caller_is_found_by_name(
+    app, server, tmp_path, make_user, make_project
+):
+    from frontend.core.models import ProjectShare
+
+    live, token = server
+    bob = make_user(email="bob@cs.ox.ac.uk")
+    bench = make_project(bob, "Bench")
+    with app.app_context():
+        db.session.add(ProjectShare(project_id=bench, email="ada@cs.ox.ac.uk"))
+        db.session.commit()
+    environment = {"LABQUEUE_URL": live.url, "LABQUEUE_TOKEN": token}
+    code, out = finish(labqueue(tmp_path, "projects", environment=environment))
+    assert (
+        code == 0 and "Bench  (0 files, 0 analyses, shared with you read-only)" in out
+    )
+    # Found by its name; what a read-only member may not do is refused in a line.
+    note = tmp_path / "note.txt"
+    note.write_text("hello")
+    code, out = finish(
+        labqueue(tmp_path, "upload", "Bench", str(note), environment=environment)
+    )
+    assert code == 1, out
+    assert "shared with you read-only" in out and "0 sent, 1 failed." in out

@@ -11,12 +11,23 @@ from ..core.models import AnalysisState
 class ProjectSchema(Schema):
     id = fields.Int(dump_only=True)
     name = fields.Str()
+    role = fields.Str(
+        dump_only=True,
+        metadata={"description": "yours: owner, read-write or read-only"},
+    )
     description = fields.Str()
     created_at = fields.DateTime(dump_only=True)
     updated_at = fields.DateTime(dump_only=True)
     file_count = fields.Int(dump_only=True)
     total_bytes = fields.Int(dump_only=True)
     analyses = fields.Int(dump_only=True, metadata={"description": "analyses run"})
+
+
+class ProjectListArgs(Schema):
+    owned = fields.Bool(load_default=False, metadata={"description": "only yours"})
+    shared = fields.Bool(
+        load_default=False, metadata={"description": "only those shared with you"}
+    )
 
 
 class NewProjectSchema(Schema):

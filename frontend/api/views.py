@@ -16,7 +16,7 @@ from backend.files import UnsafeName
 from backend.params import ParamsInvalid
 
 from ..analyses import services as analyses
-from ..core.access import Access, get_project_or_404
+from ..core.access import Access, get_project_or_404, roles_of
 from ..core.downloads import send_user_file, zip_response
 from ..core.http import streams_upload
 from ..core.pipelines import availability, enabled_pipelines
@@ -37,6 +37,7 @@ from .schemas import (
     OutputSchema,
     PipelineSchema,
     ProjectChangeSchema,
+    ProjectListArgs,
     ProjectSchema,
     UploadArgs,
     UploadSchema,
@@ -51,11 +52,15 @@ blp = Blueprint(
 )
 
 
-def _project_dict(summary: projects.ProjectSummary) -> dict:
+ROLES = {Access.OWNER: "owner", Access.WRITE: "read-write", Access.READ: "read-only"}
+
+
+def _project_dict(summary: projects.ProjectSummary, role: Access) -> dict:
     project = summary.project
     return {
         "id": project.id,
         "name": project.name,
+        "role": ROLES[role],
         "description": project.description,
         "created_at": project.created_at,
         "updated_at": project.updated_at,
@@ -70,7 +75,12 @@ def _summary(project_id: int) -> dict:
     found = projects.list_projects(current_user, only=project_id, need=Access.READ)
     if not found:
         abort(404)
-    return _project_dict(found[0])
+    return _project_dicts(found)[0]
+
+
+def _project_dicts(found: list[projects.ProjectSummary]) -> list[dict]:
+    roles = roles_of(current_user, [summary.project for summary in found])
+    return [_project_dict(s, roles[s.project.id]) for s in found]
 
 
 def _refuse(exc: StorageError):
@@ -82,10 +92,17 @@ def _refuse(exc: StorageError):
 
 @blp.route("/projects", methods=["GET"])
 @token_required()
+@blp.arguments(ProjectListArgs, location="query")
 @blp.response(200, ProjectSchema(many=True))
-def list_projects():
-    """Your projects, most recently changed first."""
-    return [_project_dict(s) for s in projects.list_projects(current_user)]
+def list_projects(args):
+    """Your projects and those shared with you, most recently changed first, each
+    with your role; ``owned=true`` or ``shared=true`` keeps only those."""
+    found = _project_dicts(projects.list_projects(current_user, need=Access.READ))
+    if args.get("owned"):
+        found = [p for p in found if p["role"] == "owner"]
+    if args.get("shared"):
+        found = [p for p in found if p["role"] != "owner"]
+    return found
 
 
 @blp.route("/projects", methods=["POST"])
