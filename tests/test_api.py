@@ -798,3 +798,14 @@ def test_a_cluster_run_without_the_users_cluster_account_is_refused(app, client,
     assert made.status_code == 201
     with app.app_context():
         assert db.session.get(Analysis, made.json["id"]).runner == "slurm"
+
+
+def test_times_are_rfc_3339_in_utc(app, client, ada):
+    from datetime import UTC, datetime
+
+    made = client.post("/api/v1/projects", json={"name": "Atlas"}, headers=ada).json
+    created = made["created_at"]
+    assert created.endswith("Z"), created
+    when = datetime.fromisoformat(created)
+    assert when.tzinfo is not None
+    assert abs((datetime.now(UTC) - when).total_seconds()) < 60

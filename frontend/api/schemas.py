@@ -3,9 +3,23 @@ OpenAPI document too)."""
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from marshmallow import Schema, fields, validate
 
 from ..core.models import AnalysisState
+
+
+class UtcDateTime(fields.DateTime):
+    """A time as RFC 3339 in UTC with its ``Z`` (the database keeps UTC without a
+    zone, which a script would otherwise take for its own local time)."""
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        if value is None:
+            return None
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value.isoformat(timespec="seconds") + "Z"
 
 
 class ProjectSchema(Schema):
@@ -16,8 +30,8 @@ class ProjectSchema(Schema):
         metadata={"description": "yours: owner, read-write or read-only"},
     )
     description = fields.Str()
-    created_at = fields.DateTime(dump_only=True)
-    updated_at = fields.DateTime(dump_only=True)
+    created_at = UtcDateTime(dump_only=True)
+    updated_at = UtcDateTime(dump_only=True)
     file_count = fields.Int(dump_only=True)
     total_bytes = fields.Int(dump_only=True)
     analyses = fields.Int(dump_only=True, metadata={"description": "analyses run"})
@@ -46,7 +60,7 @@ class FileSchema(Schema):
     name = fields.Str()
     is_dir = fields.Bool()
     size = fields.Int(metadata={"description": "bytes (0 for folders)"})
-    modified_at = fields.DateTime()
+    modified_at = UtcDateTime()
 
 
 class UploadArgs(Schema):
@@ -105,9 +119,9 @@ class AnalysisSchema(Schema):
     pipeline_version = fields.Str()
     state = fields.Str()
     parameters = fields.Dict(attribute="params")
-    submitted_at = fields.DateTime()
-    started_at = fields.DateTime(allow_none=True)
-    finished_at = fields.DateTime(allow_none=True)
+    submitted_at = UtcDateTime()
+    started_at = UtcDateTime(allow_none=True)
+    finished_at = UtcDateTime(allow_none=True)
     progress_percent = fields.Float()
     progress_message = fields.Str()
     error_summary = fields.Str(allow_none=True)
