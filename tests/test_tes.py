@@ -110,6 +110,16 @@ def test_a_task_is_queued_and_reads_back_in_each_view(app, client, ada):
             "must lie under /data/output/",
         ),
         (
+            task(outputs=[{"url": "file:///etc/x", "path": "/data/output/x"}]),
+            "outputs[0].url",
+            "this server writes no file anywhere else",
+        ),
+        (
+            task(outputs=[{"url": "file:///data/x", "path": "/data/output/x"}]),
+            "outputs[0].url",
+            "stays where the task wrote it, under /data/output/",
+        ),
+        (
             task(
                 resources={
                     "backend_parameters": {"VmSize": "big"},
@@ -213,6 +223,17 @@ def test_urls_of_elsewhere_are_accepted_and_will_end_in_system_error(app, client
     with app.app_context():
         problem = db.session.get(TesTask, int(task_id)).system_problem
     assert "s3://bucket/a" in problem and "fetches nothing" in problem
+
+
+def test_outputs_kept_under_data_output_are_accepted(app, client, ada):
+    # What workflow engines declare: the file the task writes, where it writes it.
+    outputs = [
+        {"url": "file:///data/output/lines.txt", "path": "/data/output/lines.txt"},
+        {"url": "file:///data/output/plots", "path": "/data/output/plots"},
+    ]
+    task_id = create(client, ada, task(outputs=outputs))
+    with app.app_context():
+        assert db.session.get(TesTask, int(task_id)).system_problem is None
 
 
 def test_states_map_from_the_analysis(app, client, ada):

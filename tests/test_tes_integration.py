@@ -90,7 +90,11 @@ def test_py_tes_runs_a_task_with_project_and_inline_inputs(lab):
             tes.Input(path="/inputs/greeting.txt", content="hello from TES\n"),
         ],
         outputs=[
-            tes.Output(url="labqueue://out/count.txt", path="/data/output/count.txt")
+            tes.Output(url="labqueue://out/count.txt", path="/data/output/count.txt"),
+            # As a workflow engine sharing a folder with its tasks declares it.
+            tes.Output(
+                url="file:///data/output/count.txt", path="/data/output/count.txt"
+            ),
         ],
         executors=[
             executor("sh", "-c", "wc -c < /inputs/sample.txt > /data/output/count.txt"),

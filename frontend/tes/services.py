@@ -12,8 +12,10 @@ SYSTEM_ERROR saying so (this server fetches and sends nothing).
 from __future__ import annotations
 
 import math
+import posixpath
 import re
 from datetime import datetime
+from urllib.parse import urlsplit
 
 import jsonschema
 import sqlalchemy as sa
@@ -23,6 +25,7 @@ from backend import safe_open
 from backend.runners.base import MIN_MEMORY_MB
 from backend.tes import (
     ENV_NAME_RE,
+    OUTPUT_DIR,
     Executor,
     container_path_problem,
     executor_logs,
@@ -288,8 +291,20 @@ def _check_inputs(user: User, inputs: list[dict], checked: _Checked) -> list[dic
 
 
 def _check_outputs(outputs: list[dict], checked: _Checked) -> None:
+    """An output is kept with the task (listed in its log, with its download
+    URL): ``labqueue:`` URLs, and ``file://`` ones under /data/output, which is
+    where workflow engines that share a folder with their tasks say they are."""
     for number, item in enumerate(outputs):
-        if not item["url"].startswith("labqueue:"):
+        url = item["url"]
+        if url.startswith("file://"):
+            where = posixpath.normpath(urlsplit(url).path)
+            if where != OUTPUT_DIR and not where.startswith(OUTPUT_DIR + "/"):
+                checked.errors[f"outputs[{number}].url"] = (
+                    f"a file:// output stays where the task wrote it, under "
+                    f"{OUTPUT_DIR}/: this server writes no file anywhere else"
+                )
+                continue
+        elif not url.startswith("labqueue:"):
             checked.refuse_later(
                 f"output {number + 1} ({item['url']}): this server sends outputs "
                 "nowhere; write them under /data/output, where the task keeps them "
