@@ -7,6 +7,7 @@
     labqueue pipelines                  # and: labqueue pipeline NAME (its parameters)
     labqueue run PROJECT PIPELINE --param k=v ... [--wait]
     labqueue download ANALYSIS [--out DIR]
+    labqueue add-outputs ANALYSIS PROJECT [--to FOLDER] [--path P ...]
 
 It talks HTTP only (requests, and tuspy for resumable uploads): it needs no
 database, broker or Flask. The URL and token are kept in
@@ -454,6 +455,38 @@ def _follow(site: Site, analysis_id: int) -> int:
     if found.get("error_summary"):
         click.echo(found["error_summary"], err=True)
     return 0 if found["state"] == "succeeded" else 1
+
+
+@main.command("add-outputs")
+@click.argument("analysis", type=int)
+@click.argument("project")
+@click.option("--to", "folder", default="", help="Folder (default: from-analysis-N-…).")
+@click.option("--path", "paths", multiple=True, help="One output (again for more).")
+@click.option(
+    "--on-clash",
+    type=click.Choice(["keep", "replace", "skip"]),
+    default="keep",
+    show_default=True,
+    help="If a name exists: keep both, replace it, or skip.",
+)
+def add_outputs(
+    analysis: int, project: str, folder: str, paths: tuple[str, ...], on_clash: str
+) -> None:
+    """Put the outputs of ANALYSIS (all, or each --path) into PROJECT, as files
+    that keep where they came from, for new runs to use."""
+    site = Site.from_config()
+    body = {
+        "project_id": _project_id(site, project),
+        "folder": folder,
+        "paths": list(paths) or None,
+        "on_clash": on_clash,
+    }
+    done = site.json("POST", f"/api/v1/analyses/{analysis}/add-to-project", json=body)
+    for result in done["results"]:
+        click.echo(f"{result['status']:>9}  {result['path']}  {result['message']}")
+    refused = [r for r in done["results"] if r["status"] == "refused"]
+    if refused:
+        raise click.ClickException(f"{len(refused)} output(s) were left out.")
 
 
 @main.command()

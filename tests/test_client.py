@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from frontend.core.extensions import db
-from frontend.core.models import ResumableUpload
+from frontend.core.models import Project, ProjectFile, ResumableUpload
 from tests.conftest import LiveServer
 from tests.test_analyses_integration import stack_factory  # noqa: F401 (a fixture)
 
@@ -282,3 +282,51 @@ def test_a_project_shared_with_the_caller_is_found_by_name(
     )
     assert code == 1, out
     assert "shared with you read-only" in out and "0 sent, 1 failed." in out
+
+
+def test_add_outputs_puts_a_runs_outputs_into_a_project(app, server, tmp_path):
+    from frontend.core.layout import analysis_dir
+    from frontend.core.models import Analysis
+    from tests.conftest import make_analysis
+
+    live, token = server
+    environment = {"LABQUEUE_URL": live.url, "LABQUEUE_TOKEN": token}
+    finish(labqueue(tmp_path, "project", "create", "Counts", environment=environment))
+    with app.app_context():
+        project = db.session.scalar(db.select(Project.id).filter_by(name="Counts"))
+    run = make_analysis(app, project, state="succeeded")
+    with app.app_context():
+        out = analysis_dir(db.session.get(Analysis, run)) / "output"
+    out.mkdir(parents=True)
+    (out / "summary.csv").write_text("column,mean\nx,1.5\n")
+    (out / "notes.txt").write_text("notes")
+    code, out_text = finish(
+        labqueue(
+            tmp_path,
+            "add-outputs",
+            str(run),
+            "Counts",
+            "--to",
+            "qc",
+            "--path",
+            "summary.csv",
+            environment=environment,
+        )
+    )
+    assert code == 0, out_text
+    assert "stored  qc/summary.csv" in out_text
+    with app.app_context():
+        paths = set(db.session.scalars(db.select(ProjectFile.path)))
+    assert "qc/summary.csv" in paths and "qc/notes.txt" not in paths
+    code, out_text = finish(
+        labqueue(
+            tmp_path,
+            "add-outputs",
+            str(run),
+            "Counts",
+            "--path",
+            "nope.csv",
+            environment=environment,
+        )
+    )
+    assert code == 1 and "“nope.csv” is not an output" in out_text

@@ -168,3 +168,72 @@ def test_two_outputs_that_would_take_one_name_are_refused(app, client, finished)
     page = client.get(said.location).text
     assert "Nothing was added" in page and "would be written twice" in page
     assert set(rows(app, project)) == {"qc", "qc/summary.csv"}
+
+
+def _token(runner, email: str) -> dict:
+    made = runner.invoke(args=["tokens", "create", "--email", email, "--name", "t"])
+    assert made.exit_code == 0, made.output
+    return {"Authorization": f"Bearer {made.output.strip()}"}
+
+
+def test_the_api_adds_outputs_as_the_web_does(
+    app, client, runner, finished, make_user, make_project
+):
+    ada = _token(runner, "ada@cs.ox.ac.uk")
+    project, run = finished["project"], finished["run"]
+    url = f"/api/v1/analyses/{run}/add-to-project"
+    reply = client.post(
+        url,
+        json={"project_id": project, "folder": "qc", "paths": ["summary.csv"]},
+        headers=ada,
+    )
+    assert reply.status_code == 200, reply.json
+    assert reply.json == {
+        "project_id": project,
+        "folder": "qc",
+        "results": [
+            {
+                "path": "qc/summary.csv",
+                "status": "stored",
+                "message": "Stored qc/summary.csv (18 B).",
+            }
+        ],
+    }
+    assert rows(app, project)["qc/summary.csv"].provenance["analysis"] == run
+    # Again: the name exists, and "skip" leaves it.
+    again = client.post(
+        url,
+        json={
+            "project_id": project,
+            "folder": "qc",
+            "paths": ["summary.csv"],
+            "on_clash": "skip",
+        },
+        headers=ada,
+    )
+    assert again.json["results"][0]["status"] == "skipped"
+    unknown = client.post(
+        url, json={"project_id": project, "paths": ["nope.csv"]}, headers=ada
+    )
+    assert unknown.status_code == 422
+    assert "“nope.csv” is not an output" in unknown.json["message"]
+
+    # A read-only member may read the run, but not add into the shared project;
+    # an outsider sees neither.
+    rita = make_user(email="rita@cs.ox.ac.uk")
+    own = make_project(rita, name="Rita's")
+    with app.app_context():
+        db.session.add(ProjectShare(project_id=project, email="rita@cs.ox.ac.uk"))
+        db.session.commit()
+    reader = _token(runner, "rita@cs.ox.ac.uk")
+    refused = client.post(url, json={"project_id": project}, headers=reader)
+    assert refused.status_code == 403
+    into_own = client.post(url, json={"project_id": own}, headers=reader)
+    assert into_own.status_code == 200, into_own.json
+    assert len(into_own.json["results"]) == 3
+    make_user(email="olga@cs.ox.ac.uk")
+    outsider = _token(runner, "olga@cs.ox.ac.uk")
+    assert client.post(url, json={"project_id": own}, headers=outsider).status_code == (
+        404
+    )
+    assert client.post(url, json={"project_id": project}).status_code == 401

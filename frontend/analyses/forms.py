@@ -23,6 +23,8 @@ from wtforms.validators import Optional
 from backend.manifest import Pipeline
 from backend.params import matches_glob
 
+from .services import outputs_folder
+
 
 def _field(key: str, prop: dict, files: list[str], required: bool, max_chars: int):
     label = prop.get("title") or key.replace("_", " ").capitalize()
@@ -162,5 +164,5 @@ def add_outputs_form(analysis, projects) -> AddOutputsForm:
     ordered = sorted(projects, key=lambda p: p.id != analysis.project_id)
     form.project.choices = [(p.id, p.name) for p in ordered]
     if not form.folder.data:
-        form.folder.data = f"from-analysis-{analysis.id}-{analysis.pipeline}"
+        form.folder.data = outputs_folder(analysis)
     return form

@@ -554,6 +554,11 @@ def open_output(analysis: Analysis, relpath: str) -> BinaryIO:
     return safe_open.open_file(output_dir(analysis), relpath)
 
 
+def outputs_folder(analysis: Analysis) -> str:
+    """The folder "Add to project" offers for ``analysis``' outputs."""
+    return f"from-analysis-{analysis.id}-{analysis.pipeline}"
+
+
 def add_outputs_to_project(
     analysis: Analysis,
     project: Project,

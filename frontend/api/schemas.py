@@ -164,3 +164,37 @@ class LogSchema(Schema):
 class OutputSchema(Schema):
     path = fields.Str()
     size = fields.Int()
+
+
+class AddOutputsSchema(Schema):
+    project_id = fields.Int(
+        required=True, metadata={"description": "a project you may change"}
+    )
+    folder = fields.Str(
+        load_default="",
+        metadata={"description": "folder in the project (default: from-analysis-N-…)"},
+    )
+    paths = fields.List(
+        fields.Str(),
+        load_default=None,
+        metadata={"description": "outputs to add (left out: all of them)"},
+    )
+    on_clash = fields.Str(
+        load_default="keep",
+        validate=validate.OneOf(["keep", "replace", "skip"]),
+        metadata={"description": "if a name exists: keep both, replace, or skip"},
+    )
+
+
+class AddedOutputSchema(Schema):
+    path = fields.Str(metadata={"description": "where it is in the project"})
+    status = fields.Str(
+        metadata={"description": "stored, replaced, kept, skipped or refused"}
+    )
+    message = fields.Str()
+
+
+class AddedOutputsSchema(Schema):
+    project_id = fields.Int()
+    folder = fields.Str()
+    results = fields.List(fields.Nested(AddedOutputSchema))

@@ -25,6 +25,8 @@ from ..core.storage import StorageError
 from ..projects import services as projects
 from .auth import token_required
 from .schemas import (
+    AddedOutputsSchema,
+    AddOutputsSchema,
     AnalysisListArgs,
     AnalysisPageSchema,
     AnalysisSchema,
@@ -386,6 +388,40 @@ def output(analysis_id: int, relpath: str):
     except FileNotFoundError:
         abort(404, message="This analysis has no such output.")
     return send_user_file(handle, relpath.rsplit("/", 1)[-1], {}, inline=False)
+
+
+@blp.route("/analyses/<int:analysis_id>/add-to-project", methods=["POST"])
+@token_required(write=True)
+@blp.arguments(AddOutputsSchema)
+@blp.response(200, AddedOutputsSchema)
+def add_to_project(data, analysis_id: int):
+    """Put outputs of a finished analysis into a project you may change, as files
+    that keep where they came from (the web's "Add to project"): 409 while it
+    runs, 422 for an output it does not have."""
+    analysis = analyses.get_analysis_or_404(analysis_id)
+    project = get_project_or_404(data["project_id"], Access.WRITE)
+    try:
+        folder, results = analyses.add_outputs_to_project(
+            analysis,
+            project,
+            data["folder"] or analyses.outputs_folder(analysis),
+            data["paths"],
+            data["on_clash"],
+            current_user,
+        )
+    except UnsafeName as exc:
+        abort(400, message=f"“{data['folder']}” cannot be a folder: {exc}")
+    except StorageError as exc:
+        _refuse(exc)
+    except analyses.AnalysisError as exc:
+        abort(409 if not analysis.finished else 422, message=str(exc))
+    return {
+        "project_id": project.id,
+        "folder": folder,
+        "results": [
+            {"path": r.path, "status": r.status, "message": r.message} for r in results
+        ],
+    }
 
 
 @blp.route("/analyses/<int:analysis_id>/outputs.zip", methods=["GET"])
