@@ -15,6 +15,7 @@ README says for hosts without a registry; the checkout is a copy, so that its
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -34,7 +35,7 @@ from urllib3.util.retry import Retry
 
 from backend.images import LOCAL_BASE_IMAGE
 from tests.conftest import PASSWORD, Auth, csrf_token
-from tests.services import require_compose, require_docker
+from tests.services import remove_site_containers, require_compose, require_docker
 from tests.smtp import SMTPServer, link_in
 from tests.test_accounts import register
 
@@ -126,6 +127,15 @@ class Deployment:
             return []
         shown = self.run("docker", "inspect", *ids)
         return json.loads(shown)
+
+    def site(self) -> str:
+        """The deployment's name on the engine's containers: as every deployment
+        without SITE_ID, a digest of the database URL its workers use."""
+        url = (
+            f"postgresql+psycopg2://labqueue:{self.env_value('POSTGRES_PASSWORD')}"
+            "@postgres:5432/labqueue"
+        )
+        return hashlib.sha256(url.encode()).hexdigest()[:12]
 
     def sql(self, query: str) -> list[str]:
         out = self.up("exec", "-T", "postgres", "psql", "-U", "labqueue", "-tAc", query)
@@ -220,6 +230,10 @@ def deployment(tmp_path):
     )
     print(logs.stdout[-30000:])
     deployment.up("--profile", "tools", "down", "-v", "--remove-orphans", "-t", "5")
+    # A run its workers did not see to the end (the test failed meanwhile) must
+    # not stay on the engine for other tests to find.
+    if (folder / ".env").exists():
+        remove_site_containers(deployment.site())
 
 
 def test_the_compose_deployment_as_the_readme_says(deployment, tmp_path):
@@ -292,6 +306,18 @@ def _first_week(deployment: Deployment, site: Site, smtp: SMTPServer) -> None:
         "admin@cs.ox.ac.uk",
     )
     assert "Generated password (shown once): " in made
+    # The name its runs carry on the engine is the one the test cleans up by.
+    said = deployment.up(
+        "exec",
+        "-T",
+        "web",
+        "python3",
+        "-c",
+        "from frontend import create_app\n"
+        "from frontend.core.runners import site_id\n"
+        "with create_app().app_context(): print('site', site_id())",
+    )
+    assert f"site {deployment.site()}" in said
     _wait_healthy(site)
 
     # A researcher registers, confirms by mail, and signs in.

@@ -159,7 +159,9 @@ def _hammer(lab: Hostile, bases: dict[str, requests.Session], names: list[str]):
 
 def test_a_hostile_pipeline_run_never_makes_the_server_send_a_host_file(hostile):
     lab, stack = hostile, hostile.stack
-    run = stack.submit("planter", **lab.params(seconds=40))
+    # It swaps until told to stop (or 2 min): the probes below are all made
+    # while it swaps, however slow the machine.
+    run = stack.submit("planter", **lab.params(seconds=120))
     lab.wait_for(stack.output(run) / "swap.txt")
     link = lab.share_link(run)
     bases = {
@@ -169,6 +171,8 @@ def test_a_hostile_pipeline_run_never_makes_the_server_send_a_host_file(hostile)
     }
     _hammer(lab, bases, PLANTED + ["new%0Aline.txt"])
     assert stack.analysis(run).state.value == "running", "the swaps ended too soon"
+    project_files = Path(stack.config["USER_DATA_DIR"]) / str(stack.user_id)
+    (project_files / str(stack.project) / "files" / "stop-swapping").touch()
 
     ended = stack.wait(run, "succeeded", "failed")
     assert ended.state.value == "succeeded", ended.error_summary

@@ -175,8 +175,14 @@ def cluster_stack(stack_factory):  # noqa: F811
     return stack_factory(RUNNER="slurm")
 
 
-def no_container_of(analysis_id: int) -> bool:
-    return not [c for c in runner_containers() if f"-analysis-{analysis_id}-" in c]
+def no_container_of(stack, analysis_id: int) -> bool:
+    """Whether the engine holds no container of this stack's run (another
+    deployment's run of the same number is not this one)."""
+    from frontend.core.runners import site_id
+
+    with stack.app.app_context():
+        prefix = f"labqueue-{site_id()}-analysis-{analysis_id}-"
+    return not [name for name in runner_containers() if name.startswith(prefix)]
 
 
 def test_runs_submitted_on_the_web_go_through_the_cluster(cluster_stack):
@@ -193,7 +199,7 @@ def test_runs_submitted_on_the_web_go_through_the_cluster(cluster_stack):
     assert failed.exit_code == 3 and "exited with code 3" in failed.error_summary
     snapshot = Path(stack.config["FAILED_ANALYSES_DIR"]) / str(bad)
     assert "woke up" in (snapshot / "log.txt").read_text()
-    wait_for(lambda: no_container_of(good) and no_container_of(bad), 30)
+    wait_for(lambda: no_container_of(stack, good) and no_container_of(stack, bad), 30)
 
 
 def test_a_worker_killed_while_its_job_runs_is_followed_by_the_next(cluster_stack):
@@ -224,7 +230,7 @@ def test_a_run_cancelled_on_the_web_leaves_the_cluster(cluster_stack):
     done = stack.wait(analysis_id, "cancelled", "failed", "succeeded", timeout=60)
     assert done.state.value == "cancelled"
     assert job_state(job) in ("", "CANCELLED", "COMPLETED")
-    wait_for(lambda: no_container_of(analysis_id), 30)
+    wait_for(lambda: no_container_of(stack, analysis_id), 30)
 
 
 def failure_told(stack, analysis_id: int, words: str) -> None:
@@ -235,7 +241,7 @@ def failure_told(stack, analysis_id: int, words: str) -> None:
     assert words in stack.client.get(f"/analyses/{analysis_id}").text
     snapshot = Path(stack.config["FAILED_ANALYSES_DIR"]) / str(analysis_id)
     assert words.lower() in (snapshot / "error.json").read_text().lower()
-    wait_for(lambda: no_container_of(analysis_id), 30)
+    wait_for(lambda: no_container_of(stack, analysis_id), 30)
 
 
 @pytest.mark.parametrize(
@@ -408,4 +414,4 @@ def test_jobs_are_submitted_and_cancelled_as_the_users_cluster_account(
     # scancel ran as the account that submitted it.
     said = CTLD_LOG.read_text()
     assert f"REQUEST_KILL_JOB JobId={job} uid {cluster_account.pw_uid}" in said
-    wait_for(lambda: no_container_of(long), 30)
+    wait_for(lambda: no_container_of(stack, long), 30)

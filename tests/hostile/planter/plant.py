@@ -1,10 +1,12 @@
 """What a hostile run leaves in a folder it can write (tests only).
 
-``plant.py FOLDER HOST_FILE OTHER_FILE HOST_DIR SECONDS``: in FOLDER, links to
-HOST_FILE and OTHER_FILE (paths on the server, which a careless server would
+``plant.py FOLDER HOST_FILE OTHER_FILE HOST_DIR SECONDS [STOP]``: in FOLDER, links
+to HOST_FILE and OTHER_FILE (paths on the server, which a careless server would
 follow), ``dir`` as a link to HOST_DIR, a FIFO, a socket, regular files (one with
-a newline in its name), then, for SECONDS, ``swap.txt`` swapped between a regular file
-and a link (by atomic renames) and ``swapdir`` between a folder and a link.
+a newline in its name), then, for SECONDS or until the file STOP appears (the
+test is done with it: however slow the machine, the swaps outlast its probes),
+``swap.txt`` swapped between a regular file and a link (by atomic renames) and
+``swapdir`` between a folder and a link.
 """
 
 import os
@@ -13,6 +15,7 @@ import sys
 import time
 
 folder, host_file, other_file, host_dir, seconds = sys.argv[1:6]
+stop = sys.argv[6] if len(sys.argv) > 6 else None
 os.chdir(folder)
 
 
@@ -45,7 +48,7 @@ print("##progress 10 planted", flush=True)
 
 deadline = time.monotonic() + int(seconds)
 swaps = 0
-while time.monotonic() < deadline:
+while time.monotonic() < deadline and not (stop and os.path.exists(stop)):
     replace_with_link(host_file, "swap.txt")
     os.rename("swapdir", "swapdir.real")  # the folder steps aside,
     os.symlink(host_dir, "swapdir")  # a link to the host's takes its name
