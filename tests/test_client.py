@@ -300,33 +300,24 @@ def test_add_outputs_puts_a_runs_outputs_into_a_project(app, server, tmp_path):
     out.mkdir(parents=True)
     (out / "summary.csv").write_text("column,mean\nx,1.5\n")
     (out / "notes.txt").write_text("notes")
-    code, out_text = finish(
-        labqueue(
-            tmp_path,
-            "add-outputs",
-            str(run),
-            "Counts",
-            "--to",
-            "qc",
-            "--path",
-            "summary.csv",
-            environment=environment,
+
+    def add_outputs(*args: str) -> tuple[int, str]:
+        return finish(
+            labqueue(
+                tmp_path,
+                "add-outputs",
+                str(run),
+                "Counts",
+                *args,
+                environment=environment,
+            )
         )
-    )
+
+    code, out_text = add_outputs("--to", "qc", "--path", "summary.csv")
     assert code == 0, out_text
     assert "stored  qc/summary.csv" in out_text
     with app.app_context():
         paths = set(db.session.scalars(db.select(ProjectFile.path)))
     assert "qc/summary.csv" in paths and "qc/notes.txt" not in paths
-    code, out_text = finish(
-        labqueue(
-            tmp_path,
-            "add-outputs",
-            str(run),
-            "Counts",
-            "--path",
-            "nope.csv",
-            environment=environment,
-        )
-    )
+    code, out_text = add_outputs("--path", "nope.csv")
     assert code == 1 and "“nope.csv” is not an output" in out_text
