@@ -3,6 +3,7 @@
     labqueue login                      # asks for the site's URL and a token
     labqueue projects
     labqueue project create NAME        # also: rename, delete
+    labqueue storage                    # what your projects hold, of what quota
     labqueue upload PROJECT PATH...     # resumable: run it again to go on
     labqueue pipelines                  # and: labqueue pipeline NAME (its parameters)
     labqueue run PROJECT PIPELINE --param k=v ... [--wait]
@@ -30,6 +31,7 @@ import click
 import requests
 
 from .client_params import ParamError, describe, parameters
+from .core.formatting import human_size
 
 TIMEOUT = 60  # seconds for any one request (pieces of uploads included)
 PIECE = 32 * 1024 * 1024  # bytes sent per upload request
@@ -208,6 +210,20 @@ def delete_project(project: str, yes: bool) -> None:
         )
     site.call("DELETE", f"/api/v1/projects/{project_id}")
     click.echo(f"Project {project_id} deleted.")
+
+
+@main.command()
+def storage() -> None:
+    """Your storage: what your projects hold, of what quota."""
+    site = Site.from_config()
+    found = site.json("GET", "/api/v1/storage")
+    click.echo(
+        f"{human_size(found['used_bytes'])} of {human_size(found['quota_bytes'])} "
+        f"used, {human_size(found['free_bytes'])} free: files "
+        f"{human_size(found['files_bytes'])}, analyses "
+        f"{human_size(found['outputs_bytes'])}, uploads in progress "
+        f"{human_size(found['uploading_bytes'])}."
+    )
 
 
 def _project_id(site: Site, project: str) -> int:

@@ -809,3 +809,23 @@ def test_times_are_rfc_3339_in_utc(app, client, ada):
     when = datetime.fromisoformat(created)
     assert when.tzinfo is not None
     assert abs((datetime.now(UTC) - when).total_seconds()) < 60
+
+
+def test_storage_says_the_quota_and_what_takes_it(app, client, ada, make_project):
+    app.config["STORAGE_QUOTA_BYTES"] = 10_000
+    made = client.post("/api/v1/projects", json={"name": "Atlas"}, headers=ada).json
+    client.put(
+        f"/api/v1/projects/{made['id']}/files",
+        query_string={"path": "a.csv"},
+        data=b"x" * 1234,
+        headers={**ada, "Content-Type": "application/octet-stream"},
+    )
+    assert client.get("/api/v1/storage", headers=ada).json == {
+        "quota_bytes": 10_000,
+        "used_bytes": 1234,
+        "free_bytes": 8766,
+        "files_bytes": 1234,
+        "outputs_bytes": 0,
+        "uploading_bytes": 0,
+    }
+    assert client.get("/api/v1/storage").status_code == 401

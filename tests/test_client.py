@@ -179,6 +179,8 @@ def test_a_script_configured_by_the_environment_alone(app, server, tmp_path):
     (reads / "a.fastq").write_text("@r1\nACGT\n+\nIIII\n")
     code, out = cli("upload", "Run 4", str(reads), "--to", "raw")
     assert (code, out.splitlines()[-1]) == (0, "1 sent."), out
+    code, out = cli("storage")
+    assert code == 0 and "16 B of 20.0 GiB used, 20.0 GiB free: files 16 B" in out
 
     # Run again after adding a file, and after changing one: the new one goes,
     # the others are left as they are, and the summary says which and why.

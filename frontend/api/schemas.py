@@ -198,3 +198,16 @@ class AddedOutputsSchema(Schema):
     project_id = fields.Int()
     folder = fields.Str()
     results = fields.List(fields.Nested(AddedOutputSchema))
+
+
+class StorageSchema(Schema):
+    quota_bytes = fields.Int(metadata={"description": "what you may keep"})
+    used_bytes = fields.Int(metadata={"description": "what you keep now, in all"})
+    free_bytes = fields.Int(metadata={"description": "quota left (0 when over)"})
+    files_bytes = fields.Int(metadata={"description": "your projects' files"})
+    outputs_bytes = fields.Int(
+        metadata={"description": "analyses in your projects: outputs and logs"}
+    )
+    uploading_bytes = fields.Int(
+        metadata={"description": "set aside for uploads in progress"}
+    )

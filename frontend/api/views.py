@@ -21,7 +21,7 @@ from ..core.downloads import send_user_file, zip_response
 from ..core.http import streams_upload
 from ..core.pipelines import availability, enabled_pipelines
 from ..core.runners import NoClusterAccount
-from ..core.storage import StorageError
+from ..core.storage import StorageError, quota_for, storage_by_kind
 from ..projects import services as projects
 from .auth import token_required
 from .schemas import (
@@ -41,6 +41,7 @@ from .schemas import (
     ProjectChangeSchema,
     ProjectListArgs,
     ProjectSchema,
+    StorageSchema,
     UploadArgs,
     UploadSchema,
 )
@@ -154,6 +155,22 @@ def change_project(data, project_id: int):
 def delete_project(project_id: int):
     """Delete a project with all its files and analyses."""
     projects.delete_project(get_project_or_404(project_id, Access.OWNER))
+
+
+@blp.route("/storage", methods=["GET"])
+@token_required()
+@blp.response(200, StorageSchema)
+def storage():
+    """Your storage: the quota, what your projects hold, by kind, and what is left
+    (what the profile page shows)."""
+    parts = storage_by_kind(current_user)
+    used, quota = sum(parts.values()), quota_for(current_user)
+    return {
+        "quota_bytes": quota,
+        "used_bytes": used,
+        "free_bytes": max(quota - used, 0),
+        **{f"{kind}_bytes": size for kind, size in parts.items()},
+    }
 
 
 # --- Files ---------------------------------------------------------------------------
