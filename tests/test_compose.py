@@ -35,7 +35,7 @@ from urllib3.util.retry import Retry
 
 from backend.images import LOCAL_BASE_IMAGE
 from tests.conftest import PASSWORD, Auth, csrf_token
-from tests.services import remove_site_containers, require_compose, require_docker
+from tests.services import remove_site_containers, require_compose
 from tests.smtp import SMTPServer, link_in
 from tests.test_accounts import register
 
@@ -211,10 +211,11 @@ def _run_table_profiler(site: Site, project: int) -> int:
 
 
 @pytest.fixture
-def deployment(tmp_path):
+def deployment(tmp_path, images):
+    # `images`: the local Debian base (what the stand-ins, the app and the
+    # pipelines build on here) and the pipelines' images on it.
     compose = require_compose()
-    client = require_docker()
-    _standins(client)
+    _standins(images)
     folder = tmp_path / "labqueue"
     folder.mkdir()
     _copy_checkout(folder)
