@@ -29,7 +29,7 @@ class _Collector:
         return "250 Message accepted for delivery"
 
 
-def _free_port(host: str) -> int:
+def _free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
