@@ -700,6 +700,8 @@ def call(client, method: str, url: str, headers: dict, ids: dict):
         body = {"data": b"x", "query_string": {"path": "new.txt"}}
     elif url.endswith("/analyses") and method == "POST":
         body = {"json": {"project_id": ids["project_id"], "pipeline": "writer"}}
+    elif url.endswith("/add-to-project"):
+        body = {"json": {"project_id": ids["project_id"]}}
     elif method in ("POST", "PATCH") and not url.endswith("/cancel"):
         body = {"json": {"name": "Taken"}}
     return client.open(url, method=method, headers=headers, **body)
