@@ -3,23 +3,17 @@ OpenAPI document too)."""
 
 from __future__ import annotations
 
-from datetime import UTC
-
 from marshmallow import Schema, fields, validate
 
+from ..core.formatting import utc_stamp
 from ..core.models import AnalysisState
 
 
 class UtcDateTime(fields.DateTime):
-    """A time as RFC 3339 in UTC with its ``Z`` (the database keeps UTC without a
-    zone, which a script would otherwise take for its own local time)."""
+    """A time as RFC 3339 in UTC with its ``Z`` (``utc_stamp``)."""
 
     def _serialize(self, value, attr, obj, **kwargs):
-        if value is None:
-            return None
-        if value.tzinfo is not None:
-            value = value.astimezone(UTC).replace(tzinfo=None)
-        return value.isoformat(timespec="seconds") + "Z"
+        return utc_stamp(value)
 
 
 class ProjectSchema(Schema):

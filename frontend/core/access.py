@@ -77,16 +77,7 @@ def projects_where(user: User, need: Access = Access.READ):
 
 def access_to(user: User, project: Project) -> Access:
     """What ``user`` may do with ``project``."""
-    if project.owner_id == user.id:
-        return Access.OWNER
-    writes = db.session.scalars(
-        shares_reaching(user)
-        .where(ProjectShare.project_id == project.id)
-        .with_only_columns(ProjectShare.can_write)
-    ).all()
-    if not writes:
-        return Access.NONE
-    return Access.WRITE if any(writes) else Access.READ
+    return roles_of(user, [project])[project.id]
 
 
 def roles_of(user: User, projects: list[Project]) -> dict[int, Access]:

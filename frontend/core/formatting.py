@@ -1,6 +1,7 @@
 """Formatting helpers shared by views, templates and messages."""
 
 import re
+from datetime import UTC, datetime
 
 
 def human_size(size: float) -> str:
@@ -27,3 +28,13 @@ def parse_size(text: str) -> int:
             f"“{text}” is not a size: write a number and a unit, e.g. 500 MiB or 20 GiB"
         )
     return int(float(match[1]) * _UNITS[match[2].lower()])
+
+
+def utc_stamp(moment: datetime | None) -> str | None:
+    """A UTC time as RFC 3339 with its ``Z`` (the database keeps UTC without a
+    zone, which a client would otherwise take for its own local time)."""
+    if moment is None:
+        return None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment.isoformat(timespec="seconds") + "Z"

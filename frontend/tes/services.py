@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import posixpath
 import re
-from datetime import datetime
 from urllib.parse import urlsplit
 
 import jsonschema
@@ -38,6 +37,7 @@ from backend.tes import (
 from ..analyses import services as analyses
 from ..core import audit
 from ..core.extensions import db
+from ..core.formatting import utc_stamp
 from ..core.layout import task_dir, task_inputs_dir
 from ..core.links import external_url
 from ..core.models import (
@@ -435,10 +435,6 @@ def create_task(user: User, body) -> TesTask:
 # --- Reading back -------------------------------------------------------------------
 
 
-def _time(moment: datetime | None) -> str | None:
-    return moment.isoformat(timespec="seconds") + "Z" if moment else None
-
-
 def _outputs_log(analysis: Analysis) -> list[dict]:
     return [
         {
@@ -464,8 +460,8 @@ def _task_log(task: TesTask, full: bool) -> dict:
             ),
             "labqueue_project": str(analysis.project_id),
         },
-        "start_time": _time(analysis.started_at),
-        "end_time": _time(analysis.finished_at),
+        "start_time": utc_stamp(analysis.started_at),
+        "end_time": utc_stamp(analysis.finished_at),
         "outputs": _outputs_log(analysis) if analysis.finished else [],
     }
     if full:
@@ -514,7 +510,7 @@ def task_dict(task: TesTask, view: str) -> dict:
         volumes=request.get("volumes") or [],
         tags=task.tags or {},
         logs=[_task_log(task, full)],
-        creation_time=_time(analysis.submitted_at),
+        creation_time=utc_stamp(analysis.submitted_at),
     )
     return shown
 
