@@ -20,6 +20,7 @@ non-zero exit; a command that did part of its work says what, and exits 1.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -67,10 +68,9 @@ class Site:
         return cls(url, token)
 
     def call(self, method: str, path: str, **kwargs) -> requests.Response:
+        kwargs.setdefault("timeout", TIMEOUT)
         try:
-            response = self.session.request(
-                method, self.url + path, timeout=TIMEOUT, **kwargs
-            )
+            response = self.session.request(method, self.url + path, **kwargs)
         except requests.RequestException as exc:
             raise click.ClickException(unreachable(self.url, exc)) from exc
         if response.status_code >= 400:
@@ -259,25 +259,29 @@ def _project_id(site: Site, project: str) -> int:
 def upload(project: str, paths: tuple[str, ...], folder: str, on_clash: str) -> None:
     """Upload files (folders with what they hold), resumably: run the same
     command again after an interruption or after adding files, and each file goes
-    on from where the server has it; files already there are left as they are
-    (--on-clash says otherwise). One file that fails does not stop the others."""
+    on from where the server has it. A file already there with the same bytes
+    (size and SHA-256) is not sent again; one there with other bytes is left as
+    it is unless --on-clash says otherwise. One file that fails does not stop
+    the others."""
     site = Site.from_config()
     project_id = _project_id(site, project)
     there = {
-        entry["path"]: entry["size"]
+        entry["path"]: entry
         for entry in site.json("GET", f"/api/v1/projects/{project_id}/files")
         if not entry["is_dir"]
     }
+    todo = list(_files(paths, folder))
     sent, same, differ, failed = 0, 0, [], []
-    for local, remote in _files(paths, folder):
-        if on_clash == "skip" and remote in there:
-            if there[remote] == local.stat().st_size:
-                same += 1
-            else:
-                differ.append(remote)
-            continue
+    for number, (local, remote) in enumerate(todo, start=1):
         try:
-            _upload_one(site, project_id, local, remote, on_clash)
+            if remote in there:
+                if _same_bytes(site, project_id, there[remote], local):
+                    same += 1
+                    continue
+                if on_clash == "skip":
+                    differ.append(remote)
+                    continue
+            _upload_one(site, project_id, local, remote, on_clash, (number, len(todo)))
             sent += 1
         except (click.ClickException, OSError) as exc:
             reason = exc.message if isinstance(exc, click.ClickException) else exc
@@ -285,7 +289,7 @@ def upload(project: str, paths: tuple[str, ...], folder: str, on_clash: str) -> 
             failed.append(str(local))
     summary = [f"{sent} sent"]
     if same:
-        summary.append(f"{same} already there (same size)")
+        summary.append(f"{same} already there (same contents)")
     if differ:
         summary.append(
             f"{len(differ)} there already but different, left as they are "
@@ -299,6 +303,22 @@ def upload(project: str, paths: tuple[str, ...], folder: str, on_clash: str) -> 
         sys.exit(1)
 
 
+def _same_bytes(site: Site, project_id: int, entry: dict, local: Path) -> bool:
+    """Whether the project's file holds what ``local`` holds: sizes first, then
+    SHA-256 on both sides (only for files of equal size, as rsync does)."""
+    size = local.stat().st_size
+    if entry["size"] != size:
+        return False
+    with open(local, "rb") as stream:
+        mine = hashlib.file_digest(stream, "sha256").hexdigest()
+    theirs = site.json(
+        "GET",
+        f"/api/v1/projects/{project_id}/files/{entry['id']}/checksum",
+        timeout=TIMEOUT + size // (50 * 1024 * 1024),  # the server reads it all
+    )
+    return theirs["sha256"] == mine
+
+
 def _files(paths, folder: str):
     prefix = folder.strip("/") + "/" if folder.strip("/") else ""
     for given in map(Path, paths):
@@ -310,7 +330,14 @@ def _files(paths, folder: str):
             yield given, prefix + given.name
 
 
-def _upload_one(site: Site, project_id: int, local: Path, remote: str, on_clash: str):
+def _upload_one(
+    site: Site,
+    project_id: int,
+    local: Path,
+    remote: str,
+    on_clash: str,
+    place: tuple[int, int],
+):
     from tusclient.client import TusClient
     from tusclient.exceptions import TusCommunicationError
     from tusclient.storage.filestorage import FileStorage
@@ -343,7 +370,8 @@ def _upload_one(site: Site, project_id: int, local: Path, remote: str, on_clash:
             with open(local, "rb") as stream:
                 storage.remove_item(fingerprint.get_fingerprint(stream))
             uploader = client.uploader(str(local), **options)
-        with click.progressbar(length=size, label=remote, show_pos=True) as bar:
+        label = f"[{place[0]}/{place[1]}] {remote}"
+        with click.progressbar(length=size, label=label, show_pos=True) as bar:
             bar.update(uploader.offset)
             while True:
                 before = uploader.offset
@@ -377,8 +405,6 @@ class _Fingerprint:
         self.key = f"{url}|{project_id}|{remote}"
 
     def get_fingerprint(self, stream) -> str:
-        import hashlib
-
         stream.seek(0, 2)
         size = stream.tell()
         stream.seek(0)

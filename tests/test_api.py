@@ -4,6 +4,7 @@ with the web's checks and the web's ownership rule."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import zipfile
 from datetime import timedelta
@@ -388,6 +389,15 @@ def test_files_are_uploaded_listed_downloaded_and_deleted(app, client, ada):
     with client.get(f"{url}/{listing[0]['id']}/content", headers=ada) as folder:
         names = zipfile.ZipFile(io.BytesIO(folder.data)).namelist()
     assert sorted(names) == ["big (1).csv", "big.csv"]
+    # Its checksum, for a script to tell whether its copy is the same.
+    checksum = client.get(f"{url}/{entry['id']}/checksum", headers=ada).json
+    assert checksum == {
+        "path": "tables/big.csv",
+        "size": len(body),
+        "sha256": hashlib.sha256(body).hexdigest(),
+    }
+    folder_sum = client.get(f"{url}/{listing[0]['id']}/checksum", headers=ada)
+    assert folder_sum.status_code == 422 and "is a folder" in folder_sum.json["message"]
     assert client.delete(f"{url}/{entry['id']}", headers=ada).status_code == 204
     assert [e["path"] for e in client.get(url, headers=ada).json] == [
         "tables",

@@ -187,12 +187,29 @@ def test_a_script_configured_by_the_environment_alone(app, server, tmp_path):
     (reads / "b.fastq").write_text("@r2\nGGCC\n+\nIIII\n")
     code, out = cli("upload", "Run 4", str(reads), "--to", "raw")
     assert code == 0, out
-    assert out.splitlines()[-1] == "1 sent, 1 already there (same size)."
-    (reads / "a.fastq").write_text("@r1\nACGTACGT\n+\nIIIIIIII\n")
+    assert out.splitlines()[-1] == "1 sent, 1 already there (same contents)."
+    # Changed to other bytes of the same size: the checksums tell them apart.
+    (reads / "a.fastq").write_text("@r1\nTTTT\n+\nIIII\n")
     code, out = cli("upload", "Run 4", str(reads), "--to", "raw")
     assert code == 0, out
-    assert "1 already there (same size), 1 there already but different" in out
+    assert "1 already there (same contents), 1 there already but different" in out
     assert "raw/reads/a.fastq; --on-clash replace sends them" in out
+    # Replacing sends the changed file only; the unchanged one stays unsent.
+    code, out = cli(
+        "upload", "Run 4", str(reads), "--to", "raw", "--on-clash", "replace"
+    )
+    assert (code, out.splitlines()[-1]) == (
+        0,
+        "1 sent, 1 already there (same contents).",
+    ), out
+    assert "[1/2] raw/reads/a.fastq" in out
+    with app.app_context():
+        entry = db.session.scalar(
+            db.select(ProjectFile).filter_by(path="raw/reads/a.fastq")
+        )
+        from frontend.core.layout import disk_path
+
+        assert Path(disk_path(entry)).read_text() == "@r1\nTTTT\n+\nIIII\n"
 
     # One file the server refuses does not stop the others; the exit says so.
     (reads / "c.fastq").write_text("@r3\nTTTT\n+\nIIII\n")

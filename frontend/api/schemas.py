@@ -57,6 +57,12 @@ class FileSchema(Schema):
     modified_at = UtcDateTime()
 
 
+class ChecksumSchema(Schema):
+    path = fields.Str()
+    size = fields.Int(metadata={"description": "bytes"})
+    sha256 = fields.Str(metadata={"description": "SHA-256 of the file's bytes, hex"})
+
+
 class UploadArgs(Schema):
     path = fields.Str(
         required=True,

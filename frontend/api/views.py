@@ -8,6 +8,8 @@ run form's message on its field.
 
 from __future__ import annotations
 
+import hashlib
+
 from flask import request, url_for
 from flask_login import current_user
 from flask_smorest import Blueprint, abort
@@ -31,6 +33,7 @@ from .schemas import (
     AnalysisPageSchema,
     AnalysisSchema,
     CancelSchema,
+    ChecksumSchema,
     FileSchema,
     LogArgs,
     LogSchema,
@@ -239,6 +242,21 @@ def download_file(project_id: int, entry_id: int):
     if item.is_dir:
         return zip_response(projects.zip_of(project, item), f"{item.name}.zip")
     return send_user_file(projects.open_entry(item), item.name, {}, inline=False)
+
+
+@blp.route("/projects/<int:project_id>/files/<int:entry_id>/checksum", methods=["GET"])
+@token_required()
+@blp.response(200, ChecksumSchema)
+def file_checksum(project_id: int, entry_id: int):
+    """A file's SHA-256, read from its bytes now (what ``labqueue upload`` compares
+    to leave a file that is already there unsent)."""
+    project = get_project_or_404(project_id, Access.READ)
+    item = projects.get_entry_or_404(project, entry_id)
+    if item.is_dir:
+        abort(422, message=f"“{item.path}” is a folder: only files have a checksum.")
+    with projects.open_entry(item) as stream:
+        digest = hashlib.file_digest(stream, "sha256").hexdigest()
+    return {"path": item.path, "size": item.size, "sha256": digest}
 
 
 @blp.route("/projects/<int:project_id>/files/<int:entry_id>", methods=["DELETE"])
