@@ -105,7 +105,7 @@ def test_a_task_is_queued_and_reads_back_in_each_view(app, client, ada):
         ),
         (task(inputs=[{"path": "/in/x"}]), "inputs[0].url", "give a url or inline"),
         (
-            task(outputs=[{"url": "labqueue://out/x", "path": "/etc/x"}]),
+            task(outputs=[{"url": "file:///data/output/x", "path": "/etc/x"}]),
             "outputs[0].path",
             "must lie under /data/output/",
         ),
@@ -214,6 +214,40 @@ def test_project_files_are_inputs_of_their_owner_only(
     assert f"you have no project {project}" in reply.json["errors"]["inputs[0].url"]
 
 
+def test_outputs_go_to_projects_the_caller_may_write_to(
+    app, client, ada, make_user, make_project
+):
+    carol = make_user(email="carol@cs.ox.ac.uk")
+    shared = make_project(carol, name="Shared")
+    with app.app_context():
+        from frontend.core.models import ProjectShare, User
+
+        mine = make_project(db.session.scalar(db.select(User.id).filter_by(email=ADA)))
+        db.session.add(ProjectShare(project_id=shared, email=ADA, can_write=False))
+        db.session.commit()
+
+    def refused(url: str) -> str:
+        body = task(outputs=[{"url": url, "path": "/data/output/x"}])
+        reply = client.post(f"{TES}/tasks", json=body, headers=ada)
+        assert reply.status_code == 400, reply.json
+        return reply.json["errors"]["outputs[0].url"]
+
+    assert refused("labqueue://projects/999/x") == "you have no project 999"
+    assert "is shared with you read-only" in refused(f"labqueue://projects/{shared}/x")
+    assert "name the file or folder" in refused(f"labqueue://projects/{mine}")
+    assert "goes outside its folder" in refused(f"labqueue://projects/{mine}/a/../../x")
+    # Shared read-write: accepted, and the task runs in that project.
+    with app.app_context():
+        share = db.session.scalar(db.select(ProjectShare).filter_by(email=ADA))
+        share.can_write = True
+        db.session.commit()
+    url = f"labqueue://projects/{shared}/qc/x"
+    body = task(outputs=[{"url": url, "path": "/data/output/x"}])
+    task_id = create(client, ada, body)
+    with app.app_context():
+        assert db.session.get(TesTask, int(task_id)).system_problem is None
+
+
 def test_urls_of_elsewhere_are_accepted_and_will_end_in_system_error(app, client, ada):
     task_id = create(
         client,
@@ -245,6 +279,8 @@ def test_states_map_from_the_analysis(app, client, ada):
         ({"state": AnalysisState.SUCCEEDED}, "COMPLETE"),
         ({"state": AnalysisState.FAILED, "exit_code": 2}, "EXECUTOR_ERROR"),
         ({"exit_code": None}, "SYSTEM_ERROR"),
+        # Its executors ended well, but its outputs could not be added.
+        ({"exit_code": 0}, "SYSTEM_ERROR"),
         ({"state": AnalysisState.CANCELLED}, "CANCELED"),
     ]
     for values, state in cases:

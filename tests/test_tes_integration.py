@@ -16,7 +16,7 @@ import requests
 import tes
 
 from frontend.core.extensions import db
-from frontend.core.models import Analysis
+from frontend.core.models import Analysis, ProjectFile
 from tests.conftest import LiveServer
 from tests.images import BUSYBOX_IMAGE
 from tests.test_analyses_integration import stack_factory  # noqa: F401 (a fixture)
@@ -55,6 +55,30 @@ class Lab:
         )
         assert reply.status_code == 201, reply.text
 
+    def file(self, path: str) -> dict:
+        """A project file as the API lists it, with its provenance from the row."""
+        listing = requests.get(
+            f"{self.live.url}/api/v1/projects/{self.stack.project}/files",
+            headers=self.headers,
+            timeout=30,
+        ).json()
+        found = next((e for e in listing if e["path"] == path), None)
+        assert found is not None, [e["path"] for e in listing]
+        with self.stack.app.app_context():
+            entry = db.session.get(ProjectFile, found["id"])
+            return {**found, "provenance": entry.provenance}
+
+    def read(self, path: str) -> bytes:
+        entry = self.file(path)
+        reply = requests.get(
+            f"{self.live.url}/api/v1/projects/{self.stack.project}/files/"
+            f"{entry['id']}/content",
+            headers=self.headers,
+            timeout=30,
+        )
+        assert reply.status_code == 200
+        return reply.content
+
     def wait(self, task_id: str, *states: str, timeout: float = 120) -> tes.Task:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -90,7 +114,10 @@ def test_py_tes_runs_a_task_with_project_and_inline_inputs(lab):
             tes.Input(path="/inputs/greeting.txt", content="hello from TES\n"),
         ],
         outputs=[
-            tes.Output(url="labqueue://out/count.txt", path="/data/output/count.txt"),
+            tes.Output(
+                url=f"labqueue://projects/{lab.stack.project}/results/count.txt",
+                path="/data/output/count.txt",
+            ),
             # As a workflow engine sharing a folder with its tasks declares it.
             tes.Output(
                 url="file:///data/output/count.txt", path="/data/output/count.txt"
@@ -122,6 +149,11 @@ def test_py_tes_runs_a_task_with_project_and_inline_inputs(lab):
     assert output.path == "/data/output/count.txt" and output.size_bytes == 5
     got = requests.get(output.url, headers=lab.headers, timeout=30)
     assert got.status_code == 200 and got.text.strip() == "5000"
+    # The labqueue:// output is now a file of the project, with where it came from.
+    added = lab.file("results/count.txt")
+    assert added["size"] == 5
+    assert added["provenance"]["analysis"] == int(task_id)
+    assert added["provenance"]["output"] == "count.txt"
     # The inline input reads back in FULL, not in BASIC.
     assert done.inputs[1].content == "hello from TES\n"
     basic = lab.client.get_task(task_id, view="BASIC")
@@ -135,6 +167,96 @@ def test_py_tes_runs_a_task_with_project_and_inline_inputs(lab):
     assert page.status_code == 200 and "hello from TES" in page.text
     assert f"#{task_id} TES task count" in page.text and "Run again" not in page.text
     assert lab.stack.leftover_containers() == []
+
+
+def test_three_tasks_chained_through_project_folders_as_an_engine_would(lab):
+    """What a workflow engine does with TES: each step's outputs, folders
+    included, sent to the project, and read by the next step as inputs."""
+    project = f"labqueue://projects/{lab.stack.project}"
+    lab.put_file("wf/reads.txt", b"".join(b"read%d\n" % n for n in range(10)))
+
+    def step(name, inputs, outputs, script) -> tes.Task:
+        task_id = lab.client.create_task(
+            tes.Task(
+                name=name,
+                inputs=inputs,
+                outputs=outputs,
+                executors=[executor("sh", "-euc", script)],
+            )
+        )
+        done = lab.wait(task_id, *FINAL)
+        assert done.state == "COMPLETE", (name, done.logs)
+        return done
+
+    # 1: split the reads in chunks of 4, into a folder (a DIRECTORY output).
+    step(
+        "split",
+        [tes.Input(url=f"{project}/wf/reads.txt", path="/in/reads.txt")],
+        [
+            tes.Output(
+                url=f"{project}/wf/chunks",
+                path="/data/output/chunks",
+                type="DIRECTORY",
+            )
+        ],
+        "mkdir /data/output/chunks && cd /data/output/chunks && "
+        "awk '{print > sprintf(\"part-%d\", int((NR - 1) / 4))}' /in/reads.txt",
+    )
+    assert lab.read("wf/chunks/part-0") == b"read0\nread1\nread2\nread3\n"
+    assert lab.read("wf/chunks/part-2") == b"read8\nread9\n"
+    # 2: the folder as a DIRECTORY input; one count per chunk.
+    step(
+        "count",
+        [tes.Input(url=f"{project}/wf/chunks", path="/in/chunks", type="DIRECTORY")],
+        [tes.Output(url=f"{project}/wf/counts.txt", path="/data/output/counts.txt")],
+        "for f in /in/chunks/*; do wc -l < $f; done > /data/output/counts.txt",
+    )
+    assert lab.read("wf/counts.txt").split() == [b"4", b"4", b"2"]
+    # 3: the sum, from the second step's file.
+    done = step(
+        "sum",
+        [tes.Input(url=f"{project}/wf/counts.txt", path="/in/counts.txt")],
+        [tes.Output(url=f"{project}/wf/total.txt", path="/data/output/total.txt")],
+        "awk '{s+=$1} END {print s}' /in/counts.txt > /data/output/total.txt",
+    )
+    assert lab.read("wf/total.txt") == b"10\n"
+    assert lab.file("wf/total.txt")["provenance"]["analysis"] == int(done.id)
+    # Run again, a step replaces what it made before (as an engine expects).
+    step(
+        "sum again",
+        [tes.Input(url=f"{project}/wf/counts.txt", path="/in/counts.txt")],
+        [tes.Output(url=f"{project}/wf/total.txt", path="/data/output/total.txt")],
+        "echo 11 > /data/output/total.txt",
+    )
+    assert lab.read("wf/total.txt") == b"11\n"
+
+
+def test_an_output_that_cannot_be_added_ends_in_system_error(lab):
+    lab.put_file("reads/a.txt", b"x")
+    task_id = lab.client.create_task(
+        tes.Task(
+            outputs=[
+                tes.Output(  # a folder of the project is there: not replaced
+                    url=f"labqueue://projects/{lab.stack.project}/reads",
+                    path="/data/output/n.txt",
+                ),
+                tes.Output(  # what the task never wrote
+                    url=f"labqueue://projects/{lab.stack.project}/m.txt",
+                    path="/data/output/m.txt",
+                ),
+            ],
+            executors=[executor("sh", "-c", "echo 1 > /data/output/n.txt")],
+        )
+    )
+    done = lab.wait(task_id, *FINAL)
+    assert done.state == "SYSTEM_ERROR"
+    assert done.logs[0].logs[0].exit_code == 0
+    said = " ".join(done.logs[0].system_logs)
+    assert "Output 1 (labqueue://projects/" in said and "/reads) could not be" in said
+    assert "is a folder; it cannot be replaced" in said
+    assert lab.read("reads/a.txt") == b"x"  # what was there is untouched
+    # The task's own outputs stay with it, to download.
+    assert [o.path for o in done.logs[0].outputs] == ["/data/output/n.txt"]
 
 
 def test_executor_failures_stop_the_task_unless_ignored(lab):

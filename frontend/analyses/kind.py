@@ -38,6 +38,11 @@ class PipelineRun:
     def claims(self, analysis: Analysis) -> bool:
         return True
 
+    def deliver(self, analysis: Analysis) -> str | None:
+        """None: a pipeline's outputs stay with its run until someone adds them
+        to a project."""
+        return None
+
     def plan(self, analysis: Analysis, runner: Runner, config) -> Plan:
         """The pipeline's argv and its manifest's limits within the site's caps.
         Without containers the pipeline runs from its folder, with host paths."""

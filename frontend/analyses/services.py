@@ -591,14 +591,6 @@ def add_outputs_to_project(
     if not chosen:
         raise AnalysisError("Choose the outputs to add (or add them all).")
     folder = clean_relpath(folder)
-    provenance = {
-        "analysis": analysis.id,
-        "pipeline": analysis.pipeline,
-        "version": analysis.pipeline_version,
-        "params": analysis.params,
-        "added_by": by.email,
-        "added_at": utcnow().isoformat(timespec="seconds"),
-    }
     sources = [(path, listed[path]) for path in chosen]
     results = add_files(
         project,
@@ -606,9 +598,22 @@ def add_outputs_to_project(
         sources,
         lambda path: open_output(analysis, path),
         on_clash,
-        provenance,
+        provenance(analysis, by),
     )
     return folder, unnamable + results
+
+
+def provenance(analysis: Analysis, by: User) -> dict:
+    """Where a project file added from ``analysis``' outputs came from, kept
+    with it (each file adds its own ``output`` path)."""
+    return {
+        "analysis": analysis.id,
+        "pipeline": analysis.pipeline,
+        "version": analysis.pipeline_version,
+        "params": analysis.params,
+        "added_by": by.email,
+        "added_at": utcnow().isoformat(timespec="seconds"),
+    }
 
 
 def outputs_zip(analysis: Analysis) -> ZipStream:

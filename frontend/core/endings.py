@@ -39,11 +39,15 @@ def finalize(
     dispatch: bool = True,
 ) -> bool:
     """Record how a running analysis ended, exactly once: of two callers (two
-    watchers seeing one exit), the second finds it no longer running and does
-    nothing. Its mail is written in the same transaction; a failure is
-    snapshotted; the slot it frees is offered to the queue (unless the caller,
-    ending several at once, dispatches once afterwards)."""
+        watchers seeing one exit), the second finds it no longer running and does
+        nothing. A run whose program succeeded is first finished as its kind says
+    (``deliver``: a TES task's outputs added to projects), and fails if that
+    cannot be done. Its mail is written in the same transaction; a failure is
+        snapshotted; the slot it frees is offered to the queue (unless the caller,
+        ending several at once, dispatches once afterwards)."""
     usage = usage or Usage()
+    if reason is None and _still_running(analysis):
+        reason = kind_of(analysis).deliver(analysis)
     if reason is None:
         state, summary = AnalysisState.SUCCEEDED, None
     elif reason == "cancelled":
@@ -83,6 +87,20 @@ def finalize(
     if state == AnalysisState.FAILED:
         snapshots.keep(analysis, reason, exit_code, detail, failure)
     return True
+
+
+def _still_running(analysis: Analysis) -> bool:
+    """Whether this attempt has not been recorded as ended (by another watcher
+    that saw the same exit): a delivery is done once."""
+    return bool(
+        db.session.scalar(
+            sa.select(sa.func.count(Analysis.id)).where(
+                Analysis.id == analysis.id,
+                Analysis.state == AnalysisState.RUNNING,
+                Analysis.attempt == analysis.attempt,
+            )
+        )
+    )
 
 
 def end_unstarted(analysis: Analysis, runner, stop: Stop) -> str:

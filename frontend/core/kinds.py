@@ -8,6 +8,9 @@ asks the analysis' kind, never its pipeline's name:
 - ``missing_image(analysis, problem)``: the ``Stop`` of a run whose image is not
   on the runner (a pipeline's is recorded for the admins and the run forms; a TES
   task's image is the task's own, and its log says so);
+- ``deliver(analysis)``: the last step of a run whose program succeeded (a TES
+  task's outputs added to the projects its ``labqueue://`` URLs name); why it
+  could not be done, which fails the run, or None;
 - ``end_mail(analysis)``: its owner's mail about how it ended, in the outbox
   with the ending's own transaction, or None (a workflow engine follows its
   hundreds of TES tasks itself);
@@ -85,6 +88,9 @@ class RunKind(Protocol):
     def missing_image(self, analysis: Analysis, problem: str) -> Stop:
         """How a run ends whose image the runner lacks (``problem``, the
         runner's words)."""
+
+    def deliver(self, analysis: Analysis) -> str | None:
+        """Finish a run whose program succeeded; why that failed, or None."""
 
     def end_mail(self, analysis: Analysis) -> OutgoingMail | None:
         """The owner's mail about how ``analysis`` ended, added to the session,

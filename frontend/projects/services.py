@@ -536,6 +536,10 @@ def upload(
         release_space(reservation)
 
 
+def _joined(folder_path: str, relpath: str) -> str:
+    return f"{folder_path}/{relpath}" if folder_path else relpath
+
+
 def add_files(
     project: Project,
     folder_path: str,
@@ -543,16 +547,18 @@ def add_files(
     opener: Callable[[str], BinaryIO],
     on_clash: str,
     provenance: dict,
+    origin: Callable[[str], str] | None = None,
 ) -> list[UploadResult]:
     """Put files from elsewhere on this site (an analysis' outputs: ``sources``
     are their paths under ``folder_path`` and their sizes as listed; ``opener``
     opens one, safely) into ``project``, each planned and placed like an upload,
-    with its ``provenance`` (and its path there, as ``output``). All or nothing:
+    with its ``provenance`` (and where it was, as ``output``: its path, or what
+    ``origin`` says of it). All or nothing:
     every name, the file count and the quota are checked for the whole set before
     one is placed. The bytes of the very file opened are linked or cloned where
     the storage allows, else copied."""
     plans = [
-        (plan_upload(project, None, f"{folder_path}/{relpath}", on_clash), relpath)
+        (plan_upload(project, None, _joined(folder_path, relpath), on_clash), relpath)
         for relpath, _ in sources
     ]
     sizes = dict(sources)
@@ -581,7 +587,7 @@ def add_files(
                         plan.name,
                         plan.existing,
                         size,
-                        {**provenance, "output": relpath},
+                        {**provenance, "output": (origin or str)(relpath)},
                     )
                 )
             finally:

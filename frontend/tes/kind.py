@@ -3,20 +3,26 @@ starting, and the run (container command, binds, limits) that carries it out."""
 
 from __future__ import annotations
 
+import posixpath
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from backend import safe_open
+from backend.files import UnsafeName
 from backend.runners import Mount, Runner
 from backend.runners.base import owner_of
-from backend.tes import TASK_DIR, driver_script
+from backend.tes import OUTPUT_DIR, TASK_DIR, driver_script
 
+from ..analyses import services as analyses
+from ..core.access import Access, access_to
 from ..core.extensions import db
 from ..core.kinds import CannotRun, Plan, Stop
 from ..core.layout import disk_path, files_dir, task_dir
 from ..core.layout import task_inputs_dir as inputs_dir
 from ..core.models import TES_PIPELINE, Analysis, Project, ProjectFile, TesTask
+from ..core.storage import StorageError
+from ..projects import services as projects
 from .services import LABQUEUE_URL, executors_of, resource_limits
 
 NEEDS_CONTAINERS = (
@@ -31,8 +37,11 @@ def _source(task: TesTask, number: int, item: dict) -> Path:
         return inputs_dir(task.analysis) / str(number)
     match = LABQUEUE_URL.match(item["url"])
     project = db.session.get(Project, int(match[1]))
-    if project is None or project.owner_id != task.owner_id:
-        raise CannotRun(f"input {number + 1} ({item['url']}): the project is gone")
+    if project is None or access_to(task.analysis.owner, project) < Access.READ:
+        raise CannotRun(
+            f"input {number + 1} ({item['url']}): the project is gone, or no "
+            "longer shared with you"
+        )
     path = (match[2] or "").strip("/")
     if not path:
         return files_dir(project)
@@ -102,3 +111,70 @@ class TesTaskRun:
         limits, _notes = resource_limits(task.request.get("resources") or {}, config)
         argv = ["/bin/sh", "-c", driver_script(executors_of(task))]
         return Plan(argv, limits, input_dir=None, mounts=tuple(mounts))
+
+    def deliver(self, analysis: Analysis) -> str | None:
+        """Add the task's outputs sent to ``labqueue://`` URLs to their projects
+        (a file under its new name, a folder with what it holds), as "Add to
+        project" does: names, quota and where each came from. A name already
+        there is replaced, as a workflow engine that runs a step again expects.
+        Why one could not be added, or None."""
+        task = analysis.tes_task
+        listed = dict(analyses.output_files(analysis))
+        provenance = analyses.provenance(analysis, analysis.owner)
+        for number, item in enumerate(task.request.get("outputs") or []):
+            url = item["url"]
+            if not url.startswith("labqueue:"):
+                continue
+            source = posixpath.relpath(posixpath.normpath(item["path"]), OUTPUT_DIR)
+            try:
+                _deliver_one(analysis, task, url, source, listed, provenance)
+            except (CannotRun, StorageError, UnsafeName, FileNotFoundError) as exc:
+                why = str(exc).rstrip(".")
+                return f"output {number + 1} ({url}) could not be added: {why}"
+        return None
+
+
+def _deliver_one(
+    analysis: Analysis,
+    task: TesTask,
+    url: str,
+    source: str,
+    listed: dict[str, int],
+    provenance: dict,
+) -> None:
+    """Put the output at ``source`` (under /data/output) where ``url`` says.
+    Raises CannotRun, StorageError or UnsafeName."""
+    match = LABQUEUE_URL.match(url)
+    project = db.session.get(Project, int(match[1]))
+    if project is None or access_to(task.analysis.owner, project) < Access.WRITE:
+        raise CannotRun("you may no longer write to that project")
+    target = match[2].strip("/")
+    if source in listed:  # a file, under the name the URL gives
+        folder, _, name = target.rpartition("/")
+        files = [(name, listed[source])]
+
+        def origin(_name: str) -> str:
+            return source
+    else:  # a folder: everything the task wrote in it
+        inside = f"{source}/" if source != "." else ""
+        files = [
+            (path[len(inside) :], size)
+            for path, size in listed.items()
+            if path.startswith(inside)
+        ]
+        if not files:
+            raise CannotRun(f"the task wrote nothing at {OUTPUT_DIR}/{source}")
+        folder = target
+
+        def origin(relpath: str) -> str:
+            return inside + relpath
+
+    projects.add_files(
+        project,
+        folder,
+        files,
+        lambda relpath: analyses.open_output(analysis, origin(relpath)),
+        "replace",
+        provenance,
+        origin=origin,
+    )

@@ -4,9 +4,12 @@ filters, cancelling.
 
 A task is an analysis (pipeline ``TES_PIPELINE``) with a TesTask row beside it:
 the same queue, limits, sandbox, watcher, quota and history as a pipeline's run.
-Its inputs are the user's project files (``labqueue://projects/<id>/<path>``) or
-inline ``content``; any other URL is accepted, and the worker ends the task in
-SYSTEM_ERROR saying so (this server fetches and sends nothing).
+Its inputs are files of projects the user may read
+(``labqueue://projects/<id>/<path>``) or inline ``content``; its outputs are
+kept under /data/output, and those sent to ``labqueue://`` URLs are added to
+those projects when it ends (``kind.py``). Any other URL is accepted, and the
+worker ends the task in SYSTEM_ERROR saying so (this server fetches and sends
+nothing elsewhere).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import sqlalchemy as sa
 from flask import abort, current_app
 
 from backend import safe_open
+from backend.files import UnsafeName, clean_relpath
 from backend.runners.base import MIN_MEMORY_MB
 from backend.tes import (
     ENV_NAME_RE,
@@ -36,6 +40,7 @@ from backend.tes import (
 
 from ..analyses import services as analyses
 from ..core import audit
+from ..core.access import Access, access_to
 from ..core.extensions import db
 from ..core.formatting import utc_stamp
 from ..core.layout import task_dir, task_inputs_dir
@@ -83,12 +88,15 @@ STATE_CONDITIONS = {
     ),
     "CANCELING": sa.and_(_running, Analysis.cancel_requested),
     "COMPLETE": Analysis.state == AnalysisState.SUCCEEDED,
-    # A failure with an exit code is the task's own; one without, the server's.
+    # A failure with an executor's non-zero exit code is the task's own; one
+    # without (or after all ended well: its outputs could not be added), the
+    # server's.
     "EXECUTOR_ERROR": sa.and_(
-        Analysis.state == AnalysisState.FAILED, Analysis.exit_code.is_not(None)
+        Analysis.state == AnalysisState.FAILED, Analysis.exit_code != 0
     ),
     "SYSTEM_ERROR": sa.and_(
-        Analysis.state == AnalysisState.FAILED, Analysis.exit_code.is_(None)
+        Analysis.state == AnalysisState.FAILED,
+        sa.or_(Analysis.exit_code.is_(None), Analysis.exit_code == 0),
     ),
     "CANCELED": Analysis.state == AnalysisState.CANCELLED,
     "PREEMPTED": sa.false(),
@@ -109,7 +117,9 @@ def tes_state(analysis: Analysis) -> str:
         return "COMPLETE"
     if state == AnalysisState.CANCELLED:
         return "CANCELED"
-    return "EXECUTOR_ERROR" if analysis.exit_code is not None else "SYSTEM_ERROR"
+    if analysis.exit_code not in (None, 0):  # as STATE_CONDITIONS says
+        return "EXECUTOR_ERROR"
+    return "SYSTEM_ERROR"
 
 
 # --- Limits -------------------------------------------------------------------------
@@ -188,20 +198,29 @@ def _schema_errors(body) -> dict[str, str]:
     return errors
 
 
-def _owned_entry(user: User, url: str) -> tuple[Project, ProjectFile | None] | str:
-    """The project (and entry, None for the whole project) a labqueue:// URL
-    names, or why it names nothing of the user's."""
+def _project_of(user: User, url: str, need: Access) -> tuple[Project, str] | str:
+    """The project a labqueue:// URL names and the path in it (stripped of
+    slashes), or why the user cannot use it with ``need``: a project they may
+    not see reads as absent, one they may only read says so."""
     match = LABQUEUE_URL.match(url)
     if not match:
         return f"a labqueue URL reads {STORAGE}"
-    project = db.session.scalar(
-        sa.select(Project).where(
-            Project.id == int(match[1]), Project.owner_id == user.id
-        )
-    )
-    if project is None:
+    project = db.session.get(Project, int(match[1]))
+    have = Access.NONE if project is None else access_to(user, project)
+    if have == Access.NONE:
         return f"you have no project {match[1]}"
-    path = (match[2] or "").strip("/")
+    if have < need:
+        return f"project {project.id} ({project.name}) is shared with you read-only"
+    return project, (match[2] or "").strip("/")
+
+
+def _readable_entry(user: User, url: str) -> tuple[Project, ProjectFile | None] | str:
+    """The project (and entry, None for the whole project) an input's labqueue://
+    URL names, or why it names nothing the user may read."""
+    found = _project_of(user, url, Access.READ)
+    if isinstance(found, str):
+        return found
+    project, path = found
     if not path:
         return project, None
     entry = db.session.scalar(
@@ -259,7 +278,7 @@ def _check_inputs(user: User, inputs: list[dict], checked: _Checked) -> list[dic
             checked.contents.append((number, item.pop("content")))
             item["content_kept"] = True
         elif url.startswith("labqueue:"):
-            found = _owned_entry(user, url)
+            found = _readable_entry(user, url)
             if isinstance(found, str):
                 checked.errors[f"{field}.url"] = found
             else:
@@ -271,7 +290,8 @@ def _check_inputs(user: User, inputs: list[dict], checked: _Checked) -> list[dic
                         f"{url} is a {'folder' if is_dir else 'file'}, not a "
                         f"{wanted.lower()}"
                     )
-                checked.project = checked.project or project
+                if access_to(user, project) >= Access.WRITE:  # may run there
+                    checked.project = checked.project or project
         elif url:
             scheme = url.split(":", 1)[0] if ":" in url else url
             checked.refuse_later(
@@ -290,30 +310,54 @@ def _check_inputs(user: User, inputs: list[dict], checked: _Checked) -> list[dic
     return kept
 
 
-def _check_outputs(outputs: list[dict], checked: _Checked) -> None:
+def _check_outputs(user: User, outputs: list[dict], checked: _Checked) -> None:
     """An output is kept with the task (listed in its log, with its download
-    URL): ``labqueue:`` URLs, and ``file://`` ones under /data/output, which is
-    where workflow engines that share a folder with their tasks say they are."""
+    URL); ``file://`` URLs under /data/output are where workflow engines that
+    share a folder with their tasks say they are, and a ``labqueue://`` URL is a
+    project the caller may write to, where the output is added when the task
+    ends."""
     for number, item in enumerate(outputs):
         url = item["url"]
+        field = f"outputs[{number}]"
         if url.startswith("file://"):
             where = posixpath.normpath(urlsplit(url).path)
             if where != OUTPUT_DIR and not where.startswith(OUTPUT_DIR + "/"):
-                checked.errors[f"outputs[{number}].url"] = (
+                checked.errors[f"{field}.url"] = (
                     f"a file:// output stays where the task wrote it, under "
                     f"{OUTPUT_DIR}/: this server writes no file anywhere else"
                 )
                 continue
-        elif not url.startswith("labqueue:"):
+        elif url.startswith("labqueue:"):
+            problem = _destination_problem(user, url)
+            if problem:
+                checked.errors[f"{field}.url"] = problem
+                continue
+        else:
             checked.refuse_later(
                 f"output {number + 1} ({item['url']}): this server sends outputs "
                 "nowhere; write them under /data/output, where the task keeps them "
-                "(the task log lists them, with their download URLs)"
+                "(the task log lists them, with their download URLs), or name a "
+                f"project of yours as {STORAGE}"
             )
             continue
         problem = output_path_problem(item["path"])
         if problem:
-            checked.errors[f"outputs[{number}].path"] = problem
+            checked.errors[f"{field}.path"] = problem
+
+
+def _destination_problem(user: User, url: str) -> str | None:
+    """Why an output cannot be added to the project its URL names, or None."""
+    found = _project_of(user, url, Access.WRITE)
+    if isinstance(found, str):
+        return found
+    _project, path = found
+    if not path:
+        return f"name the file or folder to make in the project: {STORAGE}"
+    try:
+        clean_relpath(path)
+    except UnsafeName as exc:
+        return str(exc)
+    return None
 
 
 def _check_executors(executors: list[dict], checked: _Checked) -> str:
@@ -387,7 +431,7 @@ def create_task(user: User, body) -> TesTask:
         raise TaskRefused("The task does not follow the TES schema.", errors)
     checked = _Checked()
     inputs = _check_inputs(user, body.get("inputs") or [], checked)
-    _check_outputs(body.get("outputs") or [], checked)
+    _check_outputs(user, body.get("outputs") or [], checked)
     image = _check_executors(body["executors"], checked)
     _check_volumes(body.get("volumes") or [], inputs, checked)
     resources = body.get("resources") or {}
