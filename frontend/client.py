@@ -9,6 +9,10 @@
     labqueue run PROJECT PIPELINE --param k=v ... [--wait]
     labqueue download ANALYSIS [--out DIR]
     labqueue add-outputs ANALYSIS PROJECT [--to FOLDER] [--path P ...]
+    labqueue batch PROJECT PIPELINE --files 'raw/*.fq.gz' [--param k=v ...]
+    labqueue batch-status BATCH         # and: batch-cancel BATCH
+    labqueue share PROJECT ADDRESS|group:NAME [--write]   # and: shares, unshare
+    labqueue link ANALYSIS [--days N]   # a read-only link, shown once
 
 It talks HTTP only (requests, and tuspy for resumable uploads): it needs no
 database, broker or Flask. The URL and token are kept in
@@ -453,12 +457,8 @@ def run(project: str, pipeline: str, params: tuple[str, ...], wait: bool) -> Non
     project_id = _project_id(site, project)
     schema = site.json("GET", f"/api/v1/pipelines/{pipeline}")["parameters"]
 
-    def project_files() -> list[str]:
-        entries = site.json("GET", f"/api/v1/projects/{project_id}/files")
-        return [entry["path"] for entry in entries if not entry["is_dir"]]
-
     try:
-        values = parameters(schema, params, project_files)
+        values = parameters(schema, params, lambda: _file_paths(site, project_id))
     except ParamError as exc:
         raise click.ClickException(f"{pipeline}: {exc}") from exc
     analysis = site.json(
@@ -469,6 +469,12 @@ def run(project: str, pipeline: str, params: tuple[str, ...], wait: bool) -> Non
     click.echo(f"Analysis #{analysis['id']} is queued.")
     if wait:
         sys.exit(_follow(site, analysis["id"]))
+
+
+def _file_paths(site: Site, project_id: int) -> list[str]:
+    """Every file of a project (what a pattern in --param is matched against)."""
+    entries = site.json("GET", f"/api/v1/projects/{project_id}/files")
+    return [entry["path"] for entry in entries if not entry["is_dir"]]
 
 
 def _follow(site: Site, analysis_id: int) -> int:
@@ -529,6 +535,141 @@ def add_outputs(
     refused = [r for r in done["results"] if r["status"] == "refused"]
     if refused:
         raise click.ClickException(f"{len(refused)} output(s) were left out.")
+
+
+@main.command()
+@click.argument("project")
+@click.argument("pipeline")
+@click.option(
+    "--files",
+    "chosen",
+    multiple=True,
+    required=True,
+    help="A file of the project (again for more), or one pattern: 'reads/*.fq.gz'.",
+)
+@click.option(
+    "--param", "params", multiple=True, help="name=value, the same for every run."
+)
+def batch(
+    project: str, pipeline: str, chosen: tuple[str, ...], params: tuple[str, ...]
+) -> None:
+    """Submit one analysis of PIPELINE per file of PROJECT: the files given, or
+    those one pattern matches (and the pipeline takes)."""
+    site = Site.from_config()
+    project_id = _project_id(site, project)
+    schema = site.json("GET", f"/api/v1/pipelines/{pipeline}")["parameters"]
+    try:
+        values = parameters(schema, params, lambda: _file_paths(site, project_id))
+    except ParamError as exc:
+        raise click.ClickException(f"{pipeline}: {exc}") from exc
+    body = {"project_id": project_id, "pipeline": pipeline, "parameters": values}
+    if len(chosen) == 1 and any(mark in chosen[0] for mark in "*?["):
+        body["pattern"] = chosen[0]
+    else:
+        body["files"] = list(chosen)
+    made = site.json("POST", "/api/v1/batches", json=body)
+    inputs = [row["input"] for row in made["analyses"]]
+    click.echo(
+        f"Batch #{made['id']}: {len(inputs)} analyses queued: {', '.join(inputs)}."
+    )
+
+
+@main.command("batch-status")
+@click.argument("batch_id", type=int)
+def batch_status(batch_id: int) -> None:
+    """How far a batch is: counts per state, then each analysis."""
+    site = Site.from_config()
+    found = site.json("GET", f"/api/v1/batches/{batch_id}")
+    counts = ", ".join(f"{state} {n}" for state, n in found["counts"].items() if n)
+    click.echo(f"Batch #{found['id']} ({found['pipeline']}): {counts}")
+    for row in found["analyses"]:
+        problem = f"  {row['error_summary']}" if row["error_summary"] else ""
+        click.echo(
+            f"{row['id']:>8}  {row['state']:<10} {row['progress_percent']:>5.0f}%  "
+            f"{row['input']}{problem}"
+        )
+
+
+@main.command("batch-cancel")
+@click.argument("batch_id", type=int)
+def batch_cancel(batch_id: int) -> None:
+    """Cancel every analysis of a batch that has not ended."""
+    site = Site.from_config()
+    click.echo(site.json("POST", f"/api/v1/batches/{batch_id}/cancel")["message"])
+
+
+@main.command()
+@click.argument("project")
+@click.argument("whom")
+@click.option("--write", is_flag=True, help="Read-write (default: read-only).")
+def share(project: str, whom: str, write: bool) -> None:
+    """Share PROJECT with WHOM: an address, or `group:NAME` for a group of yours.
+    Sharing again changes the access."""
+    site = Site.from_config()
+    project_id = _project_id(site, project)
+    body = {"access": "read-write" if write else "read-only"}
+    if whom.startswith("group:"):
+        body["group_id"] = _group_id(site, whom.removeprefix("group:"))
+    else:
+        body["email"] = whom
+    made = site.json("POST", f"/api/v1/projects/{project_id}/shares", json=body)
+    click.echo(
+        f"“{project}” is shared with {made['email'] or 'the group ' + made['group']} "
+        f"({made['access']})."
+    )
+
+
+@main.command()
+@click.argument("project")
+def shares(project: str) -> None:
+    """Who PROJECT is shared with."""
+    site = Site.from_config()
+    project_id = _project_id(site, project)
+    for found in site.json("GET", f"/api/v1/projects/{project_id}/shares"):
+        whom = found["email"] or f"group:{found['group']}"
+        click.echo(f"{whom}  {found['access']}")
+
+
+@main.command()
+@click.argument("project")
+@click.argument("whom")
+def unshare(project: str, whom: str) -> None:
+    """Stop sharing PROJECT with WHOM (an address, or `group:NAME`)."""
+    site = Site.from_config()
+    project_id = _project_id(site, project)
+    listed = site.json("GET", f"/api/v1/projects/{project_id}/shares")
+    found = next(
+        (
+            s
+            for s in listed
+            if whom.lower() == (s["email"] or f"group:{s['group']}").lower()
+        ),
+        None,
+    )
+    if found is None:
+        raise click.ClickException(f"“{project}” is not shared with {whom}.")
+    site.call("DELETE", f"/api/v1/projects/{project_id}/shares/{found['id']}")
+    click.echo(f"“{project}” is no longer shared with {whom}.")
+
+
+def _group_id(site: Site, name: str) -> int:
+    named = [g for g in site.json("GET", "/api/v1/groups") if g["name"] == name]
+    if len(named) != 1:
+        raise click.ClickException(
+            f"You are in {len(named) or 'no'} groups named {name!r}."
+        )
+    return named[0]["id"]
+
+
+@main.command()
+@click.argument("analysis", type=int)
+@click.option("--days", type=int, default=None, help="How long it works.")
+def link(analysis: int, days: int | None) -> None:
+    """A read-only link to ANALYSIS' page and outputs, for anyone who has it, for
+    --days or until revoked. It is shown once: keep it."""
+    site = Site.from_config()
+    made = site.json("POST", f"/api/v1/analyses/{analysis}/links", json={"days": days})
+    click.echo(f"{made['url']}  (link {made['id']}, works {made['works']})")
 
 
 @main.command()

@@ -18,8 +18,13 @@ from frontend.core.models import (
     AnalysisState,
     ApiToken,
     AuditEvent,
+    Batch,
+    Group,
+    GroupMember,
     Project,
     ProjectFile,
+    ProjectShare,
+    ShareLink,
     User,
     utcnow,
 )
@@ -690,7 +695,40 @@ def adas_things(app, client, make_user, make_project, token_for):
     (folder / "output").mkdir(parents=True)
     (folder / "output" / "out.txt").write_text("result")
     (folder / "log.txt").write_text("log")
-    ids = {"project_id": project, "entry_id": entry, "analysis_id": analysis}
+    # Her group (Carol invited), her project shared with Carol, a link to her
+    # analysis, and a batch holding it.
+    group = client.post("/api/v1/groups", json={"name": "Lab"}, headers=tokens["ada"])
+    group_id = group.json["id"]
+    member = client.post(
+        f"/api/v1/groups/{group_id}/members",
+        json={"email": "carol@cs.ox.ac.uk"},
+        headers=tokens["ada"],
+    ).json["id"]
+    share = client.post(
+        f"/api/v1/projects/{project}/shares",
+        json={"email": "carol@cs.ox.ac.uk"},
+        headers=tokens["ada"],
+    ).json["id"]
+    link = client.post(
+        f"/api/v1/analyses/{analysis}/links", json={}, headers=tokens["ada"]
+    ).json["id"]
+    with app.app_context():
+        batch = Batch(owner_id=ada, project_id=project, pipeline="writer", field="x")
+        db.session.add(batch)
+        db.session.flush()
+        db.session.get(Analysis, analysis).batch_id = batch.id
+        db.session.commit()
+        batch_id = batch.id
+    ids = {
+        "project_id": project,
+        "entry_id": entry,
+        "analysis_id": analysis,
+        "group_id": group_id,
+        "member_id": member,
+        "share_id": share,
+        "link_id": link,
+        "batch_id": batch_id,
+    }
     return {"ids": ids, "tokens": tokens}
 
 
@@ -712,6 +750,18 @@ def call(client, method: str, url: str, headers: dict, ids: dict):
         body = {"json": {"project_id": ids["project_id"], "pipeline": "writer"}}
     elif url.endswith("/add-to-project"):
         body = {"json": {"project_id": ids["project_id"]}}
+    elif url.endswith("/members") or url.endswith("/shares"):
+        body = {"json": {"email": "dan@cs.ox.ac.uk"}}
+    elif url.endswith("/batches"):
+        body = {
+            "json": {
+                "project_id": ids["project_id"],
+                "pipeline": "table-profiler",
+                "files": ["data/t.csv"],
+            }
+        }
+    elif url.endswith("/links") or url.endswith("/accept") or url.endswith("/leave"):
+        body = {"json": {}}
     elif method in ("POST", "PATCH") and not url.endswith("/cancel"):
         body = {"json": {"name": "Taken"}}
     return client.open(url, method=method, headers=headers, **body)
@@ -723,6 +773,9 @@ def unchanged(app, ids: dict) -> bool:
         analysis = db.session.get(Analysis, ids["analysis_id"])
         paths = db.session.scalars(db.select(ProjectFile.path)).all()
         count = db.session.scalar(db.select(db.func.count(Analysis.id)))
+        members = db.session.scalars(db.select(GroupMember.email)).all()
+        shares = db.session.scalars(db.select(ProjectShare.email)).all()
+        link = db.session.get(ShareLink, ids["link_id"])
         return (
             project is not None
             and project.name == "RNA-seq"
@@ -730,6 +783,11 @@ def unchanged(app, ids: dict) -> bool:
             and analysis is not None
             and analysis.state == AnalysisState.SUCCEEDED
             and count == 1
+            and sorted(members) == [ADA, "carol@cs.ox.ac.uk"]
+            and shares == ["carol@cs.ox.ac.uk"]
+            and link.revoked_at is None
+            and db.session.scalar(db.select(db.func.count(Group.id))) == 1
+            and db.session.scalar(db.select(db.func.count(Batch.id))) == 1
         )
 
 

@@ -1,5 +1,7 @@
-"""Programmatic access: personal tokens, the REST API at /api/v1 and GA4GH TES
-at /ga4gh/tes/v1.
+"""Programmatic access: personal tokens, the REST API at /api/v1 (projects,
+files, pipelines and analyses in ``views.py``, batches in ``batches.py``,
+groups, shares and links in ``sharing.py``, resumable uploads in
+``uploads.py``) and GA4GH TES at /ga4gh/tes/v1.
 
 The OpenAPI document is made from the views and their schemas by flask-smorest
 and served at /api/v1/openapi.json; /api/v1/docs shows it with Swagger UI,
@@ -14,6 +16,7 @@ from marshmallow import Schema, fields
 
 from ..core.extensions import csrf
 from ..tes.views import bp as tes_bp
+from . import batches, sharing  # noqa: F401 (their routes are on blp)
 from .auth import init_auth
 from .uploads import blp as tus_blp
 from .views import blp

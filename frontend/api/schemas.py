@@ -211,3 +211,114 @@ class StorageSchema(Schema):
     uploading_bytes = fields.Int(
         metadata={"description": "set aside for uploads in progress"}
     )
+
+
+# --- Batches ---------------------------------------------------------------------
+
+
+class NewBatchSchema(Schema):
+    project_id = fields.Int(required=True)
+    pipeline = fields.Str(required=True)
+    parameters = fields.Dict(
+        load_default=dict,
+        metadata={"description": "the values every analysis of the batch shares"},
+    )
+    files = fields.List(
+        fields.Str(),
+        metadata={"description": "the project's files, one analysis each"},
+    )
+    pattern = fields.Str(
+        metadata={
+            "description": "or a pattern over the project's paths ('reads/*.fq.gz'); "
+            "one analysis per file it matches"
+        }
+    )
+
+
+class BatchRowSchema(Schema):
+    id = fields.Int(metadata={"description": "the analysis"})
+    input = fields.Str(metadata={"description": "the file it runs on"})
+    state = fields.Str()
+    progress_percent = fields.Float()
+    queue_position = fields.Int(allow_none=True)
+    error_summary = fields.Str(allow_none=True)
+
+
+class BatchSchema(Schema):
+    id = fields.Int()
+    project_id = fields.Int()
+    pipeline = fields.Str()
+    field = fields.Str(metadata={"description": "the parameter that varies"})
+    created_at = UtcDateTime()
+    counts = fields.Dict(
+        keys=fields.Str(), values=fields.Int(), metadata={"description": "per state"}
+    )
+    analyses = fields.List(fields.Nested(BatchRowSchema))
+
+
+# --- Groups, shares and links ------------------------------------------------------
+
+
+class NewGroupSchema(Schema):
+    name = fields.Str(required=True)
+    description = fields.Str(load_default="")
+
+
+class MemberSchema(Schema):
+    id = fields.Int()
+    email = fields.Str()
+    joined = fields.Bool(metadata={"description": "false while only invited"})
+
+
+class GroupSchema(Schema):
+    id = fields.Int()
+    name = fields.Str()
+    description = fields.Str()
+    owner = fields.Str(metadata={"description": "the owner's address"})
+    role = fields.Str(metadata={"description": "yours: owner, member or invited"})
+    members = fields.List(
+        fields.Nested(MemberSchema),
+        metadata={"description": "members and invitations (once you have joined)"},
+    )
+
+
+class InviteSchema(Schema):
+    email = fields.Email(required=True)
+
+
+class NewShareSchema(Schema):
+    email = fields.Str(metadata={"description": "a person's address, or"})
+    group_id = fields.Int(metadata={"description": "one of your groups"})
+    access = fields.Str(
+        load_default="read-only", validate=validate.OneOf(["read-only", "read-write"])
+    )
+
+
+class ShareSchema(Schema):
+    id = fields.Int()
+    project_id = fields.Int()
+    email = fields.Str(allow_none=True)
+    group_id = fields.Int(allow_none=True)
+    group = fields.Str(allow_none=True, metadata={"description": "its name"})
+    access = fields.Str()
+    created_at = UtcDateTime()
+
+
+class NewLinkSchema(Schema):
+    days = fields.Int(
+        load_default=None,
+        allow_none=True,
+        metadata={"description": "how long it works (none: until revoked)"},
+    )
+
+
+class LinkSchema(Schema):
+    id = fields.Int()
+    analysis_id = fields.Int()
+    prefix = fields.Str(metadata={"description": "the secret's first characters"})
+    url = fields.Str(
+        metadata={"description": "the link itself, in the answer that made it only"}
+    )
+    created_at = UtcDateTime()
+    expires_at = UtcDateTime(allow_none=True)
+    works = fields.Str(metadata={"description": "until when, or why no longer"})
