@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from frontend.core.extensions import db
+from frontend.core.layout import disk_path
 from frontend.core.models import ProjectFile
 from tests.conftest import LiveServer
 from tests.test_analyses_integration import stack_factory  # noqa: F401 (a fixture)
@@ -38,9 +39,12 @@ def section_commands() -> list[str]:
     # Up to the compliance suite's own commands, which tests/test_tes_integration
     # runs its way (in a virtualenv of its own).
     section = section.split("The GA4GH compliance suite", 1)[0]
-    blocks = re.findall(r"```sh\n(.*?)```", section, flags=re.S)
+    blocks = re.findall(r"```(sh|python)\n(.*?)```", section, flags=re.S)
     commands, pending = [], ""
-    for block in blocks:
+    for language, block in blocks:
+        if language == "python":  # run whole, by the virtualenv's Python
+            commands.append(f".venv/bin/python -c {shlex.quote(block)}")
+            continue
         for line in block.splitlines():
             if pending.endswith("\\"):  # continued: the backslash goes
                 pending = pending[:-1] + " " + line.strip()
@@ -61,9 +65,10 @@ def test_the_section_is_what_this_test_expects():
     """A guard: the examples are found (three blocks' worth), so a README whose
     examples moved elsewhere does not pass by running nothing."""
     commands = section_commands()
-    assert len(commands) >= 24
+    assert len(commands) >= 25
     assert sum(c.startswith("curl ") for c in commands) >= 8
     assert sum(c.startswith(".venv/bin/labqueue ") for c in commands) >= 14
+    assert sum("import tes" in c for c in commands) == 1
 
 
 def test_every_scripting_example_of_the_readme_works(stack_factory, tmp_path):  # noqa: F811
@@ -84,13 +89,24 @@ def test_every_scripting_example_of_the_readme_works(stack_factory, tmp_path):  
             command = command.replace(WRITTEN_URL, live.url)
             stdout, out = _run(stack, command, work, tmp_path, variables)
             _check(command, stdout, out)
-        # The task sent last has run, and its output is in project 1.
-        _wait_for_task(live.url, variables["TOKEN"], command)
+            if "/ga4gh/tes/v1/tasks/" in command:
+                curl_task = command
+        # The task of the curl example has run, and its output is in project 1.
+        _wait_for_task(live.url, variables["TOKEN"], curl_task)
     with stack.app.app_context():
         made = db.session.scalar(
             db.select(ProjectFile).filter_by(project_id=1, path="counts/lines.txt")
         )
         assert made is not None and made.provenance["pipeline"] == "tes"
+        # The chained tasks: 1200 lines of reads in chunks of 400, then counted.
+        counts = db.session.scalar(
+            db.select(ProjectFile).filter_by(project_id=1, path="counts.txt")
+        )
+        chunks = db.session.scalars(
+            db.select(ProjectFile.path).filter(ProjectFile.path.startswith("chunks/"))
+        ).all()
+        assert sorted(chunks) == ["chunks/part-aa", "chunks/part-ab", "chunks/part-ac"]
+        assert b"1200 total" in disk_path(counts).read_bytes()
         # The CLI's download and add-outputs did their work: the outputs of
         # analysis 3 are in results/ and in project 2's qc/ folder.
         added = db.session.scalars(
@@ -113,8 +129,9 @@ def test_every_scripting_example_of_the_readme_works(stack_factory, tmp_path):  
 def _run(
     stack, command: str, work: Path, home: Path, variables: dict
 ) -> tuple[str, str]:
-    """Run one README command; its standard output, and all it printed. `flask --app frontend …` lines run
-    through the stack's app (its database), as the reader's would on their site."""
+    """Run one README command; its standard output, and all it printed.
+    `flask --app frontend …` lines run through the stack's app (its database),
+    as the reader's would on their site."""
     assignment = re.match(r"^(\w+)=\$\((.*)\)$", command)
     inner = assignment[2] if assignment else command
     if inner.startswith(".venv/bin/flask --app frontend "):
@@ -161,6 +178,8 @@ def _check(command: str, stdout: str, out: str) -> None:
         assert "succeeded." in out, (command, out)
     if "labqueue link" in command:
         assert "/s/lqs_" in out, (command, out)
+    if "import tes" in command:  # the chained tasks
+        assert stdout.strip() == "COMPLETE", (command, out)
 
 
 def _wait_for_task(url: str, token: str, command: str) -> None:
