@@ -31,8 +31,9 @@ def _docker_gid() -> str:
         )
 
 
-def settings(data_root: str, site_url: str) -> list[tuple[str, str, str]]:
-    """(key, value, what it is) for every setting .env holds, in order."""
+def settings(data_root: str, site_url: str) -> list[tuple[str, object, str]]:
+    """(key, value, what it is) for every setting .env holds, in order. A value
+    read from the host is a function, asked only when the setting is missing."""
     return [
         (
             "LABQUEUE_SECRET_KEY",
@@ -56,12 +57,12 @@ def settings(data_root: str, site_url: str) -> list[tuple[str, str, str]]:
         ),
         (
             "DOCKER_GID",
-            _docker_gid(),
+            _docker_gid,
             f"The group of {DOCKER_SOCKET} on this host: the workers join it.",
         ),
         (
             "LABQUEUE_WORKER_HOST",
-            socket.gethostname(),
+            socket.gethostname,
             "The name of this host's engine on its runs, shared by its workers.",
         ),
         ("LABQUEUE_WORKERS", "1", "Worker containers on this host."),
@@ -106,6 +107,8 @@ def write(path: Path, data_root: str, site_url: str) -> list[str]:
     for key, value, about in settings(data_root, site_url):
         if key in present:
             continue
+        if callable(value):
+            value = value()
         if about:
             lines.append(f"\n# {about}")
         lines.append(f"{key}={value}")

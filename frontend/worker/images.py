@@ -28,19 +28,21 @@ class _NoEngine:
             f"no {self.name.capitalize()} engine answers on this host ({self.reason})"
         )
 
-    # What admins read as the mend: the engine, not the image, is what is missing.
-    fix = "Start the engine, or let the worker use it (README: Docker Compose)"
-
     def close(self) -> None:
         pass
 
 
-def _served_runner(name: str):
-    """A runner of this worker for a check; its stand-in if its engine is away."""
+# What admins read as the mend when the engine, not the image, is what is missing.
+START_ENGINE = "Start the engine, or let the worker use it (README: Docker Compose)"
+
+
+def _served_runner(name: str) -> tuple[object, str | None]:
+    """A runner of this worker for a check, and the mend of a problem it finds
+    (None: build the image); its stand-in if its engine is away."""
     try:
-        return make_runner(name)
+        return make_runner(name), None
     except EngineUnavailable as exc:
-        return _NoEngine(name, str(exc))
+        return _NoEngine(name, str(exc)), START_ENGINE
 
 
 def check_images() -> dict[str, bool]:
@@ -56,12 +58,11 @@ def check_images() -> dict[str, bool]:
                 continue  # the workers serving its runner check it
             if name not in runners:
                 runners[name] = _served_runner(name)
-            runner = runners[name]
+            runner, fix = runners[name]
             problem = runner.image_problem(pipeline.image_tag)
-            fix = runner.fix if isinstance(runner, _NoEngine) else None
             note_image(pipeline.name, pipeline.image_tag, runner, problem, fix=fix)
             found[pipeline.name] = problem is None
     finally:
-        for runner in runners.values():
+        for runner, _fix in runners.values():
             runner.close()
     return found
