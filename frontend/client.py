@@ -455,12 +455,7 @@ def run(project: str, pipeline: str, params: tuple[str, ...], wait: bool) -> Non
     """Submit an analysis of PROJECT with PIPELINE."""
     site = Site.from_config()
     project_id = _project_id(site, project)
-    schema = site.json("GET", f"/api/v1/pipelines/{pipeline}")["parameters"]
-
-    try:
-        values = parameters(schema, params, lambda: _file_paths(site, project_id))
-    except ParamError as exc:
-        raise click.ClickException(f"{pipeline}: {exc}") from exc
+    values = _typed(site, project_id, pipeline, params)
     analysis = site.json(
         "POST",
         "/api/v1/analyses",
@@ -469,6 +464,16 @@ def run(project: str, pipeline: str, params: tuple[str, ...], wait: bool) -> Non
     click.echo(f"Analysis #{analysis['id']} is queued.")
     if wait:
         sys.exit(_follow(site, analysis["id"]))
+
+
+def _typed(site: Site, project_id: int, pipeline: str, params: tuple[str, ...]) -> dict:
+    """The --param values as the pipeline's schema types them (patterns matched
+    against the project's files); a refusal is one line naming the parameter."""
+    schema = site.json("GET", f"/api/v1/pipelines/{pipeline}")["parameters"]
+    try:
+        return parameters(schema, params, lambda: _file_paths(site, project_id))
+    except ParamError as exc:
+        raise click.ClickException(f"{pipeline}: {exc}") from exc
 
 
 def _file_paths(site: Site, project_id: int) -> list[str]:
@@ -557,11 +562,7 @@ def batch(
     those one pattern matches (and the pipeline takes)."""
     site = Site.from_config()
     project_id = _project_id(site, project)
-    schema = site.json("GET", f"/api/v1/pipelines/{pipeline}")["parameters"]
-    try:
-        values = parameters(schema, params, lambda: _file_paths(site, project_id))
-    except ParamError as exc:
-        raise click.ClickException(f"{pipeline}: {exc}") from exc
+    values = _typed(site, project_id, pipeline, params)
     body = {"project_id": project_id, "pipeline": pipeline, "parameters": values}
     if len(chosen) == 1 and any(mark in chosen[0] for mark in "*?["):
         body["pattern"] = chosen[0]

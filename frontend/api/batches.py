@@ -9,17 +9,14 @@ from flask import url_for
 from flask_login import current_user
 from flask_smorest import abort
 
-from backend.params import ParamsInvalid
-
 from ..analyses import batches
 from ..analyses import services as analyses
 from ..core.access import Access, get_project_or_404
 from ..core.downloads import zip_response
 from ..core.models import Batch
-from ..core.runners import NoClusterAccount
 from .auth import token_required
 from .schemas import BatchSchema, CancelSchema, NewBatchSchema
-from .views import blp
+from .views import blp, submission_refusals
 
 
 def _batch_dict(batch: Batch) -> dict:
@@ -79,21 +76,9 @@ def submit_batch(data):
     pipeline = analyses.get_pipeline_or_404(data["pipeline"])
     files = analyses.project_file_paths(project)
     chosen = _chosen(data, pipeline, files)
-    try:
+    with submission_refusals():
         batch = batches.submit_batch(
             current_user, project, pipeline, data["parameters"], chosen, files
-        )
-    except NoClusterAccount as exc:
-        abort(409, message=f"{exc} Nothing was submitted.")
-    except analyses.PipelineUnavailable as exc:
-        abort(503, message=f"{exc} Nothing was submitted.")
-    except analyses.AnalysisError as exc:
-        abort(422, message=str(exc))
-    except ParamsInvalid as invalid:
-        abort(
-            422,
-            message="Some parameters are not valid; nothing was submitted.",
-            errors={"parameters": invalid.errors},
         )
     location = url_for("api_v1.get_batch", batch_id=batch.id)
     return _batch_dict(batch), 201, {"Location": location}

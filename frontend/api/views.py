@@ -9,6 +9,7 @@ run form's message on its field.
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 
 from flask import request, url_for
 from flask_login import current_user
@@ -306,6 +307,27 @@ def get_pipeline(name: str):
 # --- Analyses ------------------------------------------------------------------------
 
 
+@contextmanager
+def submission_refusals():
+    """A refused submission (of one analysis or a batch) as the API answers it:
+    409 without the cluster account it needs, 503 when the pipeline's image is
+    missing, 422 with the run form's messages per parameter."""
+    try:
+        yield
+    except NoClusterAccount as exc:
+        abort(409, message=f"{exc} Nothing was submitted.")
+    except analyses.PipelineUnavailable as exc:
+        abort(503, message=f"{exc} Nothing was submitted.")
+    except analyses.AnalysisError as exc:
+        abort(422, message=str(exc))
+    except ParamsInvalid as invalid:
+        abort(
+            422,
+            message="Some parameters are not valid; nothing was submitted.",
+            errors={"parameters": invalid.errors},
+        )
+
+
 @blp.route("/analyses", methods=["POST"])
 @token_required(write=True)
 @blp.arguments(NewAnalysisSchema)
@@ -316,18 +338,8 @@ def submit(data):
     user's cluster account and none is set, 503 when its image is missing."""
     project = get_project_or_404(data["project_id"], Access.WRITE)
     pipeline = analyses.get_pipeline_or_404(data["pipeline"])
-    try:
+    with submission_refusals():
         analysis = analyses.submit(current_user, project, pipeline, data["parameters"])
-    except NoClusterAccount as exc:
-        abort(409, message=f"{exc} Nothing was submitted.")
-    except analyses.PipelineUnavailable as exc:
-        abort(503, message=f"{exc} Nothing was submitted.")
-    except ParamsInvalid as invalid:
-        abort(
-            422,
-            message="Some parameters are not valid; nothing was submitted.",
-            errors={"parameters": invalid.errors},
-        )
     location = url_for("api_v1.get_analysis", analysis_id=analysis.id)
     return analysis, 201, {"Location": location}
 
