@@ -274,9 +274,15 @@ def upload(project: str, paths: tuple[str, ...], folder: str, on_clash: str) -> 
         for entry in site.json("GET", f"/api/v1/projects/{project_id}/files")
         if not entry["is_dir"]
     }
-    todo = list(_files(paths, folder))
+    todo = [
+        (local, remote, local.stat().st_size) for local, remote in _files(paths, folder)
+    ]
+    total, done = sum(size for _, _, size in todo), 0
     sent, same, differ, failed = 0, 0, [], []
-    for number, (local, remote) in enumerate(todo, start=1):
+    for number, (local, remote, size) in enumerate(todo, start=1):
+        # Each file's bar says where the whole upload stands.
+        place = f"[{number}/{len(todo)}, {human_size(done)} of {human_size(total)}]"
+        done += size
         try:
             if remote in there:
                 if _same_bytes(site, project_id, there[remote], local):
@@ -285,7 +291,7 @@ def upload(project: str, paths: tuple[str, ...], folder: str, on_clash: str) -> 
                 if on_clash == "skip":
                     differ.append(remote)
                     continue
-            _upload_one(site, project_id, local, remote, on_clash, (number, len(todo)))
+            _upload_one(site, project_id, local, remote, on_clash, place)
             sent += 1
         except (click.ClickException, OSError) as exc:
             reason = exc.message if isinstance(exc, click.ClickException) else exc
@@ -340,7 +346,7 @@ def _upload_one(
     local: Path,
     remote: str,
     on_clash: str,
-    place: tuple[int, int],
+    place: str,
 ):
     from tusclient.client import TusClient
     from tusclient.exceptions import TusCommunicationError
@@ -374,7 +380,7 @@ def _upload_one(
             with open(local, "rb") as stream:
                 storage.remove_item(fingerprint.get_fingerprint(stream))
             uploader = client.uploader(str(local), **options)
-        label = f"[{place[0]}/{place[1]}] {remote}"
+        label = f"{place} {remote}"
         with click.progressbar(length=size, label=label, show_pos=True) as bar:
             bar.update(uploader.offset)
             while True:

@@ -202,7 +202,7 @@ def test_a_script_configured_by_the_environment_alone(app, server, tmp_path):
         0,
         "1 sent, 1 already there (same contents).",
     ), out
-    assert "[1/2] raw/reads/a.fastq" in out
+    assert "[1/2, 0 B of 32 B] raw/reads/a.fastq" in out
     with app.app_context():
         entry = db.session.scalar(
             db.select(ProjectFile).filter_by(path="raw/reads/a.fastq")
