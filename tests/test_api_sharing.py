@@ -230,6 +230,12 @@ def test_a_batch_is_submitted_followed_cancelled_and_zipped(
 
     url = f"/api/v1/batches/{batch['id']}"
     assert client.get(url, headers=ada).json["id"] == batch["id"]
+    (listed,) = client.get("/api/v1/batches", headers=ada).json
+    assert (listed["id"], listed["counts"]["queued"]) == (batch["id"], 2)
+    mine = client.get(f"/api/v1/batches?project_id={tables}", headers=ada).json
+    assert [b["id"] for b in mine] == [batch["id"]]
+    assert client.get("/api/v1/batches?project_id=999", headers=ada).json == []
+    assert client.get("/api/v1/batches", headers=people["dan"]).json == []
     assert client.get(url, headers=people["dan"]).status_code == 404
     cancelled = client.post(f"{url}/cancel", headers=ada)
     assert cancelled.status_code == 200 and "2 queued" in cancelled.json["message"]

@@ -149,6 +149,30 @@ def counts(rows: list[BatchRow]) -> dict[str, int]:
     return found
 
 
+def batches_of(user: User, project_id: int | None, limit: int) -> list[Batch]:
+    """The last ``limit`` batches ``user`` submitted (of one project, if given),
+    newest first."""
+    stmt = sa.select(Batch).where(Batch.owner_id == user.id)
+    if project_id is not None:
+        stmt = stmt.where(Batch.project_id == project_id)
+    return list(db.session.scalars(stmt.order_by(Batch.id.desc()).limit(limit)))
+
+
+def counts_of(batch_ids: list[int]) -> dict[int, dict[str, int]]:
+    """How many analyses of each batch are in each state, in one query."""
+    found = {
+        batch_id: {state.value: 0 for state in AnalysisState} for batch_id in batch_ids
+    }
+    rows = db.session.execute(
+        sa.select(Analysis.batch_id, Analysis.state, sa.func.count())
+        .where(Analysis.batch_id.in_(batch_ids))
+        .group_by(Analysis.batch_id, Analysis.state)
+    )
+    for batch_id, state, count in rows:
+        found[batch_id][state.value] = count
+    return found
+
+
 def cancel_batch(batch: Batch) -> str:
     """Cancel every analysis of ``batch`` not finished: queued ones at once,
     running ones stopped by their watcher."""

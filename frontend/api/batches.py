@@ -15,7 +15,13 @@ from ..core.access import Access, get_project_or_404
 from ..core.downloads import zip_response
 from ..core.models import Batch
 from .auth import token_required
-from .schemas import BatchSchema, CancelSchema, NewBatchSchema
+from .schemas import (
+    BatchListArgs,
+    BatchSchema,
+    BatchSummarySchema,
+    CancelSchema,
+    NewBatchSchema,
+)
 from .views import blp, submission_refusals
 
 
@@ -82,6 +88,28 @@ def submit_batch(data):
         )
     location = url_for("api_v1.get_batch", batch_id=batch.id)
     return _batch_dict(batch), 201, {"Location": location}
+
+
+@blp.route("/batches", methods=["GET"])
+@token_required()
+@blp.arguments(BatchListArgs, location="query")
+@blp.response(200, BatchSummarySchema(many=True))
+def list_batches(args):
+    """The batches you submitted, newest first (the last 100), each with how
+    many of its analyses are in each state."""
+    found = batches.batches_of(current_user, args.get("project_id"), limit=100)
+    counts = batches.counts_of([batch.id for batch in found])
+    return [
+        {
+            "id": batch.id,
+            "project_id": batch.project_id,
+            "pipeline": batch.pipeline,
+            "field": batch.field,
+            "created_at": batch.created_at,
+            "counts": counts[batch.id],
+        }
+        for batch in found
+    ]
 
 
 @blp.route("/batches/<int:batch_id>", methods=["GET"])

@@ -244,7 +244,7 @@ class BatchRowSchema(Schema):
     error_summary = fields.Str(allow_none=True)
 
 
-class BatchSchema(Schema):
+class BatchSummarySchema(Schema):
     id = fields.Int()
     project_id = fields.Int()
     pipeline = fields.Str()
@@ -253,7 +253,14 @@ class BatchSchema(Schema):
     counts = fields.Dict(
         keys=fields.Str(), values=fields.Int(), metadata={"description": "per state"}
     )
+
+
+class BatchSchema(BatchSummarySchema):
     analyses = fields.List(fields.Nested(BatchRowSchema))
+
+
+class BatchListArgs(Schema):
+    project_id = fields.Int(metadata={"description": "only this project's"})
 
 
 # --- Groups, shares and links ------------------------------------------------------
