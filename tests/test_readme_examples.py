@@ -22,6 +22,7 @@ from frontend.core.extensions import db
 from frontend.core.layout import disk_path
 from frontend.core.models import ProjectFile
 from tests.conftest import LiveServer
+from tests.services import unavailable
 from tests.test_analyses_integration import stack_factory  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.docker, pytest.mark.rabbitmq]
@@ -74,6 +75,8 @@ def test_the_section_is_what_this_test_expects():
 def test_every_scripting_example_of_the_readme_works(stack_factory, tmp_path):  # noqa: F811
     from backend.manifest import PIPELINES_DIR
 
+    if shutil.which("curl") is None:
+        unavailable("curl, which the README's examples use (apt-get install curl)")
     stack = stack_factory(
         project=None, PIPELINES_DIR=str(PIPELINES_DIR), SITE_URL="http://127.0.0.1"
     )
