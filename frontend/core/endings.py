@@ -39,12 +39,12 @@ def finalize(
     dispatch: bool = True,
 ) -> bool:
     """Record how a running analysis ended, exactly once: of two callers (two
-        watchers seeing one exit), the second finds it no longer running and does
-        nothing. A run whose program succeeded is first finished as its kind says
+    watchers seeing one exit), the second finds it no longer running and does
+    nothing. A run whose program succeeded is first finished as its kind says
     (``deliver``: a TES task's outputs added to projects), and fails if that
     cannot be done. Its mail is written in the same transaction; a failure is
-        snapshotted; the slot it frees is offered to the queue (unless the caller,
-        ending several at once, dispatches once afterwards)."""
+    snapshotted; the slot it frees is offered to the queue (unless the caller,
+    ending several at once, dispatches once afterwards)."""
     usage = usage or Usage()
     if reason is None and _still_running(analysis):
         reason = kind_of(analysis).deliver(analysis)
