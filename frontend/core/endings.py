@@ -46,8 +46,9 @@ def finalize(
     snapshotted; the slot it frees is offered to the queue (unless the caller,
     ending several at once, dispatches once afterwards)."""
     usage = usage or Usage()
-    if reason is None and _still_running(analysis):
-        reason = kind_of(analysis).deliver(analysis)
+    kind = kind_of(analysis)
+    if reason is None:
+        reason = kind.deliver(analysis)
     if reason is None:
         state, summary = AnalysisState.SUCCEEDED, None
     elif reason == "cancelled":
@@ -77,7 +78,6 @@ def finalize(
     if not done:
         db.session.rollback()
         return False
-    kind = kind_of(analysis)
     mail = kind.end_mail(analysis) if state != AnalysisState.CANCELLED else None
     db.session.commit()
     if mail is not None:
@@ -89,9 +89,10 @@ def finalize(
     return True
 
 
-def _still_running(analysis: Analysis) -> bool:
+def still_running(analysis: Analysis) -> bool:
     """Whether this attempt has not been recorded as ended (by another watcher
-    that saw the same exit): a delivery is done once."""
+    that saw the same exit): what a kind's ``deliver`` asks before doing its work
+    once."""
     return bool(
         db.session.scalar(
             sa.select(sa.func.count(Analysis.id)).where(

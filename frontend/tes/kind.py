@@ -16,6 +16,7 @@ from backend.tes import OUTPUT_DIR, TASK_DIR, driver_script
 
 from ..analyses import services as analyses
 from ..core.access import Access, access_to
+from ..core.endings import still_running
 from ..core.extensions import db
 from ..core.kinds import CannotRun, Plan, Stop
 from ..core.layout import disk_path, files_dir, task_dir
@@ -119,12 +120,17 @@ class TesTaskRun:
         there is replaced, as a workflow engine that runs a step again expects.
         Why one could not be added, or None."""
         task = analysis.tes_task
+        sent = [
+            (number, item)
+            for number, item in enumerate(task.request.get("outputs") or [])
+            if item["url"].startswith("labqueue:")
+        ]
+        if not sent or not still_running(analysis):  # nothing, or done already
+            return None
         listed = dict(analyses.output_files(analysis))
         provenance = analyses.provenance(analysis, analysis.owner)
-        for number, item in enumerate(task.request.get("outputs") or []):
+        for number, item in sent:
             url = item["url"]
-            if not url.startswith("labqueue:"):
-                continue
             source = posixpath.relpath(posixpath.normpath(item["path"]), OUTPUT_DIR)
             try:
                 _deliver_one(analysis, task, url, source, listed, provenance)
