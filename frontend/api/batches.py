@@ -25,15 +25,21 @@ from .schemas import (
 from .views import blp, submission_refusals
 
 
-def _batch_dict(batch: Batch) -> dict:
-    rows = batches.rows_of(batch)
+def _summary(batch: Batch, counts: dict[str, int]) -> dict:
     return {
         "id": batch.id,
         "project_id": batch.project_id,
         "pipeline": batch.pipeline,
         "field": batch.field,
         "created_at": batch.created_at,
-        "counts": batches.counts(rows),
+        "counts": counts,
+    }
+
+
+def _batch_dict(batch: Batch) -> dict:
+    rows = batches.rows_of(batch)
+    return {
+        **_summary(batch, batches.counts(rows)),
         "analyses": [
             {
                 "id": row.analysis.id,
@@ -99,17 +105,7 @@ def list_batches(args):
     many of its analyses are in each state."""
     found = batches.batches_of(current_user, args.get("project_id"), limit=100)
     counts = batches.counts_of([batch.id for batch in found])
-    return [
-        {
-            "id": batch.id,
-            "project_id": batch.project_id,
-            "pipeline": batch.pipeline,
-            "field": batch.field,
-            "created_at": batch.created_at,
-            "counts": counts[batch.id],
-        }
-        for batch in found
-    ]
+    return [_summary(batch, counts[batch.id]) for batch in found]
 
 
 @blp.route("/batches/<int:batch_id>", methods=["GET"])
