@@ -58,6 +58,15 @@ def _group_dict(group: Group, mine: GroupMember) -> dict:
     }
 
 
+def _owned_group(group_id: int, doing: str) -> Group:
+    """A group of the caller's own: 404 for one they are not in, 403 for one
+    they are in but do not own."""
+    group = sharing.get_group_or_404(group_id)
+    if group.owner_id != current_user.id:
+        abort(403, message=f"Only the group's owner may {doing}.")
+    return group
+
+
 @blp.route("/groups", methods=["GET"])
 @token_required()
 @blp.response(200, GroupSchema(many=True))
@@ -95,10 +104,7 @@ def get_group(group_id: int):
 @blp.response(204)
 def delete_group(group_id: int):
     """Delete a group you own: its members lose what it shared with them."""
-    group = sharing.get_group_or_404(group_id)
-    if group.owner_id != current_user.id:
-        abort(403, message="Only the group's owner may delete it.")
-    sharing.delete_group(group)
+    sharing.delete_group(_owned_group(group_id, "delete it"))
 
 
 @blp.route("/groups/<int:group_id>/members", methods=["POST"])
@@ -108,9 +114,7 @@ def delete_group(group_id: int):
 def invite(data, group_id: int):
     """Invite an address to a group you own; it gets a mail, and joins once it
     accepts (signed in with that address)."""
-    group = sharing.get_group_or_404(group_id)
-    if group.owner_id != current_user.id:
-        abort(403, message="Only the group's owner may invite.")
+    group = _owned_group(group_id, "invite")
     try:
         member = sharing.invite(group, current_user, data["email"])
     except SharingError as exc:
@@ -123,9 +127,7 @@ def invite(data, group_id: int):
 @blp.response(204)
 def remove_member(group_id: int, member_id: int):
     """Take a member or an invitation out of a group you own."""
-    group = sharing.get_group_or_404(group_id)
-    if group.owner_id != current_user.id:
-        abort(403, message="Only the group's owner may remove members.")
+    group = _owned_group(group_id, "remove members")
     try:
         sharing.remove_member(group, sharing.get_member_or_404(group, member_id))
     except SharingError as exc:
